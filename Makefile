@@ -1,0 +1,45 @@
+# FastVLA: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, pinned: a local CPU build here; an unpinned torch would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+export MUJOCO_GL ?= egl
+
+.PHONY: demo test test-all lint format bench venv sysdeps clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev,serve]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+sysdeps:
+	bash scripts/ensure_system_deps.sh
+
+demo: venv sysdeps
+	$(VENV)/bin/fastvla demo
+
+test: venv sysdeps
+	$(VENV)/bin/pytest -m "not gpu" -q
+
+test-all: venv sysdeps
+	$(VENV)/bin/pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: venv sysdeps
+	$(VENV)/bin/fastvla bench envs
+	$(VENV)/bin/fastvla bench loader
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""fastvla.datasets (placeholder; filled by its issue)."""

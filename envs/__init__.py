@@ -1,0 +1,1 @@
+"""fastvla.envs (placeholder; filled by its issue)."""

@@ -1,0 +1,1 @@
+"""fastvla.eval (placeholder; filled by its issue)."""

@@ -1,0 +1,1 @@
+"""fastvla.policies (placeholder; filled by its issue)."""
