@@ -1,1 +1,18 @@
-"""fastvla.datasets (placeholder; filled by its issue)."""
+"""LeRobot-format datasets: read v3.0 and v2.1, write v3.0, record demonstrations, load fast for training.
+
+Example:
+    >>> from fastvla.datasets import LeRobotDataset
+    >>> ds = LeRobotDataset("path/to/dataset", delta_timestamps={"action": [0, 0.1]})  # doctest: +SKIP
+"""
+
+from fastvla.datasets.lerobot_dataset import LeRobotDataset, split_episodes
+from fastvla.datasets.metadata import DatasetFormatError, DatasetMeta
+from fastvla.datasets.video import VideoDecodeError
+
+__all__ = [
+    "DatasetFormatError",
+    "DatasetMeta",
+    "LeRobotDataset",
+    "VideoDecodeError",
+    "split_episodes",
+]

@@ -1,0 +1,248 @@
+"""Reading a LeRobot dataset's metadata (``meta/``) for codebase versions v3.0 and v2.1.
+
+Both versions are normalised into the same in-memory view: ``info`` (the raw ``info.json``), ``features``,
+``tasks`` (``{task: task_index}``), ``episodes`` (one dict per episode with v3.0's column names; for v2.1
+the file locations are filled in from the path templates) and ``stats``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastvla.datasets.stats import Stats, aggregate_stats, stats_from_json
+
+SUPPORTED_VERSIONS = ("v3.0", "v2.1")
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+TASKS_PATH = "meta/tasks.parquet"
+EPISODES_DIR = "meta/episodes"
+DEFAULT_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+DEFAULT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+
+
+class DatasetFormatError(ValueError):
+    """The folder is not a readable LeRobot dataset; the message names the problem and the fix."""
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """``pyarrow.parquet.read_table`` with an error that names the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFormatError(f"parquet file {path} is missing; re-download or re-write the dataset")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DatasetFormatError(
+            f"parquet file {path} is unreadable ({err}); it is truncated or corrupt. Re-download the "
+            "dataset, or for a dataset you recorded, reopen it with LeRobotDatasetWriter to repair it."
+        ) from err
+
+
+def load_info(root: Path) -> dict[str, Any]:
+    """Read and check ``meta/info.json``."""
+    path = root / INFO_PATH
+    if not path.is_file():
+        hint = (
+            f"{root} does not exist"
+            if not root.exists()
+            else f"found {sorted(p.name for p in root.iterdir())[:10]}"
+        )
+        raise DatasetFormatError(
+            f"{path} not found: {root} is not a LeRobot dataset root ({hint}). Point to the folder that "
+            "contains meta/, data/ and videos/, or pass a Hugging Face repo id."
+        )
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(f"{path} is not valid JSON ({err}); restore it from the source") from err
+    version = info.get("codebase_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise DatasetFormatError(
+            f"unsupported LeRobot codebase_version {version!r} in {path}; supported: "
+            f"{list(SUPPORTED_VERSIONS)}. Convert older datasets with lerobot's conversion scripts "
+            "(v2.0 -> v2.1), then `fastvla dataset convert` for v2.1 -> v3.0."
+        )
+    for key in ("fps", "features"):
+        if key not in info:
+            raise DatasetFormatError(f"{path} lacks the required field {key!r}; the file is incomplete")
+    return info
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DatasetFormatError(f"{path} is missing; a v2.1 dataset needs it. Re-download the dataset.")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_episodes_v30(root: Path) -> list[dict[str, Any]]:
+    """All rows of ``meta/episodes/chunk-*/file-*.parquet``, sorted by episode index."""
+    files = sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise DatasetFormatError(
+            f"no episode metadata under {root / EPISODES_DIR}; the dataset is incomplete. Re-download it."
+        )
+    rows: list[dict[str, Any]] = []
+    for f in files:
+        table = read_parquet(f)
+        keep = [c for c in table.column_names if not c.startswith("stats/")]
+        rows.extend(table.select(keep).to_pylist())
+    return sorted(rows, key=lambda r: r["episode_index"])
+
+
+def load_episode_stats_v30(root: Path) -> dict[int, Stats]:
+    """Per-episode statistics from the ``stats/<key>/<stat>`` columns of the episodes parquet."""
+    out: dict[int, Stats] = {}
+    for f in sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet")):
+        table = read_parquet(f)
+        cols = [c for c in table.column_names if c.startswith("stats/")]
+        for row in table.select(["episode_index", *cols]).to_pylist():
+            stats: Stats = {}
+            for col in cols:
+                key, stat = col[len("stats/") :].rsplit("/", 1)
+                stats.setdefault(key, {})[stat] = np.asarray(row[col])
+            out[row["episode_index"]] = stats
+    return out
+
+
+def load_tasks_v30(root: Path) -> dict[str, int]:
+    """``{task: task_index}`` from ``meta/tasks.parquet``."""
+    table = read_parquet(root / TASKS_PATH)
+    return {r["task"]: int(r["task_index"]) for r in table.select(["task", "task_index"]).to_pylist()}
+
+
+def _v21_episodes(root: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = sorted(_jsonl(root / "meta/episodes.jsonl"), key=lambda r: r["episode_index"])
+    chunks = int(info.get("chunks_size", 1000))
+    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    start = 0
+    for row in rows:
+        ep, length = row["episode_index"], row["length"]
+        row["dataset_from_index"], row["dataset_to_index"] = start, start + length
+        start += length
+        chunk = ep // chunks
+        row["data/path"] = info["data_path"].format(episode_chunk=chunk, episode_index=ep)
+        for key in video_keys:
+            row[f"videos/{key}/path"] = info["video_path"].format(
+                episode_chunk=chunk, episode_index=ep, video_key=key
+            )
+            row[f"videos/{key}/from_timestamp"] = 0.0
+            row[f"videos/{key}/to_timestamp"] = length / info["fps"]
+    return rows
+
+
+def _v30_paths(info: dict[str, Any], episodes: list[dict[str, Any]]) -> None:
+    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    data_path = info.get("data_path", DEFAULT_DATA_PATH)
+    video_path = info.get("video_path", DEFAULT_VIDEO_PATH)
+    for row in episodes:
+        row["data/path"] = data_path.format(
+            chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
+        )
+        for key in video_keys:
+            row[f"videos/{key}/path"] = video_path.format(
+                video_key=key,
+                chunk_index=row[f"videos/{key}/chunk_index"],
+                file_index=row[f"videos/{key}/file_index"],
+            )
+
+
+class DatasetMeta:
+    """Metadata of a LeRobot dataset on disk (v3.0 or v2.1).
+
+    Attributes:
+        root: dataset folder.
+        info: the parsed ``meta/info.json``.
+        version: ``"v3.0"`` or ``"v2.1"``.
+        fps: frames per second.
+        features: feature specs (``dtype``, ``shape``, ``names``).
+        camera_keys: video and image feature keys, in ``info.json`` order.
+        video_keys: features stored as mp4.
+        image_keys: features stored as PNG bytes inside the parquet files.
+        tasks: ``{task: task_index}``.
+        episodes: one dict per episode (v3.0 column names, plus ``data/path`` and ``videos/<key>/path``).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.info = load_info(self.root)
+        self.version: str = self.info["codebase_version"]
+        if self.version == "v3.0":
+            self.tasks = load_tasks_v30(self.root)
+            self.episodes = load_episodes_v30(self.root)
+            _v30_paths(self.info, self.episodes)
+        else:
+            self.tasks = {r["task"]: int(r["task_index"]) for r in _jsonl(self.root / "meta/tasks.jsonl")}
+            self.episodes = _v21_episodes(self.root, self.info)
+        self._stats: Stats | None = None
+
+    @property
+    def fps(self) -> int:
+        return int(self.info["fps"])
+
+    @property
+    def features(self) -> dict[str, dict[str, Any]]:
+        return self.info["features"]
+
+    @property
+    def video_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f["dtype"] == "video"]
+
+    @property
+    def image_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f["dtype"] == "image"]
+
+    @property
+    def camera_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f["dtype"] in ("video", "image")]
+
+    @property
+    def total_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def total_frames(self) -> int:
+        return int(sum(ep["length"] for ep in self.episodes))
+
+    @property
+    def robot_type(self) -> str | None:
+        return self.info.get("robot_type")
+
+    @property
+    def task_names(self) -> dict[int, str]:
+        """``{task_index: task}``."""
+        return {i: t for t, i in self.tasks.items()}
+
+    def episode_stats(self) -> dict[int, Stats]:
+        """Per-episode statistics (v3.0 episodes parquet, or v2.1 ``episodes_stats.jsonl``)."""
+        if self.version == "v3.0":
+            return load_episode_stats_v30(self.root)
+        path = self.root / "meta/episodes_stats.jsonl"
+        if not path.is_file():
+            return {}
+        return {r["episode_index"]: stats_from_json(r["stats"]) for r in _jsonl(path)}
+
+    @property
+    def stats(self) -> Stats:
+        """Dataset statistics: ``meta/stats.json`` (v3.0), or aggregated from per-episode stats (v2.1).
+
+        Empty when the dataset has neither; :class:`LeRobotDataset` then computes numeric statistics.
+        """
+        if self._stats is None:
+            path = self.root / STATS_PATH
+            if self.version == "v3.0" and path.is_file():
+                self._stats = stats_from_json(json.loads(path.read_text()))
+            else:
+                per_episode = self.episode_stats()
+                self._stats = aggregate_stats(list(per_episode.values())) if per_episode else {}
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: Stats) -> None:
+        self._stats = value
