@@ -1,1 +1,33 @@
-"""fastvla.envs (placeholder; filled by its issue)."""
+"""FastVLA's simulated tabletop suite: MuJoCo manipulation tasks with language instructions.
+
+Importing this package registers the Gymnasium ids (nothing else happens on import; MuJoCo is loaded
+when an env is created)::
+
+    import gymnasium as gym
+    import fastvla.envs  # noqa: F401
+
+    env = gym.make("fastvla/PickCube-v0", cameras=("front", "wrist"), image_size=128)
+    obs, info = env.reset(seed=0)
+    print(info["task"])  # "pick up the red cube"
+    obs, reward, terminated, truncated, info = env.step(env.unwrapped.expert_action())
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+# id -> (entry point, max_episode_steps at 10 Hz)
+TASKS: dict[str, tuple[str, int]] = {
+    "fastvla/ReachCube-v0": ("fastvla.envs.reach_cube:ReachCubeEnv", 40),
+    "fastvla/PickCube-v0": ("fastvla.envs.pick_cube:PickCubeEnv", 80),
+    "fastvla/PlaceCube-v0": ("fastvla.envs.place_cube:PlaceCubeEnv", 120),
+    "fastvla/PushCube-v0": ("fastvla.envs.push_cube:PushCubeEnv", 120),
+    "fastvla/StackCube-v0": ("fastvla.envs.stack_cube:StackCubeEnv", 150),
+}
+ENV_IDS = tuple(TASKS)
+
+for _env_id, (_entry_point, _max_steps) in TASKS.items():
+    if _env_id not in registry:
+        register(id=_env_id, entry_point=_entry_point, max_episode_steps=_max_steps)
+
+__all__ = ["ENV_IDS", "TASKS"]
