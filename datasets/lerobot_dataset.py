@@ -101,7 +101,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._load_data()
         self.delta_indices = self._delta_indices(delta_timestamps)
         self.delta_timestamps = dict(delta_timestamps) if delta_timestamps else None
-        if not self.meta.stats:
+        if not self.meta.stats and len(self):
             self.meta.stats = {
                 k: numeric_stats(v) for k, v in self.columns.items() if k in self._numeric_keys
             }

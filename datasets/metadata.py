@@ -173,7 +173,9 @@ class DatasetMeta:
         self.root = Path(root)
         self.info = load_info(self.root)
         self.version: str = self.info["codebase_version"]
-        if self.version == "v3.0":
+        if self.version == "v3.0" and self._is_empty():
+            self.tasks, self.episodes = {}, []
+        elif self.version == "v3.0":
             self.tasks = load_tasks_v30(self.root)
             self.episodes = load_episodes_v30(self.root)
             _v30_paths(self.info, self.episodes)
@@ -181,6 +183,11 @@ class DatasetMeta:
             self.tasks = {r["task"]: int(r["task_index"]) for r in _jsonl(self.root / "meta/tasks.jsonl")}
             self.episodes = _v21_episodes(self.root, self.info)
         self._stats: Stats | None = None
+
+    def _is_empty(self) -> bool:
+        """A freshly created dataset (or one whose first recording was interrupted) has no episodes."""
+        has_files = any((self.root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
+        return not has_files and int(self.info.get("total_episodes", 0)) == 0
 
     @property
     def fps(self) -> int:

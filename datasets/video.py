@@ -167,6 +167,7 @@ class VideoEncoder:
                 f"video frames must have even height and width for yuv420p; got {height}x{width}"
             )
         name, options = CODECS[codec]
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner to stderr otherwise
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self.path), "w")
@@ -215,7 +216,7 @@ def concat_videos(inputs: Sequence[tuple[str | os.PathLike, float]], output: str
             with _open(path) as container:
                 in_stream = container.streams.video[0]
                 if out_stream is None:
-                    out_stream = out.add_stream_from_template(in_stream)
+                    out_stream = out.add_stream_from_template(in_stream, opaque=True)
                 for packet in container.demux(in_stream):
                     if packet.dts is None:  # flush packet
                         continue
@@ -224,5 +225,23 @@ def concat_videos(inputs: Sequence[tuple[str | os.PathLike, float]], output: str
                     packet.dts = packet.dts + shift
                     packet.stream = out_stream
                     out.mux(packet)
+    finally:
+        out.close()
+
+
+def truncate_video(path: str | os.PathLike, end_s: float, output: str | os.PathLike) -> None:
+    """Stream-copy the packets of ``path`` that start before ``end_s`` seconds into ``output``."""
+    out = av.open(str(output), "w")
+    try:
+        with _open(path) as container:
+            in_stream = container.streams.video[0]
+            out_stream = out.add_stream_from_template(in_stream, opaque=True)
+            for packet in container.demux(in_stream):
+                if packet.dts is None or packet.pts is None:
+                    continue
+                if float(packet.pts * packet.time_base) > end_s:
+                    continue
+                packet.stream = out_stream
+                out.mux(packet)
     finally:
         out.close()
