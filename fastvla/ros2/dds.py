@@ -1,0 +1,254 @@
+"""DDS transport on Eclipse Cyclone DDS (the ``cyclonedds`` wheel bundles the C library).
+
+Wire compatibility with ``rmw_cyclonedds_cpp`` (ROS 2's Cyclone RMW) comes from matching what it puts on
+the wire: topic ``rt/<name>``, type name ``<pkg>::msg::dds_::<Name>_``, keyless ``@final`` types, plain
+CDR little-endian payloads (data representation XCDR1), and the ROS 2 QoS profiles. rmw_cyclonedds sends
+no XTypes type information, so endpoints match by type name; our payload bytes are produced by
+:mod:`fastvla.ros2.msgs` (checked against ``rosbags``), not by Cyclone's Python serializer.
+
+Network scope: by default (``network="loopback"``) the process is pinned to 127.0.0.1 with multicast off
+and unicast discovery of peers on 127.0.0.1, through ``CYCLONEDDS_URI``. Cyclone reads that variable when
+the first participant of the process is created, so :func:`configure_network` must run before any
+``DomainParticipant`` exists; :class:`CycloneDDSTransport` does it for you.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fastvla.ros2.msgs import Message, Seq
+from fastvla.ros2.transport import DEFAULT_QOS, QoS, dds_topic_name
+
+INSTALL_HINT = "pip install 'fastvla[ros2]'"
+
+LOOPBACK_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
+<CycloneDDS xmlns="https://cdds.io/config">
+  <Domain Id="any">
+    <General>
+      <Interfaces><NetworkInterface address="127.0.0.1" multicast="false"/></Interfaces>
+      <AllowMulticast>false</AllowMulticast>
+      <MaxMessageSize>65500B</MaxMessageSize>
+    </General>
+    <Discovery>
+      <ParticipantIndex>auto</ParticipantIndex>
+      <MaxAutoParticipantIndex>{max_participants}</MaxAutoParticipantIndex>
+      <DefaultMulticastAddress>0.0.0.0</DefaultMulticastAddress>
+      <Peers><Peer address="127.0.0.1"/></Peers>
+    </Discovery>
+  </Domain>
+</CycloneDDS>
+"""
+"""Cyclone DDS configuration for one machine: loopback only, no multicast, unicast discovery on 127.0.0.1.
+Use the same file on the ROS 2 side (``export CYCLONEDDS_URI=file:///path/to/it.xml``)."""
+
+NETWORK_MODES = ("loopback", "env")
+
+
+class MissingDependencyError(ImportError):
+    """The optional DDS stack is not installed."""
+
+
+def loopback_config(max_participants: int = 32) -> str:
+    """The loopback-only Cyclone DDS XML (``max_participants`` processes on this host per domain)."""
+    return LOOPBACK_CONFIG.format(max_participants=max_participants)
+
+
+def configure_network(network: str = "loopback") -> None:
+    """Set ``CYCLONEDDS_URI`` for ``network`` before Cyclone DDS initialises in this process.
+
+    Args:
+        network: ``"loopback"`` (default) pins DDS to 127.0.0.1 without multicast; ``"env"`` leaves
+            ``CYCLONEDDS_URI`` (or Cyclone's defaults: all interfaces, multicast discovery) untouched,
+            which is what reaching a robot on another machine needs.
+    """
+    if network not in NETWORK_MODES:
+        raise ValueError(f"network {network!r} not supported; choose one of {NETWORK_MODES}")
+    if network == "loopback":
+        os.environ["CYCLONEDDS_URI"] = loopback_config()
+
+
+def import_cyclonedds() -> Any:
+    """Import the ``cyclonedds`` package or raise :class:`MissingDependencyError` with the install line."""
+    try:
+        import cyclonedds.core
+        import cyclonedds.domain
+        import cyclonedds.idl
+        import cyclonedds.idl.types
+        import cyclonedds.pub
+        import cyclonedds.qos
+        import cyclonedds.sub
+        import cyclonedds.topic
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"the ROS 2 bridge needs the Cyclone DDS Python package ({err}); install it with: {INSTALL_HINT}"
+        ) from err
+    return cyclonedds
+
+
+def _cyclone_qos(qos: QoS, writer: bool) -> Any:
+    from cyclonedds.core import Policy
+    from cyclonedds.qos import Qos
+    from cyclonedds.util import duration
+
+    reliability = (
+        Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100))
+        if qos.reliable
+        else Policy.Reliability.BestEffort
+    )
+    durability = Policy.Durability.TransientLocal if qos.transient_local else Policy.Durability.Volatile
+    # rmw_cyclonedds only speaks plain CDR (XCDR1): offer exactly that, or ROS readers will not match.
+    representation = Policy.DataRepresentation(
+        use_cdrv0_representation=True, use_xcdrv2_representation=not writer
+    )
+    return Qos(reliability, durability, Policy.History.KeepLast(qos.depth), representation)
+
+
+class _TypeRegistry:
+    """Cyclone ``IdlStruct`` classes named and shaped like ROS 2's, serializing through our CDR code."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type] = {}
+
+    def idl_type(self, msg_type: type[Message]) -> type:
+        if msg_type.ROS_TYPE in self._classes:
+            return self._classes[msg_type.ROS_TYPE]
+        from cyclonedds.idl import make_idl_struct
+        from cyclonedds.idl import types as t
+
+        kinds = {
+            "uint8": t.uint8,
+            "int32": t.int32,
+            "uint32": t.uint32,
+            "float64": t.float64,
+            "string": str,
+            "octets": t.sequence[t.uint8],
+            "float64[]": t.sequence[t.float64],
+            "string[]": t.sequence[str],
+        }
+        fields: dict[str, Any] = {}
+        for name, kind in msg_type.FIELDS:
+            if isinstance(kind, Seq):
+                fields[name] = t.sequence[self.idl_type(kind.element)]
+            elif isinstance(kind, type):
+                fields[name] = self.idl_type(kind)
+            else:
+                fields[name] = kinds[kind]
+        cls = make_idl_struct(msg_type.__name__ + "_", msg_type.dds_type_name(), fields)
+
+        def serialize(self: Any, *args: Any, **kwargs: Any) -> bytes:
+            return self._fastvla_payload
+
+        def deserialize(klass: type, data: bytes, *args: Any, **kwargs: Any) -> Message:
+            return msg_type.deserialize(data)
+
+        cls.serialize = serialize
+        cls.deserialize = classmethod(deserialize)
+        self._classes[msg_type.ROS_TYPE] = cls
+        return cls
+
+    def wrap(self, msg: Message) -> Any:
+        cls = self.idl_type(type(msg))
+        sample = cls.__new__(cls)
+        sample._fastvla_payload = msg.serialize()
+        return sample
+
+
+class _DDSPublisher:
+    def __init__(self, writer: Any, registry: _TypeRegistry, msg_type: type[Message], topic: str) -> None:
+        self._writer, self._registry, self._type, self._topic = writer, registry, msg_type, topic
+
+    def publish(self, msg: Message) -> None:
+        if not isinstance(msg, self._type):
+            raise TypeError(f"topic {self._topic} carries {self._type.ROS_TYPE}, got {type(msg).__name__}")
+        self._writer.write(self._registry.wrap(msg))
+
+
+class CycloneDDSTransport:
+    """ROS 2-compatible publish/subscribe over Cyclone DDS.
+
+    Args:
+        domain_id: ROS 2 domain (``ROS_DOMAIN_ID`` on the ROS side), 0-232.
+        network: ``"loopback"`` (127.0.0.1 only, no multicast) or ``"env"`` (use ``CYCLONEDDS_URI`` or
+            Cyclone's defaults); see :func:`configure_network`.
+
+    Example:
+        >>> from fastvla.ros2.msgs import String
+        >>> dds = CycloneDDSTransport(domain_id=42)  # doctest: +SKIP
+        >>> dds.publisher("/chatter", String).publish(String("hello"))  # doctest: +SKIP
+    """
+
+    def __init__(self, domain_id: int = 0, network: str = "loopback") -> None:
+        if not 0 <= domain_id <= 232:
+            raise ValueError(f"domain_id {domain_id} out of range; ROS 2 uses 0-232 (ROS_DOMAIN_ID)")
+        configure_network(network)
+        import_cyclonedds()
+        from cyclonedds.domain import DomainParticipant
+
+        self.domain_id = domain_id
+        self.participant = DomainParticipant(domain_id)
+        self._registry = _TypeRegistry()
+        self._topics: dict[str, Any] = {}
+        self._entities: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _topic(self, topic: str, msg_type: type[Message]) -> Any:
+        from cyclonedds.topic import Topic
+
+        name = dds_topic_name(topic)
+        with self._lock:
+            if name not in self._topics:
+                self._topics[name] = Topic(self.participant, name, self._registry.idl_type(msg_type))
+            return self._topics[name]
+
+    def publisher(self, topic: str, msg_type: type[Message], qos: QoS = DEFAULT_QOS) -> _DDSPublisher:
+        """Create a DataWriter on ``rt<topic>`` with ROS 2's type name and the given QoS."""
+        from cyclonedds.pub import DataWriter
+
+        writer = DataWriter(
+            self.participant, self._topic(topic, msg_type), qos=_cyclone_qos(qos, writer=True)
+        )
+        self._entities.append(writer)
+        return _DDSPublisher(writer, self._registry, msg_type, topic)
+
+    def subscribe(
+        self,
+        topic: str,
+        msg_type: type[Message],
+        callback: Callable[[Message], None],
+        qos: QoS = DEFAULT_QOS,
+    ) -> None:
+        """Create a DataReader whose listener calls ``callback(msg)`` from Cyclone's receive thread."""
+        from cyclonedds.core import Listener
+        from cyclonedds.sub import DataReader
+
+        def on_data_available(reader: Any) -> None:
+            for sample in reader.take(N=64):
+                if isinstance(sample, Message):
+                    callback(sample)
+
+        reader = DataReader(
+            self.participant,
+            self._topic(topic, msg_type),
+            qos=_cyclone_qos(qos, writer=False),
+            listener=Listener(on_data_available=on_data_available),
+        )
+        self._entities.append(reader)
+
+    def matched_publications(self) -> int:
+        """Number of remote writers matched by this participant's readers (for waiting on discovery)."""
+        return sum(r.get_matched_publications().__len__() for r in self._entities if hasattr(r, "take"))
+
+    def matched_subscriptions(self) -> int:
+        """Number of remote readers matched by this participant's writers."""
+        return sum(len(w.get_matched_subscriptions()) for w in self._entities if hasattr(w, "write"))
+
+    def close(self) -> None:
+        """Delete the participant and everything it owns."""
+        self._entities.clear()
+        self._topics.clear()
+        participant, self.participant = self.participant, None
+        if participant is not None:
+            del participant
