@@ -1,1 +1,35 @@
-"""fastvla.eval (placeholder; filled by its issue)."""
+"""Closed-loop evaluation of policies in Gymnasium envs: seeded vectorised rollouts, metrics, videos.
+
+Example:
+    >>> from fastvla.eval import evaluate
+    >>> result = evaluate(
+    ...     "scripted", "fastvla/PickCube-v0", n_episodes=10, out_dir="outputs/eval"
+    ... )  # doctest: +SKIP
+    >>> print(result.success_rate, result.success_ci95)  # doctest: +SKIP
+
+``fastvla eval --policy scripted --env fastvla/PickCube-v0 --episodes 10 --out outputs/eval`` does the same
+from the command line.
+"""
+
+from __future__ import annotations
+
+from fastvla.eval.baselines import BASELINES, Policy, RandomPolicy, ScriptedPolicy, load_policy
+from fastvla.eval.metrics import EpisodeRecord, aggregate, summarize, wilson_interval
+from fastvla.eval.rollout import EnvFactory, EvalResult, evaluate, make_vector_env, run_group
+
+__all__ = [
+    "BASELINES",
+    "EnvFactory",
+    "EpisodeRecord",
+    "EvalResult",
+    "Policy",
+    "RandomPolicy",
+    "ScriptedPolicy",
+    "aggregate",
+    "evaluate",
+    "load_policy",
+    "make_vector_env",
+    "run_group",
+    "summarize",
+    "wilson_interval",
+]

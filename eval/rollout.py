@@ -1,0 +1,492 @@
+"""Closed-loop evaluation: vectorised, seeded rollouts of a policy in Gymnasium envs.
+
+Seeding contract: episode *i* of a run with seed *s* is reset with seed ``s + i`` whatever the batch size
+or the number of workers. Episodes run in lock-step batches of ``batch_size``: the vector env is reset
+with the batch's seeds, every row steps until its episode ends, finished rows are masked (their
+auto-resets are ignored, never counted as new episodes), and the next batch starts when all rows are
+done. Which episodes are counted therefore never depends on how fast they finish (the bias of
+lerobot#2850), and a policy that acts on each row independently gives identical per-episode outcomes for
+any batch size.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastvla.eval.baselines import load_policy
+from fastvla.eval.metrics import EpisodeRecord, aggregate, wilson_interval
+from fastvla.eval.video import VideoWriter, get_path, image_keys_of_space
+
+from fastvla.constants import INFO_SUCCESS, INFO_TASK
+
+logger = logging.getLogger(__name__)
+
+EnvLike = str | Callable[[], Any]
+
+
+class EnvFactory:
+    """A picklable ``gym.make(env_id, **kwargs)`` for vector-env workers started with spawn/forkserver.
+
+    ``fastvla/...`` ids import ``fastvla.envs`` first (in the worker process too) so they are registered.
+    """
+
+    def __init__(self, env_id: str, kwargs: Mapping[str, Any] | None = None) -> None:
+        self.env_id = env_id
+        self.kwargs = dict(kwargs or {})
+        self.__name__ = env_id
+
+    def __call__(self) -> Any:
+        import gymnasium as gym
+
+        if self.env_id.startswith("fastvla/"):
+            import fastvla.envs  # noqa: F401  (registers the fastvla/* ids)
+        return gym.make(self.env_id, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"EnvFactory({self.env_id!r}, {self.kwargs!r})"
+
+
+def _env_groups(env: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Callable[[], Any]]:
+    """Normalise ``env`` (id, factory, list or dict of them) into ``{group name: factory}``."""
+    if isinstance(env, Mapping):
+        items = list(env.items())
+    elif isinstance(env, (list, tuple)):
+        items = [(None, e) for e in env]
+    else:
+        items = [(None, env)]
+    if not items:
+        raise ValueError("env is empty; pass an env id like 'fastvla/PickCube-v0', a factory, or a list")
+    groups: dict[str, Callable[[], Any]] = {}
+    for i, (name, e) in enumerate(items):
+        if isinstance(e, str):
+            factory: Callable[[], Any] = EnvFactory(e, env_kwargs)
+        elif callable(e):
+            if env_kwargs:
+                raise ValueError("env_kwargs only apply to env ids; bind them into your factory instead")
+            factory = e
+        else:
+            raise TypeError(f"env {e!r} is neither an env id string nor a callable returning a gymnasium.Env")
+        name = name or getattr(factory, "__name__", None) or f"env{i}"
+        if name == "<lambda>":
+            name = f"env{i}"
+        if name in groups:
+            name = f"{name}_{i}"
+        groups[str(name)] = factory
+    return groups
+
+
+def make_vector_env(
+    factory: Callable[[], Any], num_envs: int, vectorization: str = "auto"
+) -> tuple[Any, str]:
+    """A Gymnasium vector env of ``num_envs`` copies: async (forkserver/spawn) when possible, else sync.
+
+    Args:
+        factory: Callable returning one env; pickled (cloudpickle) into the worker processes.
+        num_envs: Number of parallel envs.
+        vectorization: ``"auto"`` (async for more than one env, falling back to sync with a warning),
+            ``"async"`` (fail if the async env can't start) or ``"sync"``.
+
+    Returns:
+        ``(vector env, "async" | "sync")``.
+    """
+    import gymnasium as gym
+
+    if vectorization not in ("auto", "async", "sync"):
+        raise ValueError(f"vectorization={vectorization!r}; use 'auto', 'async' or 'sync'")
+    if vectorization == "async" or (vectorization == "auto" and num_envs > 1):
+        # GL contexts don't survive fork: workers must start from a fresh interpreter.
+        context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        try:
+            return gym.vector.AsyncVectorEnv([factory] * num_envs, context=context), "async"
+        except Exception as err:
+            if vectorization == "async":
+                raise
+            logger.warning(
+                "AsyncVectorEnv failed (%s: %s); falling back to SyncVectorEnv", type(err).__name__, err
+            )
+    return gym.vector.SyncVectorEnv([factory] * num_envs), "sync"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "env"
+
+
+def _to_actions(actions: Any, batch: int, space: Any) -> np.ndarray:
+    """Policy output as a ``(B, *action_shape)`` array of the action space's dtype."""
+    if hasattr(actions, "detach"):  # torch tensor
+        actions = actions.detach().float().cpu().numpy()
+    actions = np.asarray(actions)
+    shape = tuple(space.shape or ())
+    if batch == 1 and actions.shape == shape:
+        actions = actions[None]
+    if actions.shape != (batch, *shape):
+        raise ValueError(
+            f"policy returned actions of shape {actions.shape}; expected {(batch, *shape)} "
+            "(one action per vector-env row, in the env's action space)"
+        )
+    return actions.astype(space.dtype, copy=False)
+
+
+def _row_tasks(info: Mapping[str, Any], batch: int, task: str | None) -> list[str | None]:
+    if task is not None:
+        return [task] * batch
+    if INFO_TASK in info:
+        mask = info.get(f"_{INFO_TASK}", np.ones(batch, bool))
+        return [str(t) if m else None for t, m in zip(info[INFO_TASK], mask)]
+    return [None] * batch
+
+
+def _row_success(info: Mapping[str, Any], batch: int) -> np.ndarray:
+    if INFO_SUCCESS not in info:
+        return np.zeros(batch, dtype=bool)
+    mask = np.asarray(info.get(f"_{INFO_SUCCESS}", np.ones(batch, bool)), dtype=bool)
+    return np.asarray(info[INFO_SUCCESS]).astype(bool) & mask
+
+
+@dataclass
+class _VideoSpec:
+    writer: VideoWriter
+    root: Path
+    max_videos: int
+    camera_keys: list[str] | None
+    out_dir: Path | None
+    written: dict[str, int] = field(default_factory=dict)
+
+
+class _Frames:
+    """Collects camera images of the rows that get a video (from observations, or ``render()``)."""
+
+    def __init__(self, vec_env: Any, camera_keys: list[str] | None) -> None:
+        self.vec_env = vec_env
+        self.keys = (
+            camera_keys if camera_keys is not None else image_keys_of_space(vec_env.single_observation_space)
+        )
+        self.use_render = not self.keys
+        self.enabled = True
+
+    def grab(self, obs: Any, rows: Sequence[int]) -> dict[int, list[np.ndarray]]:
+        if not rows or not self.enabled:
+            return {}
+        if not self.use_render:
+            arrays = [get_path(obs, k) for k in self.keys]  # each (B, H, W, 3)
+            return {r: [np.array(a[r], dtype=np.uint8) for a in arrays] for r in rows}
+        rendered = self.vec_env.call("render")
+        if rendered is None or any(f is None for f in rendered):
+            logger.warning(
+                "no RGB images in the observation and env.render() returned None; no videos. "
+                "Pass camera_keys=[...] or create the env with render_mode='rgb_array'."
+            )
+            self.enabled = False
+            return {}
+        return {r: [np.asarray(rendered[r], dtype=np.uint8)] for r in rows}
+
+
+def _episode_max_steps(vec_env: Any, max_steps: int | None) -> int:
+    if max_steps is not None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps={max_steps}; must be >= 1 (or None for the env's time limit)")
+        return int(max_steps)
+    try:
+        spec = vec_env.get_attr("spec")[0]
+    except Exception:
+        spec = None
+    limit = getattr(spec, "max_episode_steps", None)
+    if limit is None:
+        logger.info("env has no max_episode_steps; capping episodes at 1000 steps (set max_steps)")
+        return 1000
+    return int(limit)
+
+
+def run_group(
+    policy: Any,
+    vec_env: Any,
+    group: str,
+    n_episodes: int,
+    seed: int,
+    max_steps: int | None = None,
+    task: str | None = None,
+    video: _VideoSpec | None = None,
+    on_episode_end: Callable[[int], None] | None = None,
+) -> list[EpisodeRecord]:
+    """Roll out ``n_episodes`` episodes of ``policy`` in ``vec_env`` in lock-step batches.
+
+    Args:
+        policy: Object with ``reset()`` and ``select_action(obs, task=None)``.
+        vec_env: A Gymnasium vector env (its ``num_envs`` is the batch size).
+        group: Name recorded with each episode (the env's id).
+        n_episodes: Number of episodes; episode ``i`` is reset with seed ``seed + i``.
+        seed: Seed of episode 0.
+        max_steps: Step cap per episode (``None``: the env's ``max_episode_steps``).
+        task: Instruction overriding ``info["task"]`` (for envs that give none).
+        video: Where and how many videos to write (``None``: no videos).
+        on_episode_end: Called with the number of episodes that just finished (progress bars).
+
+    Returns:
+        One :class:`EpisodeRecord` per episode, in episode order.
+    """
+    batch = vec_env.num_envs
+    cap = _episode_max_steps(vec_env, max_steps)
+    space = vec_env.single_action_space
+    if hasattr(policy, "bind_env"):
+        policy.bind_env(vec_env)
+    frames_src = _Frames(vec_env, video.camera_keys) if video is not None else None
+    records: list[EpisodeRecord] = []
+    for start in range(0, n_episodes, batch):
+        n_real = min(batch, n_episodes - start)
+        # Padding rows of a last, partial batch run seeds past the run's range and are never counted.
+        seeds = [seed + start + r for r in range(batch)]
+        obs, info = vec_env.reset(seed=seeds)
+        policy.reset()
+        if hasattr(policy, "seed_episodes"):
+            policy.seed_episodes(seeds)
+        tasks = _row_tasks(info, batch, task)
+        policy_task = None if all(t is None for t in tasks) else [t or "" for t in tasks]
+
+        done = np.zeros(batch, dtype=bool)
+        done[n_real:] = True
+        sum_r = np.zeros(batch)
+        max_r = np.full(batch, -np.inf)
+        length = np.zeros(batch, dtype=int)
+        success = np.zeros(batch, dtype=bool)
+        terminated = np.zeros(batch, dtype=bool)
+        video_rows: list[int] = []
+        if video is not None and frames_src is not None:
+            budget = video.max_videos - video.written.get(group, 0)
+            video_rows = list(range(min(max(budget, 0), n_real)))
+            video.written[group] = video.written.get(group, 0) + len(video_rows)
+        frames: dict[int, list[list[np.ndarray]]] = {r: [] for r in video_rows}
+        for r, imgs in frames_src.grab(obs, video_rows).items() if frames_src else ():
+            frames[r].append(imgs)
+
+        for _ in range(cap):
+            actions = _to_actions(policy.select_action(obs, task=policy_task), batch, space)
+            obs, reward, term, trunc, info = vec_env.step(actions)
+            active = ~done
+            reward = np.asarray(reward, dtype=float)
+            sum_r[active] += reward[active]
+            max_r[active] = np.maximum(max_r[active], reward[active])
+            length[active] += 1
+            success[active] |= _row_success(info, batch)[active]
+            rows = [r for r in video_rows if active[r]]
+            for r, imgs in frames_src.grab(obs, rows).items() if frames_src else ():
+                frames[r].append(imgs)
+            ended = active & (np.asarray(term) | np.asarray(trunc))
+            terminated |= active & np.asarray(term, dtype=bool)
+            done |= ended
+            if on_episode_end is not None and ended[:n_real].any():
+                on_episode_end(int(ended[:n_real].sum()))
+            if done.all():
+                break
+        if on_episode_end is not None and not done.all():  # rows stopped by the step cap
+            on_episode_end(int((~done[:n_real]).sum()))
+
+        for r in range(n_real):
+            i = start + r
+            rec = EpisodeRecord(
+                episode_index=i,
+                seed=seeds[r],
+                success=bool(success[r]),
+                length=int(length[r]),
+                sum_reward=float(sum_r[r]),
+                max_reward=float(max_r[r]) if length[r] else 0.0,
+                task=tasks[r] or "",
+                group=group,
+                terminated=bool(terminated[r]),
+            )
+            if video is not None and frames.get(r):
+                path = video.root / _slug(group) / f"eval_episode_{i}.mp4"
+                video.writer.submit(path, frames.pop(r), rec.task, rec.success)
+                rec.video_path = str(path.relative_to(video.out_dir) if video.out_dir else path)
+            records.append(rec)
+    return records
+
+
+@dataclass
+class EvalResult:
+    """Outcome of :func:`evaluate`.
+
+    Attributes:
+        episodes: One record per episode (seed, success, length, return, task, video path).
+        info: The contents of ``eval_info.json`` (LeRobot layout plus ``per_episode`` and ``meta``).
+        out_dir: Folder the results were written to, if any.
+    """
+
+    episodes: list[EpisodeRecord]
+    info: dict[str, Any]
+    out_dir: Path | None = None
+
+    @property
+    def n_episodes(self) -> int:
+        """Number of episodes evaluated."""
+        return len(self.episodes)
+
+    @property
+    def n_success(self) -> int:
+        """Number of successful episodes."""
+        return sum(e.success for e in self.episodes)
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of successful episodes."""
+        return self.n_success / self.n_episodes if self.episodes else float("nan")
+
+    @property
+    def success_ci95(self) -> tuple[float, float]:
+        """Wilson 95 % interval of the success rate (fractions)."""
+        return wilson_interval(self.n_success, self.n_episodes)
+
+    @property
+    def mean_return(self) -> float:
+        """Mean sum of rewards per episode."""
+        return float(np.mean([e.sum_reward for e in self.episodes])) if self.episodes else float("nan")
+
+    @property
+    def mean_length(self) -> float:
+        """Mean episode length in steps."""
+        return float(np.mean([e.length for e in self.episodes])) if self.episodes else float("nan")
+
+    @property
+    def eval_s(self) -> float:
+        """Wall-clock seconds of the evaluation."""
+        return float(self.info["overall"]["eval_s"])
+
+    @property
+    def video_paths(self) -> list[str]:
+        """Paths of the episode videos written (relative to ``out_dir`` when it is set)."""
+        return list(self.info["overall"]["video_paths"])
+
+
+def evaluate(
+    policy: Any,
+    env: EnvLike | Sequence[EnvLike] | Mapping[str, EnvLike],
+    n_episodes: int,
+    batch_size: int = 1,
+    seed: int = 0,
+    max_steps: int | None = None,
+    video_dir: str | Path | None = None,
+    max_videos: int = 10,
+    out_dir: str | Path | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    camera_keys: Sequence[str] | None = None,
+    task: str | None = None,
+    vectorization: str = "auto",
+    fps: int | None = None,
+    progress: bool = True,
+    policy_kwargs: Mapping[str, Any] | None = None,
+    policy_name: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> EvalResult:
+    """Evaluate a policy in closed loop and report success rate, returns, lengths and videos.
+
+    Episode ``i`` (per env) is reset with seed ``seed + i`` whatever ``batch_size``; the same call gives
+    the same per-episode outcomes. With ``out_dir`` it writes ``eval_info.json`` (LeRobot's layout plus
+    per-episode records and the versions/config/git revision), ``report.md`` with a success-rate plot,
+    ``videos/<env>/eval_episode_<i>.mp4`` and a ``videos/summary.gif`` grid.
+
+    Args:
+        policy: An object with ``reset()`` and ``select_action(obs, task=None) -> (B, A)``, or a spec for
+            :func:`~fastvla.eval.load_policy` (``"scripted"``, ``"random"``, ``"ws://..."``, a path).
+        env: A Gymnasium id (``"fastvla/PickCube-v0"``), a zero-argument factory returning an env, or a
+            list / ``{name: env}`` dict of them for a per-env breakdown.
+        n_episodes: Episodes per env.
+        batch_size: Envs stepped in parallel (one vector env of this size).
+        seed: Seed of episode 0.
+        max_steps: Step cap per episode (``None``: the env's ``max_episode_steps``).
+        video_dir: Folder for videos (default ``out_dir / "videos"``; ``None`` without ``out_dir``: none).
+        max_videos: Videos written per env at most (the first episodes); 0 disables videos.
+        out_dir: Folder for ``eval_info.json``, ``report.md`` and videos; ``None`` writes nothing.
+        env_kwargs: Keyword arguments for ``gym.make`` of env ids.
+        camera_keys: Observation paths of the images to show in videos (``"pixels/front"``, ``"cam_high"``);
+            default: every ``(H, W, 3)`` uint8 image of the observation, else ``env.render()``.
+        task: Instruction used instead of ``info["task"]`` (for envs that give none).
+        vectorization: ``"auto"``, ``"async"`` or ``"sync"`` (see :func:`make_vector_env`).
+        fps: Frame rate of the videos (default: the env's ``render_fps`` metadata, else 30).
+        progress: Show a progress bar.
+        policy_kwargs: Passed to :func:`~fastvla.eval.load_policy` when ``policy`` is a spec.
+        policy_name: Name of the policy in the results (default: the spec string or the class name).
+        metadata: Extra entries for the ``meta.config`` block of ``eval_info.json``.
+
+    Returns:
+        An :class:`EvalResult`.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from fastvla.eval import evaluate
+        >>> result = evaluate("random", lambda: gym.make("CartPole-v1"), n_episodes=4, progress=False)
+        >>> result.n_episodes, [e.seed for e in result.episodes]
+        (4, [0, 1, 2, 3])
+    """
+    from fastvla.eval.report import build_eval_info, write_outputs
+
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes={n_episodes}; must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}; must be >= 1")
+    policy_spec = policy_name or (policy if isinstance(policy, str) else type(policy).__name__)
+    policy = load_policy(policy, seed=seed, **dict(policy_kwargs or {}))
+    groups = _env_groups(env, env_kwargs)
+    out_path = Path(out_dir) if out_dir is not None else None
+    if video_dir is None and out_path is not None:
+        video_dir = out_path / "videos"
+    writer = VideoWriter(fps=fps or 30) if video_dir is not None and max_videos > 0 else None
+    video = (
+        _VideoSpec(writer, Path(video_dir), max_videos, list(camera_keys) if camera_keys else None, out_path)
+        if writer is not None
+        else None
+    )
+    num_envs = min(batch_size, n_episodes)
+
+    from tqdm.auto import tqdm
+
+    start_t = time.perf_counter()
+    records: list[EpisodeRecord] = []
+    used = set()
+    with tqdm(total=n_episodes * len(groups), desc="eval", unit="ep", disable=not progress) as bar:
+        try:
+            for name, factory in groups.items():
+                vec_env, kind = make_vector_env(factory, num_envs, vectorization)
+                used.add(kind)
+                try:
+                    if writer is not None and fps is None:
+                        writer.fps = int(vec_env.metadata.get("render_fps") or 30)
+                    bar.set_postfix_str(name)
+                    records += run_group(
+                        policy, vec_env, name, n_episodes, seed, max_steps, task, video, bar.update
+                    )
+                finally:
+                    vec_env.close()
+        finally:
+            if writer is not None:
+                writer.close()
+    eval_s = time.perf_counter() - start_t
+    grid = writer.write_grid(Path(video_dir) / "summary.gif") if writer is not None else None
+
+    config = {
+        "policy": policy_spec,
+        "env": list(groups),
+        "env_kwargs": dict(env_kwargs or {}),
+        "n_episodes": n_episodes,
+        "batch_size": batch_size,
+        "seed": seed,
+        "max_steps": max_steps,
+        "max_videos": max_videos if writer is not None else 0,
+        "camera_keys": list(camera_keys) if camera_keys else None,
+        "task": task,
+        "vectorization": sorted(used),
+        **dict(metadata or {}),
+    }
+    info = build_eval_info(aggregate(records, eval_s), config)
+    if grid is not None:
+        info["summary_video"] = str(grid.relative_to(out_path) if out_path else grid)
+    result = EvalResult(records, info, out_path)
+    if out_path is not None:
+        write_outputs(result, out_path)
+    return result
