@@ -117,21 +117,32 @@ def decode_frames(
 
 
 def iter_frames(
-    path: str | os.PathLike, size: tuple[int, int] | None = None
+    path: str | os.PathLike,
+    size: tuple[int, int] | None = None,
+    start_s: float = 0.0,
+    end_s: float | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """Decode a whole video sequentially, yielding ``(time_s, uint8 (H, W, 3))``, resized if ``size``.
+    """Decode a video sequentially, yielding ``(time_s, uint8 (H, W, 3))``, resized if ``size`` is given.
 
-    ``size`` is ``(height, width)``; resizing is done by swscale (area filter) during colour conversion.
+    Args:
+        path: the mp4 file.
+        size: ``(height, width)``; resized by swscale (area filter) during colour conversion.
+        start_s: skip (by seeking to the preceding keyframe) to this time.
+        end_s: stop after the first frame at or beyond this time.
     """
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if start_s > 0:
+            container.seek(int(start_s / stream.time_base), stream=stream, backward=True, any_frame=False)
         for frame in container.decode(stream):
             if frame.time is None:
                 continue
             if size is not None and (frame.height, frame.width) != tuple(size):
                 frame = frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="AREA")
             yield float(frame.time), frame.to_ndarray(format="rgb24")
+            if end_s is not None and frame.time >= end_s:
+                break
 
 
 def video_info(path: str | os.PathLike) -> dict:

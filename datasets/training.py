@@ -1,0 +1,235 @@
+"""Fast training samples: every video decoded once into a memory-mapped uint8 frame cache.
+
+lerobot decodes a short video clip per sample (seek to a keyframe, decode forward), which bounds training
+throughput by the CPU (lerobot#1623). :class:`TrainingDataset` instead decodes each video file once,
+sequentially, resizing to the training resolution, into ``<cache_dir>/<key>/<camera>.npy`` (uint8
+``(N, 3, H, W)``). The cache folder is keyed by the dataset's content, the selected episodes, the cameras
+and the resolution, and is built under a temporary name and renamed into place, so an interrupted build
+is never used. Later epochs and later runs only read memory-mapped pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastvla.datasets.augment import Augment
+from fastvla.datasets.lerobot_dataset import LeRobotDataset
+from fastvla.datasets.video import VideoDecodeError, iter_frames
+from tqdm.auto import tqdm
+
+from fastvla.constants import ACTION, ACTION_IS_PAD, OBS_STATE, TASK, TASK_INDEX, TIMESTAMP, image_key
+from fastvla.utils.io import atomic_directory
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """``$FASTVLA_CACHE/frames`` or ``~/.cache/fastvla/frames``."""
+    return Path(os.environ.get("FASTVLA_CACHE", Path.home() / ".cache" / "fastvla")) / "frames"
+
+
+def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    h, w = (int(v) for v in image_size)
+    return h, w
+
+
+def _camera_keys(dataset: LeRobotDataset, cameras: Sequence[str] | None) -> list[str]:
+    available = dataset.meta.camera_keys
+    if cameras is None:
+        return list(available)
+    keys = [c if c in available else image_key(c) for c in cameras]
+    missing = [c for c, k in zip(cameras, keys) if k not in available]
+    if missing:
+        names = [k.rsplit(".", 1)[-1] for k in available]
+        raise ValueError(f"cameras {missing} not in the dataset; available: {names}")
+    return keys
+
+
+def cache_key(dataset: LeRobotDataset, cameras: Sequence[str], size: tuple[int, int]) -> str:
+    """Hash of what determines the cached frames: dataset content, episodes, cameras, resolution."""
+    h = hashlib.sha256()
+    h.update((dataset.root / "meta" / "info.json").read_bytes())
+    for f in sorted((dataset.root / "meta").rglob("*.parquet")) + sorted(dataset.root.rglob("*.mp4")):
+        st = f.stat()
+        h.update(f"{f.relative_to(dataset.root)}:{st.st_size}:{int(st.st_mtime)}".encode())
+    h.update(
+        json.dumps(
+            [CACHE_FORMAT, str(dataset.root.resolve()), dataset.episodes, list(cameras), size]
+        ).encode()
+    )
+    return h.hexdigest()[:20]
+
+
+class TrainingDataset(torch.utils.data.Dataset):
+    """Training samples from a LeRobot dataset, with images served from a decoded frame cache.
+
+    Each sample: ``observation.images.<cam>`` uint8 ``(3, H, W)``, ``observation.state`` float32 ``(S,)``,
+    ``action`` float32 ``(chunk_size, A)`` (the actions of this and the next frames, clamped at the
+    episode end), ``action_is_pad`` bool ``(chunk_size,)`` (True where clamped) and ``task`` (str), all in
+    raw units (normalise in the model's processor).
+
+    Args:
+        dataset: a :class:`LeRobotDataset` (its episode selection is respected), or a root / repo id.
+        cameras: camera names (``"front"``) or keys (``"observation.images.front"``); None for all.
+        image_size: training resolution, int or ``(H, W)``.
+        chunk_size: actions per sample.
+        augment: optional callable on uint8 ``(3, H, W)`` tensors (see :mod:`fastvla.datasets.augment`).
+        cache_dir: where frame caches live (default ``~/.cache/fastvla/frames``).
+        progress: show a progress bar while building the cache.
+
+    Example:
+        >>> ds = TrainingDataset(LeRobotDataset("data/pick"), ["front", "wrist"], 128, 8)  # doctest: +SKIP
+        >>> loader = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dataset: LeRobotDataset | str | os.PathLike,
+        cameras: Sequence[str] | None,
+        image_size: int | Sequence[int],
+        chunk_size: int,
+        augment: Augment | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ):
+        if not isinstance(dataset, LeRobotDataset):
+            dataset = LeRobotDataset(dataset)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+        for key in (OBS_STATE, ACTION):
+            if key not in dataset.meta.features:
+                raise ValueError(
+                    f"dataset at {dataset.root} has no {key!r} feature; it cannot train a policy"
+                )
+        self.meta = dataset.meta
+        self.camera_keys = _camera_keys(dataset, cameras)
+        self.image_size = _size(image_size)
+        self.chunk_size = int(chunk_size)
+        self.augment = augment
+        self.states = np.ascontiguousarray(dataset.columns[OBS_STATE], dtype=np.float32)
+        self.actions = np.ascontiguousarray(dataset.columns[ACTION], dtype=np.float32)
+        self.task_index = np.asarray(dataset.columns[TASK_INDEX])
+        self.task_names = dataset.meta.task_names
+        starts, lengths = dataset.episode_starts, dataset.episode_lengths
+        self.episode_stop = (starts + lengths)[dataset.position_episode]  # (N,)
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_path = root / cache_key(dataset, self.camera_keys, self.image_size)
+        self.cache_built_now = False
+        if not (self.cache_path / "meta.json").is_file():
+            self._build_cache(dataset, progress)
+            self.cache_built_now = True
+        self._frames: dict[str, np.ndarray] | None = None
+
+    @property
+    def stats(self) -> dict[str, dict[str, np.ndarray]]:
+        """The dataset's statistics (LeRobot layout) for the normaliser."""
+        return self.meta.stats
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    # ------------------------------------------------------------------ cache
+    def _build_cache(self, dataset: LeRobotDataset, progress: bool) -> None:
+        n, (h, w) = len(dataset), self.image_size
+        total = n * len(self.camera_keys)
+        with (
+            atomic_directory(self.cache_path, overwrite=True) as tmp,
+            tqdm(total=total, desc="caching frames", unit="frame", disable=not progress) as bar,
+        ):
+            for key in self.camera_keys:
+                out = np.lib.format.open_memmap(
+                    tmp / f"{key}.npy", mode="w+", dtype=np.uint8, shape=(n, 3, h, w)
+                )
+                if key in dataset.meta.image_keys:
+                    self._fill_from_images(dataset, key, out, bar)
+                else:
+                    self._fill_from_video(dataset, key, out, bar)
+                out.flush()
+                del out
+            meta = {"format": CACHE_FORMAT, "frames": n, "cameras": self.camera_keys, "size": [h, w]}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+
+    def _fill_from_images(self, dataset: LeRobotDataset, key: str, out: np.ndarray, bar: tqdm) -> None:
+        from PIL import Image
+
+        h, w = self.image_size
+        for i, value in enumerate(dataset.columns[key]):
+            data = value["bytes"] if isinstance(value, dict) else value
+            img = Image.open(io.BytesIO(data)).convert("RGB")
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.BILINEAR, reducing_gap=None)
+            out[i] = np.asarray(img).transpose(2, 0, 1)
+            bar.update(1)
+
+    def _fill_from_video(self, dataset: LeRobotDataset, key: str, out: np.ndarray, bar: tqdm) -> None:
+        """Decode each mp4 once, in order, assigning every decoded frame to the rows that want it."""
+        targets: dict[Path, list[tuple[float, int]]] = {}
+        for slot in range(dataset.num_episodes):
+            path, start = dataset.video_location(key, slot)
+            lo, hi = dataset.episode_range(slot)
+            times = start + dataset.columns[TIMESTAMP][lo:hi].astype(np.float64)
+            targets.setdefault(path, []).extend(zip(times.tolist(), range(lo, hi)))
+        tol = max(dataset.tolerance_s, 1e-4)
+        for path, wanted in targets.items():
+            wanted.sort()
+            times = np.array([t for t, _ in wanted])
+            rows = [r for _, r in wanted]
+            j = 0
+            prev: tuple[float, np.ndarray] | None = None
+            for t, frame in iter_frames(path, self.image_size, start_s=times[0], end_s=times[-1]):
+                while j < len(times) and times[j] <= t + tol:
+                    # the nearest of the previous and this frame
+                    use_prev = prev is not None and abs(prev[0] - times[j]) < abs(t - times[j])
+                    ft, img = prev if use_prev else (t, frame)
+                    if abs(ft - times[j]) > tol:
+                        raise VideoDecodeError(
+                            f"no frame at t={times[j]:.4f}s in {path} (nearest {ft:.4f}s); the video and "
+                            "metadata disagree. Re-download or re-record the dataset."
+                        )
+                    out[rows[j]] = img.transpose(2, 0, 1)
+                    j += 1
+                    bar.update(1)
+                prev = (t, frame)
+            if j < len(times):
+                raise VideoDecodeError(
+                    f"{path} ends before t={times[j]:.4f}s ({len(times) - j} frames missing); the file is "
+                    "truncated. Re-download or re-record the dataset."
+                )
+
+    def _open_cache(self) -> dict[str, np.ndarray]:
+        # Opened lazily so that DataLoader workers each map the files instead of pickling arrays.
+        if self._frames is None:
+            self._frames = {k: np.load(self.cache_path / f"{k}.npy", mmap_mode="r") for k in self.camera_keys}
+        return self._frames
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_frames"] = None
+        return state
+
+    # ------------------------------------------------------------------ samples
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        if not 0 <= idx < len(self):
+            raise IndexError(f"index {idx} out of range for {len(self)} samples")
+        frames = self._open_cache()
+        sample: dict[str, Any] = {}
+        for key in self.camera_keys:
+            image = torch.from_numpy(np.array(frames[key][idx]))  # (3, H, W) uint8, copied out of the map
+            sample[key] = self.augment(image) if self.augment is not None else image
+        sample[OBS_STATE] = torch.from_numpy(self.states[idx].copy())
+        query = idx + np.arange(self.chunk_size)
+        stop = int(self.episode_stop[idx])
+        sample[ACTION] = torch.from_numpy(self.actions[np.minimum(query, stop - 1)])  # (chunk, A)
+        sample[ACTION_IS_PAD] = torch.from_numpy(query >= stop)
+        sample[TASK] = self.task_names[int(self.task_index[idx])]
+        return sample
