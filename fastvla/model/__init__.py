@@ -1,0 +1,36 @@
+"""The FastVLA model: config, ``PreTrainedModel``, processor, presets, quantisation and LoRA helpers.
+
+Importing this package registers ``FastVLAConfig``/``FastVLAModel`` with ``AutoConfig``/``AutoModel``.
+"""
+
+from fastvla.model.configuration import ActionHeadConfig, FastVLAConfig, FusionConfig
+from fastvla.model.modeling import (
+    NON_QUANTIZED_MODULES,
+    FastVLAModel,
+    FastVLAOutput,
+    attn_implementation_map,
+    compute_dtype,
+    default_attn_implementation,
+)
+from fastvla.model.presets import PRESETS, Preset, get_preset, preset_config
+from fastvla.model.processor import FastVLAProcessor
+from fastvla.model.quantization import bnb_config, guard_cpu_4bit
+
+__all__ = [
+    "NON_QUANTIZED_MODULES",
+    "PRESETS",
+    "ActionHeadConfig",
+    "FastVLAConfig",
+    "FastVLAModel",
+    "FastVLAOutput",
+    "FastVLAProcessor",
+    "FusionConfig",
+    "Preset",
+    "attn_implementation_map",
+    "bnb_config",
+    "compute_dtype",
+    "default_attn_implementation",
+    "get_preset",
+    "guard_cpu_4bit",
+    "preset_config",
+]

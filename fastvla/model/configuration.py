@@ -1,0 +1,181 @@
+"""Configuration of a FastVLA model: a composite of vision, text, fusion and action-head configs.
+
+Built the way ``transformers.LlavaConfig`` composes its vision and text configs, so any Hugging Face
+vision tower (SigLIP, DINOv2, CLIP, ViT, ResNet, ConvNeXt) and any causal LM (Llama, Qwen2, SmolLM,
+Gemma, ...) can be combined by config or hub id.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+#: Vision ``model_type``s whose tower returns a (B, C, h, w) feature map (tokens are its pixels).
+CONV_VISION_TYPES = ("resnet", "convnext", "convnextv2", "regnet")
+#: Vision ``model_type``s whose tower returns (B, N, D) patch tokens.
+VIT_VISION_TYPES = ("siglip_vision_model", "clip_vision_model", "vit", "dinov2", "siglip2_vision_model")
+
+
+class FusionConfig(PreTrainedConfig):
+    """How visual tokens of all cameras become the decoder's visual prefix.
+
+    Args:
+        mode: ``"latent"``: ``num_queries`` learned queries, conditioned on the instruction, cross-attend to
+            all cameras' tokens (fixed decoder length whatever the camera count or resolution).
+            ``"prefix"``: every projected visual token is prepended (the LLaVA / OpenVLA way).
+        num_queries: number of fused tokens in ``latent`` mode.
+        num_layers: cross-attention blocks (each: cross-attention, query self-attention, MLP).
+        num_heads: attention heads; must divide the fusion width.
+        hidden_size: fusion width (default: the decoder's hidden size); a narrower fusion keeps a 7B model's
+            fusion small, its output is projected to the decoder width.
+        mlp_ratio: MLP width as a multiple of the fusion width.
+        film: FiLM-condition the visual tokens on the instruction before fusion (scale and shift per
+            channel, zero-initialised so it starts as identity).
+        dropout: dropout on attention outputs and MLPs.
+    """
+
+    model_type = "fastvla_fusion"
+
+    mode: Literal["latent", "prefix"] = "latent"
+    num_queries: int = 64
+    num_layers: int = 2
+    num_heads: int = 8
+    hidden_size: int | None = None
+    mlp_ratio: int = 4
+    film: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.mode not in ("latent", "prefix"):
+            raise ValueError(f"fusion mode {self.mode!r} is not supported; use 'latent' or 'prefix'")
+        if self.num_queries < 1 or self.num_layers < 0 or self.num_heads < 1:
+            raise ValueError(
+                f"fusion needs num_queries >= 1, num_layers >= 0, num_heads >= 1; got {self.num_queries}, "
+                f"{self.num_layers}, {self.num_heads}"
+            )
+
+
+class ActionHeadConfig(PreTrainedConfig):
+    """Head mapping the action-query hidden states to a chunk of actions.
+
+    Args:
+        head_type: ``"continuous"`` (residual MLP, masked L1 loss) or ``"discrete"`` (256-bin classifier over
+            normalised actions in [-1, 1], cross-entropy loss, OpenVLA-style).
+        hidden_size: width of the residual MLP.
+        num_blocks: residual blocks (LayerNorm, Linear, GELU, Linear).
+        num_bins: bins per action dimension of the discrete head.
+        loss: ``"l1"`` or ``"mse"`` for the continuous head.
+        dropout: dropout inside the residual blocks.
+    """
+
+    model_type = "fastvla_action_head"
+
+    head_type: Literal["continuous", "discrete"] = "continuous"
+    hidden_size: int = 256
+    num_blocks: int = 2
+    num_bins: int = 256
+    loss: Literal["l1", "mse"] = "l1"
+    dropout: float = 0.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.head_type not in ("continuous", "discrete"):
+            raise ValueError(
+                f"action head type {self.head_type!r} is not supported; use 'continuous' or 'discrete'"
+            )
+        if self.loss not in ("l1", "mse"):
+            raise ValueError(f"action loss {self.loss!r} is not supported; use 'l1' or 'mse'")
+
+
+class FastVLAConfig(PreTrainedConfig):
+    """Configuration of :class:`~fastvla.model.FastVLAModel`.
+
+    Args:
+        vision: vision tower config (any ``AutoConfig``; default SigLIP). Shared by all cameras.
+        text: causal LM config (any ``AutoConfig``; default Llama).
+        fusion: :class:`FusionConfig`.
+        action_head: :class:`ActionHeadConfig`.
+        camera_names: cameras in the order of ``pixel_values``' camera axis.
+        state_dim: proprioceptive state size ``S``.
+        action_dim: action size ``A``.
+        chunk_size: actions predicted per forward ``T``.
+        image_size: (H, W) the vision tower sees; the processor resizes to it.
+        use_depth: add a zero-initialised depth patch embedding to the RGB stem.
+        max_instruction_tokens: instruction length the processor pads/truncates to.
+
+    Example:
+        >>> from transformers import LlamaConfig, ResNetConfig
+        >>> cfg = FastVLAConfig(vision=ResNetConfig(hidden_sizes=[64, 128], depths=[1, 1]),
+        ...                     text=LlamaConfig(hidden_size=128, num_hidden_layers=2),
+        ...                     state_dim=8, action_dim=7)
+    """
+
+    model_type = "fastvla"
+    sub_configs_defaults = {  # noqa: RUF012 (transformers' class-level spec)
+        "vision": SubConfigSpec(config_class=AutoConfig, model_type="siglip_vision_model"),
+        "text": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "fusion": SubConfigSpec(config_class=FusionConfig),
+        "action_head": SubConfigSpec(config_class=ActionHeadConfig),
+    }
+
+    vision: dict | PreTrainedConfig | None = None
+    text: dict | PreTrainedConfig | None = None
+    fusion: dict | PreTrainedConfig | None = None
+    action_head: dict | PreTrainedConfig | None = None
+    camera_names: list[str] | tuple[str, ...] = ("front", "wrist")
+    state_dim: int = 8
+    action_dim: int = 7
+    chunk_size: int = 8
+    image_size: list[int] | tuple[int, int] = (224, 224)
+    use_depth: bool = False
+    max_instruction_tokens: int = 32
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.image_size, int):
+            self.image_size = (self.image_size, self.image_size)
+        super().__post_init__(**kwargs)
+        self.camera_names = list(self.camera_names)
+        self.image_size = list(self.image_size)
+        if not self.camera_names or len(set(self.camera_names)) != len(self.camera_names):
+            raise ValueError(f"camera_names must be non-empty and unique; got {self.camera_names}")
+        for name in ("state_dim", "action_dim", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if len(self.image_size) != 2:
+            raise ValueError(f"image_size must be (H, W); got {self.image_size}")
+        if self.fusion_dim % self.fusion.num_heads:
+            raise ValueError(
+                f"fusion.num_heads={self.fusion.num_heads} must divide the fusion width {self.fusion_dim}"
+            )
+        vision_size = getattr(self.vision, "image_size", None)
+        if self.vision_kind == "vit" and vision_size is not None:
+            expected = list(vision_size) if isinstance(vision_size, (list, tuple)) else [vision_size] * 2
+            if expected != self.image_size:
+                raise ValueError(
+                    f"image_size={self.image_size} differs from the vision tower's image_size={vision_size}; "
+                    "set both to the same size (ViT position embeddings are sized for it)"
+                )
+
+    @property
+    def fusion_dim(self) -> int:
+        """Width of the fusion module (``fusion.hidden_size`` or the decoder width in prefix mode)."""
+        if self.fusion.mode == "prefix" or self.fusion.hidden_size is None:
+            return self.text.hidden_size
+        return self.fusion.hidden_size
+
+    @property
+    def vision_kind(self) -> str:
+        """``"conv"`` for feature-map towers (ResNet, ConvNeXt), ``"vit"`` for patch-token towers."""
+        return "conv" if self.vision.model_type in CONV_VISION_TYPES else "vit"
+
+    @property
+    def num_cameras(self) -> int:
+        """Number of cameras the model expects."""
+        return len(self.camera_names)
+
+
+__all__ = ["ActionHeadConfig", "FastVLAConfig", "FusionConfig"]

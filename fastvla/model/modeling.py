@@ -1,0 +1,391 @@
+"""FastVLAModel: vision tower + fusion + causal LM decoder + action head, as one ``PreTrainedModel``.
+
+Data flow (shapes for B samples, C cameras, T = chunk_size, D = decoder width; see docs/architecture.md)::
+
+    pixel_values (B, C, 3, H, W) --shared tower--> (B, C, N, Dv) + camera embedding
+        --projector--> (B, C, N, D) --fusion (queries conditioned on instruction)--> (B, Q, D)
+    decoder input: [fused (B, Q, D) | instruction tokens (B, L, D) | state token (B, 1, D) | T action queries]
+    decoder last T hidden states (B, T, D) --action head--> actions (B, T, A), masked L1 loss
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from fastvla.model.action_head import ActionHead
+from fastvla.model.configuration import FastVLAConfig
+from fastvla.model.fusion import Fusion, Projector
+from fastvla.model.vision import VisionEncoder, vision_feature_dim
+
+#: Modules never quantised (small, trainable, kept in higher precision). Patterns match module-name prefixes.
+NON_QUANTIZED_MODULES = [
+    "projector",
+    "fusion",
+    "state_proj",
+    "action_queries",
+    "action_head",
+    "vision.film_stages",
+    "vision.film_out",
+    "vision.camera_embedding",
+    "vision.depth_embed",
+]
+
+
+@dataclass
+class FastVLAOutput(ModelOutput):
+    """Output of :class:`FastVLAModel`.
+
+    Attributes:
+        loss: masked action loss (when ``actions`` were given).
+        actions: predicted chunk (B, T, A) in normalised units.
+        logits: (B, T, A, bins) for the discrete head, else None.
+        hidden_states: decoder hidden states of the action queries (B, T, D).
+    """
+
+    loss: torch.Tensor | None = None
+    actions: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None
+
+
+def default_attn_implementation(device: str | torch.device | None = None) -> str:
+    """``flash_attention_2`` when flash-attn is installed and a CUDA device is used, else ``sdpa``."""
+    from transformers.utils import is_flash_attn_2_available
+
+    on_cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    return "flash_attention_2" if on_cuda and is_flash_attn_2_available() else "sdpa"
+
+
+def attn_implementation_map(
+    requested: str | None = None, device: str | torch.device | None = None
+) -> dict[str, str]:
+    """Per-sub-config attention backends: ``requested`` (or the automatic choice) for the decoder.
+
+    The vision tower keeps its own default (convolutional towers have no attention at all).
+    """
+    attn = requested or default_attn_implementation(device)
+    return {"": attn, "text": attn}
+
+
+def compute_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """Best training dtype for a device: bf16 where supported, fp16 on older GPUs (T4), fp32 on CPU."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype | None) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _module_dtype(module: nn.Module) -> torch.dtype:
+    return next(p.dtype for p in module.parameters() if p.is_floating_point())
+
+
+class FastVLAPreTrainedModel(PreTrainedModel):
+    """Base class wiring FastVLA into ``transformers`` (config class, init, attention backends)."""
+
+    config_class = FastVLAConfig
+    config: FastVLAConfig
+    base_model_prefix = "fastvla"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = ["Fusion", "ActionHead"]  # noqa: RUF012 (transformers' class attribute)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = getattr(self.config.text, "initializer_range", 0.02)
+        if isinstance(module, VisionEncoder):
+            init.normal_(module.camera_embedding.weight, std=std)
+            if module.depth_embed is not None:
+                init.zeros_(module.depth_embed.weight)  # depth starts as a no-op on the RGB stem
+            for film in [*module.film_stages, *([module.film_out] if module.film_out is not None else [])]:
+                init.zeros_(film.proj.weight)  # FiLM starts as identity
+                init.zeros_(film.proj.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, std=std)
+        elif isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+class FastVLAModel(FastVLAPreTrainedModel):
+    """A vision-language-action model predicting a chunk of continuous (or binned) actions per forward.
+
+    Args:
+        config: :class:`~fastvla.model.FastVLAConfig`.
+
+    Example:
+        >>> model = FastVLAModel.from_preset("tiny")
+        >>> out = model(pixel_values=torch.rand(2, 2, 3, 64, 64),
+        ...             input_ids=torch.ones(2, 5, dtype=torch.long), state=torch.zeros(2, 8))
+        >>> out.actions.shape
+        torch.Size([2, 8, 7])
+    """
+
+    def __init__(self, config: FastVLAConfig):
+        super().__init__(config)
+        dim = config.text.hidden_size
+        self.vision = VisionEncoder(config, cond_dim=dim)
+        self.projector = Projector(vision_feature_dim(config), config.fusion_dim)
+        self.fusion = Fusion(config)
+        self.language_model = AutoModel.from_config(config.text)
+        self.state_proj = nn.Linear(config.state_dim, dim)
+        self.action_queries = nn.Embedding(config.chunk_size, dim)
+        self.action_head = ActionHead(config.action_head, dim, config.action_dim)
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------- forward
+    def get_input_embeddings(self) -> nn.Module:
+        """The decoder's token embedding."""
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace the decoder's token embedding."""
+        self.language_model.set_input_embeddings(value)
+
+    def encode_instruction(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings (B, L, D) and their masked mean (B, D), the instruction's conditioning vector."""
+        tokens = self.get_input_embeddings()(input_ids)  # (B, L, D)
+        mask = attention_mask[..., None].to(tokens.dtype)  # (B, L, 1)
+        pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, D)
+        return tokens, pooled
+
+    def encode_images(
+        self,
+        pixel_values: torch.Tensor,
+        instruction: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Fused visual tokens for the decoder: (B, Q, D) (latent) or (B, C * N, D) (prefix)."""
+        if pixel_values.dim() != 5:
+            raise ValueError(
+                f"pixel_values must be (B, n_cams, 3, H, W); got shape {tuple(pixel_values.shape)}. "
+                "Use FastVLAProcessor to build model inputs."
+            )
+        tokens = self.vision(pixel_values, depth=depth, cond=instruction)  # (B, C, N, Dv)
+        visual = self.projector(tokens)  # (B, C, N, D)
+        fusion_dtype = _module_dtype(self.fusion) if self.fusion.mode == "latent" else visual.dtype
+        cond = instruction.to(fusion_dtype) if instruction is not None else None
+        return self.fusion(visual.to(fusion_dtype), cond)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
+        action_is_pad: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> FastVLAOutput:
+        """Predict a chunk of actions and, given targets, the masked loss.
+
+        Args:
+            pixel_values: (B, n_cams, 3, H, W) normalised images.
+            input_ids: (B, L) instruction tokens.
+            attention_mask: (B, L), 1 for real tokens (default all ones).
+            state: (B, S) normalised proprioceptive state (default zeros).
+            actions: (B, T, A) normalised target actions (optional).
+            action_is_pad: (B, T) bool, True for padded target steps.
+            depth: (B, n_cams, 1, H, W) depth in metres (models built with ``use_depth``).
+
+        Returns:
+            :class:`FastVLAOutput` with ``actions`` (B, T, A) in normalised units.
+        """
+        batch = pixel_values.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embed_dtype = self.get_input_embeddings().weight.dtype
+        text, pooled = self.encode_instruction(input_ids, attention_mask)  # (B, L, D), (B, D)
+        visual = self.encode_images(pixel_values, pooled, depth).to(embed_dtype)  # (B, Q, D)
+        if state is None:
+            state = torch.zeros(batch, self.config.state_dim, device=pixel_values.device)
+        state_tok = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None].to(
+            embed_dtype
+        )  # (B,1,D)
+        queries = self.action_queries.weight[None].expand(batch, -1, -1).to(embed_dtype)  # (B, T, D)
+        inputs = torch.cat([visual, text, state_tok, queries], dim=1)  # (B, Q + L + 1 + T, D)
+        ones = attention_mask.new_ones
+        mask = torch.cat(
+            [ones(batch, visual.shape[1]), attention_mask, ones(batch, 1 + queries.shape[1])], dim=1
+        )
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)  # padding does not shift positions
+        hidden = self.language_model(
+            inputs_embeds=inputs, attention_mask=mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        action_hidden = hidden[:, -queries.shape[1] :]  # (B, T, D)
+        pred, logits = self.action_head(action_hidden)
+        loss = None
+        if actions is not None:
+            if actions.shape[1:] != pred.shape[1:]:
+                raise ValueError(
+                    f"target actions have shape {tuple(actions.shape)} but the model predicts "
+                    f"(B, {self.config.chunk_size}, {self.config.action_dim}); check chunk_size/action_dim"
+                )
+            loss = self.action_head.loss(pred, logits, actions, action_is_pad)
+        return FastVLAOutput(loss=loss, actions=pred, logits=logits, hidden_states=action_hidden)
+
+    # ---------------------------------------------------------------------------------------- builders
+    @classmethod
+    def from_preset(
+        cls,
+        name: str,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+        quantization_config: Any = None,
+        **overrides: Any,
+    ) -> FastVLAModel:
+        """Build a randomly initialised model from a named preset (see :data:`fastvla.model.PRESETS`).
+
+        Args:
+            name: preset name, e.g. ``"tiny"``, ``"tiny-vit"``, ``"openvla-7b-shape"``.
+            dtype: parameter dtype (weights are created directly in it, no fp32 copy).
+            device: device the weights are created on (e.g. ``"cuda"`` for a 7B model; ``"meta"`` for a
+                shape-only skeleton).
+            attn_implementation: ``"sdpa"``, ``"flash_attention_2"``, ``"eager"``; default automatic.
+            quantization_config: a ``BitsAndBytesConfig``: the model is built in ``dtype`` on ``device``,
+                written to a temporary folder and reloaded quantised (vision tower and decoder only).
+            **overrides: config fields to change (``camera_names``, ``state_dim``, ``action_dim``,
+                ``chunk_size``, ``image_size``, ``use_depth``, or ``fusion={...}`` etc.).
+        """
+        from fastvla.model.presets import preset_config
+
+        config = preset_config(name, **overrides)
+        if quantization_config is not None:
+            with tempfile.TemporaryDirectory(prefix="fastvla-preset-") as tmp:
+                cls.from_preset(name, dtype=dtype, device=device, **overrides).save_pretrained(tmp)
+                return cls.from_pretrained(
+                    tmp,
+                    quantization_config=quantization_config,
+                    dtype=dtype,
+                    device_map=str(device) if device is not None else None,
+                    attn_implementation=attn_implementation,
+                )
+        return cls.from_config_on_device(
+            config, dtype=dtype, device=device, attn_implementation=attn_implementation
+        )
+
+    @classmethod
+    def from_config_on_device(
+        cls,
+        config: FastVLAConfig,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+    ) -> FastVLAModel:
+        """Instantiate ``config`` with random weights created directly on ``device`` in ``dtype``."""
+        config = copy.deepcopy(config)
+        config._attn_implementation = attn_implementation_map(attn_implementation, device)
+        with torch.device(device or "cpu"), _default_dtype(dtype):
+            return cls(config)
+
+    @classmethod
+    def from_backbones(
+        cls,
+        vision: str,
+        text: str,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+        **config_kwargs: Any,
+    ) -> FastVLAModel:
+        """Build a model around pretrained backbones from the Hub (or local folders).
+
+        The vision tower and decoder weights are loaded; fusion, projector and head are new.
+
+        Args:
+            vision: hub id or path of a vision model (SigLIP, CLIP, DINOv2, ViT, ResNet, ConvNeXt); for
+                dual-encoder checkpoints (SigLIP, CLIP) the vision half is used.
+            text: hub id or path of a causal LM (Llama, Qwen2, SmolLM, Gemma, ...).
+            dtype: dtype to load the backbones in.
+            device: device for the whole model.
+            attn_implementation: attention backend (default automatic).
+            **config_kwargs: other :class:`FastVLAConfig` fields (``camera_names``, ``state_dim``, ...).
+
+        Example:
+            >>> model = FastVLAModel.from_backbones(  # doctest: +SKIP
+            ...     vision="google/siglip-base-patch16-224", text="HuggingFaceTB/SmolLM2-360M",
+            ...     camera_names=["front", "wrist"], state_dim=8, action_dim=7, chunk_size=8)
+        """
+        attn = attn_implementation_map(attn_implementation, device)
+        vision_cfg = AutoConfig.from_pretrained(vision)
+        vision_cfg = getattr(vision_cfg, "vision_config", None) or vision_cfg
+        if hasattr(vision_cfg, "vision_use_head"):
+            vision_cfg.vision_use_head = False  # SigLIP's pooling head is unused
+        text_cfg = AutoConfig.from_pretrained(text)
+        text_cfg = getattr(text_cfg, "text_config", None) or text_cfg
+        if "image_size" not in config_kwargs and hasattr(vision_cfg, "image_size"):
+            config_kwargs["image_size"] = vision_cfg.image_size
+        config = FastVLAConfig(vision=vision_cfg, text=text_cfg, **config_kwargs)
+        model = cls.from_config_on_device(config, dtype=dtype, device=device, attn_implementation=attn)
+        tower = AutoModel.from_pretrained(vision, config=vision_cfg, dtype=dtype)
+        model.vision.tower.load_state_dict(tower.state_dict(), strict=False)
+        decoder = AutoModel.from_pretrained(
+            text, config=text_cfg, dtype=dtype, attn_implementation=attn["text"]
+        )
+        model.language_model.load_state_dict(decoder.state_dict())
+        model.config.vision._name_or_path = vision
+        model.config.text._name_or_path = text
+        return model.to(device) if device is not None else model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """Load a saved FastVLA model; quantise it with ``quantization_config=BitsAndBytesConfig(...)``.
+
+        With a bitsandbytes config, the vision tower and decoder are quantised while
+        :data:`NON_QUANTIZED_MODULES` (projector, fusion, state projection, action queries, action head,
+        FiLM) stay unquantised in float32 (trainable). On CPU, 4-bit layers are guarded against
+        bitsandbytes' inference repacking (see :func:`fastvla.model.quantization.guard_cpu_4bit`).
+        ``attn_implementation`` defaults to :func:`default_attn_implementation`.
+        """
+        from fastvla.model.quantization import after_quantized_load, prepare_bnb_config
+
+        quant = kwargs.get("quantization_config")
+        if quant is not None:
+            kwargs["quantization_config"] = prepare_bnb_config(quant)
+        attn = kwargs.get("attn_implementation")
+        if attn is None or isinstance(attn, str):
+            kwargs["attn_implementation"] = attn_implementation_map(attn, kwargs.get("device_map"))
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if quant is not None:
+            after_quantized_load(model)
+        return model
+
+
+AutoConfig.register("fastvla", FastVLAConfig, exist_ok=True)
+AutoModel.register(FastVLAConfig, FastVLAModel, exist_ok=True)

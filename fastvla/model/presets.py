@@ -1,0 +1,165 @@
+"""Named model presets, looked up in one dict (:data:`PRESETS`).
+
+* ``tiny``: small ResNet tower + 2-layer, 128-wide Llama decoder; learns from 64x64 pixels on a CPU in
+  minutes (tests and the demo). All Linear widths are multiples of 64 (bitsandbytes CPU kernels need it).
+* ``tiny-vit``: same decoder with a 2-layer ViT tower, to exercise the ViT code paths in tests.
+* ``openvla-7b-shape``: SigLIP-so400m-shaped ViT + Llama-2-7B-shaped decoder with random weights, for GPU
+  memory/throughput benchmarks (build it on the GPU:
+  ``from_preset(..., device="cuda", dtype=torch.bfloat16)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import LlamaConfig, ResNetConfig, SiglipVisionConfig, ViTConfig
+
+from fastvla.model.configuration import FastVLAConfig
+from fastvla.model.tokenizer import build_tiny_tokenizer, tiny_vocab_size
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe: config fields, a local tokenizer factory and the tower's pixel normalisation.
+
+    Attributes:
+        config: function returning :class:`FastVLAConfig` keyword arguments.
+        tokenizer: function building the tokenizer locally (never downloads).
+        image_mean: per-channel mean the tower expects (pixels in [0, 1]).
+        image_std: per-channel std the tower expects.
+        description: one line for listings.
+    """
+
+    config: Callable[[], dict[str, Any]]
+    tokenizer: Callable[[], Any] = build_tiny_tokenizer
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _tiny_text() -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=tiny_vocab_size(),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        tie_word_embeddings=False,
+    )
+
+
+def _tiny() -> dict[str, Any]:
+    return {
+        "vision": ResNetConfig(
+            embedding_size=32, hidden_sizes=[64, 128], depths=[1, 1], layer_type="basic", hidden_act="relu"
+        ),
+        "text": _tiny_text(),
+        "fusion": {"mode": "latent", "num_queries": 16, "num_layers": 1, "num_heads": 4, "mlp_ratio": 2},
+        "action_head": {"hidden_size": 128, "num_blocks": 2},
+        "camera_names": ["front", "wrist"],
+        "state_dim": 8,
+        "action_dim": 7,
+        "chunk_size": 8,
+        "image_size": [64, 64],
+        "max_instruction_tokens": 24,
+    }
+
+
+def _tiny_vit() -> dict[str, Any]:
+    cfg = _tiny()
+    cfg["vision"] = ViTConfig(
+        image_size=64,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+    )
+    return cfg
+
+
+def _openvla_7b_shape() -> dict[str, Any]:
+    return {
+        "vision": SiglipVisionConfig(  # SigLIP so400m/14 @ 224
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_hidden_layers=27,
+            num_attention_heads=16,
+            patch_size=14,
+            image_size=224,
+            vision_use_head=False,  # attention-pooling head unused: all patch tokens go to the fusion
+        ),
+        "text": LlamaConfig(  # Llama-2-7B
+            vocab_size=32000,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=4096,
+            rms_norm_eps=1e-5,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            tie_word_embeddings=False,
+        ),
+        "fusion": {
+            "mode": "latent",
+            "num_queries": 64,
+            "num_layers": 2,
+            "num_heads": 16,
+            "hidden_size": 1024,
+        },
+        "action_head": {"hidden_size": 1024, "num_blocks": 2},
+        "camera_names": ["front", "wrist"],
+        "state_dim": 8,
+        "action_dim": 7,
+        "chunk_size": 8,
+        "image_size": [224, 224],
+        "max_instruction_tokens": 32,
+    }
+
+
+#: All presets by name.
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(_tiny, description="ResNet(64,128) + Llama 2x128; CPU tests and demo, 64x64 images"),
+    "tiny-vit": Preset(_tiny_vit, description="ViT 2x64 (patch 8) + Llama 2x128; ViT code paths"),
+    "openvla-7b-shape": Preset(
+        _openvla_7b_shape, description="SigLIP-so400m + Llama-2-7B shapes, random weights (GPU benchmarks)"
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Look a preset up by name, with the available names in the error."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def preset_config(name: str, **overrides: Any) -> FastVLAConfig:
+    """:class:`FastVLAConfig` of preset ``name`` with fields replaced by ``overrides``.
+
+    Dict overrides of sub-configs (``fusion={"num_queries": 32}``) are merged into the preset's values.
+    """
+    fields = get_preset(name).config()
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(fields.get(key), dict):
+            fields[key] = {**fields[key], **value}
+        elif isinstance(value, dict) and key in ("vision", "text"):
+            fields[key] = type(fields[key])(**{**fields[key].to_dict(), **value})
+        else:
+            fields[key] = value
+    if "image_size" in overrides and hasattr(fields["vision"], "image_size") and "vision" not in overrides:
+        size = fields["image_size"]
+        square = isinstance(size, int) or size[0] == size[1]
+        fields["vision"].image_size = size if isinstance(size, int) else (size[0] if square else list(size))
+    return FastVLAConfig(**fields)
