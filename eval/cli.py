@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--episodes", args.episodes), ("--batch-size", args.batch_size)):
         if value < 1:
             raise SystemExit(f"fastvla eval: {flag} {value} must be >= 1")
-    policy = load_policy(args.policy, load_in_4bit=args.load_in_4bit, device=args.device, seed=args.seed)
+    policy = load_policy(args.policy, load_in_4bit=args.load_in_4bit, device=args.device)
     result = evaluate(
         policy,
         args.env if len(args.env) > 1 else args.env[0],

@@ -431,7 +431,7 @@ def evaluate(
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; must be >= 1")
     policy_spec = policy_name or (policy if isinstance(policy, str) else type(policy).__name__)
-    policy = load_policy(policy, seed=seed, **dict(policy_kwargs or {}))
+    policy = load_policy(policy, **dict(policy_kwargs or {}))
     groups = _env_groups(env, env_kwargs)
     out_path = Path(out_dir) if out_dir is not None else None
     if video_dir is None and out_path is not None:

@@ -47,7 +47,7 @@ class ToyReachEnv(gym.Env):
         speed: Distance moved per step at full action.
         tolerance: Success distance.
         max_episode_steps: Truncation horizon.
-        render_mode: ``None`` or ``"rgb_array"`` (the first camera's image).
+        render_mode: ``None`` or ``"rgb_array"`` (the ``front`` view).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -110,8 +110,8 @@ class ToyReachEnv(gym.Env):
         return np.clip((self.goal - self.pos) / self.speed, -1.0, 1.0).astype(np.float32)
 
     def render(self) -> np.ndarray | None:
-        """The first camera's image in ``rgb_array`` mode."""
-        return self._image(self.cameras[0]) if self.render_mode == "rgb_array" else None
+        """The whole-square (``front``) view in ``rgb_array`` mode."""
+        return self._image("front") if self.render_mode == "rgb_array" else None
 
     def _info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"is_success": bool(np.linalg.norm(self.pos - self.goal) < self.tolerance)}
