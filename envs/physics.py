@@ -238,8 +238,8 @@ class TabletopPhysics:
             jjt = jac @ jac.T + damping**2 * np.eye(6)
             dq = jac.T @ np.linalg.solve(jjt, err)
             # Null-space posture term keeps the elbow near home (the arm is redundant).
-            pinv = jac.T @ np.linalg.solve(jjt, np.eye(6))
-            dq += (np.eye(7) - pinv @ jac) @ (nullspace_gain * (self.home_qpos - q))
+            # (The exact pseudo-inverse makes the projector leave the TCP pose untouched.)
+            dq += (np.eye(7) - np.linalg.pinv(jac) @ jac) @ (nullspace_gain * (self.home_qpos - q))
             q = np.clip(q + dq, self.joint_low, self.joint_high)
             if np.linalg.norm(err) < 1e-5:
                 break
