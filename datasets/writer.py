@@ -21,7 +21,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -311,25 +311,90 @@ class LeRobotDatasetWriter:
         length = self.episode_buffer_size
         if length == 0:
             raise RuntimeError("save_episode() called with no frames; add_frame() first")
-        ep = self.num_episodes
-        start = self.num_frames
-        for task in self._tasks_buffer:
+        self._register_tasks(self._tasks_buffer)
+        columns = self._episode_columns(self.num_episodes, self.num_frames, length)
+        videos = {}
+        for key, encoder in self._encoders.items():
+            encoder.close()
+            videos[key] = encoder.path
+        ep_stats = self._episode_stats(columns, length)
+        ep = self._commit(self._table(columns), videos, self._tasks_buffer, ep_stats)
+        self._reset_buffer()
+        return ep
+
+    def add_encoded_episode(
+        self,
+        data: pa.Table,
+        videos: Mapping[str, str | os.PathLike],
+        tasks: Sequence[str],
+        camera_stats: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Append an already-encoded episode (used by conversion): data rows plus one mp4 per camera.
+
+        Args:
+            data: the episode's rows with every non-video feature (``timestamp`` and ``frame_index`` are
+                kept; ``episode_index``, ``index`` and ``task_index`` are renumbered for this dataset).
+            videos: ``{video_key: mp4}`` holding exactly this episode's frames (copied, not moved).
+            tasks: the task of each frame.
+            camera_stats: per-camera statistics (``image_stats`` layout); numeric ones are computed.
+        """
+        length = data.num_rows
+        if len(tasks) != length:
+            raise ValueError(f"{len(tasks)} tasks for {length} frames; give one task per frame")
+        missing = [k for k in self._keys("video") if k not in videos]
+        if missing:
+            raise ValueError(f"no video given for {missing}")
+        self._register_tasks(tasks)
+        columns: dict[str, Any] = {}
+        for key, spec in self.features.items():
+            if spec["dtype"] == "image":
+                columns[key] = [v["bytes"] for v in data.column(key).to_pylist()]
+            elif spec["dtype"] != "video":
+                col = data.column(key).combine_chunks()
+                arr = (
+                    col.flatten().to_numpy()
+                    if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type)
+                    else col.to_numpy()
+                )
+                columns[key] = arr.reshape(length, *spec["shape"]) if tuple(spec["shape"]) != (1,) else arr
+        columns[EPISODE_INDEX] = np.full(length, self.num_episodes, dtype=np.int64)
+        columns[INDEX] = self.num_frames + np.arange(length, dtype=np.int64)
+        columns[TASK_INDEX] = np.array([self.tasks[t] for t in tasks], dtype=np.int64)
+        ep_stats = {k: dict(v) for k, v in (camera_stats or {}).items()}
+        for key, spec in self.features.items():
+            if spec["dtype"] not in ("video", "image"):
+                ep_stats[key] = numeric_stats(np.asarray(columns[key]))
+        staged = {}
+        for key, src in videos.items():
+            staged[key] = self.root / STAGING / f"{key}.mp4"
+            staged[key].parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, staged[key])
+        ordered = {k: ep_stats[k] for k in self.features if k in ep_stats}
+        return self._commit(self._table(columns), staged, tasks, ordered)
+
+    def _register_tasks(self, tasks: Sequence[str]) -> None:
+        for task in tasks:
             if task not in self.tasks:
                 self.tasks[task] = len(self.tasks)
-        columns = self._episode_columns(ep, start, length)
-        row: dict[str, Any] = {
-            EPISODE_INDEX: ep,
-            "tasks": list(dict.fromkeys(self._tasks_buffer)),
-            "length": length,
-        }
-        row.update(self._write_data(columns))
+
+    def _commit(
+        self,
+        table: pa.Table,
+        videos: Mapping[str, Path],
+        tasks: Sequence[str],
+        ep_stats: dict[str, dict[str, np.ndarray]],
+    ) -> int:
+        """Write data, videos and metadata of one episode; the episodes parquet is the commit point."""
+        length, ep, start = table.num_rows, self.num_episodes, self.num_frames
+        row: dict[str, Any] = {EPISODE_INDEX: ep, "tasks": list(dict.fromkeys(tasks)), "length": length}
+        row.update(self._write_data(table))
         row["dataset_from_index"], row["dataset_to_index"] = start, start + length
         for key in self._keys("video"):
-            row.update(self._write_video(key, length))
-        ep_stats = self._episode_stats(columns, length)
+            row.update(self._write_video(key, Path(videos[key]), length))
         for key, stats in ep_stats.items():
             for name in STAT_KEYS:
-                row[f"stats/{key}/{name}"] = np.asarray(stats[name]).tolist()
+                if name in stats:
+                    row[f"stats/{key}/{name}"] = np.asarray(stats[name]).tolist()
         chunk, file = self._episodes_file(row)
         row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = chunk, file
         self.episode_rows.append(row)
@@ -337,7 +402,6 @@ class LeRobotDatasetWriter:
         atomic_write_bytes(self.root / TASKS_PATH, _parquet_bytes(_tasks_table(self.tasks)))
         self._write_episodes_file(chunk, file)
         self._write_meta()
-        self._reset_buffer()
         shutil.rmtree(self.root / STAGING, ignore_errors=True)
         return ep
 
@@ -400,23 +464,20 @@ class LeRobotDatasetWriter:
         chunk, file = _next_file(chunk, file, self.info["chunks_size"])
         return chunk, file, False
 
-    def _write_data(self, columns: Mapping[str, Any]) -> dict[str, int]:
+    def _write_data(self, table: pa.Table) -> dict[str, int]:
         def path_of(c: int, f: int) -> Path:
             return self.root / self.info["data_path"].format(chunk_index=c, file_index=f)
 
         chunk, file, exists = self._roll("data", path_of, self.info["data_files_size_in_mb"])
-        table = self._table(columns)
         if exists:
             table = pa.concat_tables([pq.read_table(path_of(chunk, file)), table])
         atomic_write_bytes(path_of(chunk, file), _parquet_bytes(table))
         return {"data/chunk_index": chunk, "data/file_index": file}
 
-    def _write_video(self, key: str, length: int) -> dict[str, Any]:
+    def _write_video(self, key: str, staged: Path, length: int) -> dict[str, Any]:
         def path_of(c: int, f: int) -> Path:
             return self.root / self.info["video_path"].format(video_key=key, chunk_index=c, file_index=f)
 
-        encoder = self._encoders.pop(key)
-        encoder.close()
         prefix = f"videos/{key}"
         chunk, file, exists = self._roll(prefix, path_of, self.info["video_files_size_in_mb"])
         target = path_of(chunk, file)
@@ -424,10 +485,10 @@ class LeRobotDatasetWriter:
         start = float(self.episode_rows[-1][f"{prefix}/to_timestamp"]) if exists else 0.0
         if exists:
             tmp = target.with_name(f".{target.name}.tmp.mp4")
-            concat_videos([(target, 0.0), (encoder.path, start)], tmp)
+            concat_videos([(target, 0.0), (staged, start)], tmp)
             os.replace(tmp, target)
         else:
-            os.replace(encoder.path, target)
+            os.replace(staged, target)
         return {
             f"{prefix}/chunk_index": chunk,
             f"{prefix}/file_index": file,
