@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 EVAL_INFO_FILE = "eval_info.json"
 REPORT_FILE = "report.md"
 PLOT_FILE = "success_rate.png"
+MAX_TASK_ROWS = 8  # with more distinct instructions, the table and plot show the overall row only
 _PACKAGES = ("fastvla", "numpy", "gymnasium", "mujoco", "torch", "transformers", "av")
 
 
@@ -105,13 +106,19 @@ def summary_rows(info: dict[str, Any]) -> list[dict[str, str]]:
             "episodes": f"{agg['n_success']}/{agg['n_episodes']}",
         }
 
-    rows = []
-    if len(info["per_task"]) > 1:
-        for t in info["per_task"]:
-            label = f"{t['task_group']}: {t['task']}" if t["task"] else t["task_group"]
-            rows.append(row(label, t["aggregated"]))
+    rows = [row(name, agg) for name, agg in _breakdown(info)]
     rows.append(row("overall", info["overall"]))
     return rows
+
+
+def _breakdown(info: dict[str, Any], max_rows: int = MAX_TASK_ROWS) -> list[tuple[str, dict[str, Any]]]:
+    """Per-env rows for several envs, else per-instruction rows when there are few (paraphrases add up)."""
+    if len(info["per_group"]) > 1:
+        return list(info["per_group"].items())
+    tasks = info["per_task"]
+    if 1 < len(tasks) <= max_rows:
+        return [(t["task"] or t["task_group"], t["aggregated"]) for t in tasks]
+    return []
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:
@@ -148,9 +155,7 @@ def plot_success(info: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = [(t["task"] or t["task_group"], t["aggregated"]) for t in info["per_task"]]
-    if len(entries) > 1:
-        entries.append(("overall", info["overall"]))
+    entries = [*_breakdown(info), ("overall", info["overall"])]
     names = [n if len(n) <= 28 else n[:26] + "…" for n, _ in entries]
     rates = [100 * (a["success_rate"] or 0.0) for _, a in entries]
     lows = [r - 100 * a["success_ci95"][0] for r, (_, a) in zip(rates, entries)]

@@ -418,11 +418,15 @@ def evaluate(
         An :class:`EvalResult`.
 
     Example:
-        >>> import gymnasium as gym
         >>> from fastvla.eval import evaluate
-        >>> result = evaluate("random", lambda: gym.make("CartPole-v1"), n_episodes=4, progress=False)
-        >>> result.n_episodes, [e.seed for e in result.episodes]
-        (4, [0, 1, 2, 3])
+        >>> from fastvla.eval.toy import ToyReachEnv
+        >>> result = evaluate("scripted", ToyReachEnv, n_episodes=4, batch_size=2, progress=False)
+        >>> result.success_rate, [e.seed for e in result.episodes]
+        (1.0, [0, 1, 2, 3])
+        >>> result = evaluate(
+        ...     "scripted", "fastvla/PickCube-v0", n_episodes=20, batch_size=4, out_dir="outputs/eval"
+        ... )  # doctest: +SKIP
+        >>> print(f"{result.success_rate:.0%}, 95% CI {result.success_ci95}")  # doctest: +SKIP
     """
     from fastvla.eval.report import build_eval_info, write_outputs
 
