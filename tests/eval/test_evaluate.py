@@ -168,3 +168,29 @@ def test_bad_policy_output_names_the_shapes() -> None:
 
     with pytest.raises(ValueError, match=r"shape \(2, 3\); expected \(2, 2\)"):
         evaluate(Wrong(), ToyReachEnv, n_episodes=2, batch_size=2, progress=False, vectorization="sync")
+
+
+class ChunkedController:
+    """A server-side policy: proportional control as a 1-step action chunk, ``(B, 1, 2)``."""
+
+    def serving_metadata(self) -> dict:
+        return {"policy_class": "ChunkedController", "action_dim": 2, "chunk_size": 1, "n_action_steps": 1}
+
+    def predict_action_chunk(self, obs, task=None):
+        state = np.asarray(obs["agent_pos"], dtype=np.float32)  # (B, 4)
+        return np.clip((state[:, None, 2:] - state[:, None, :2]) / 0.1, -1, 1)  # (B, 1, 2)
+
+
+def test_remote_policy_by_ws_url() -> None:
+    pytest.importorskip("websockets")
+    server_mod = pytest.importorskip("fastvla.serving.server")
+    with server_mod.PolicyServer(ChunkedController(), port=0) as server:
+        assert server.url.startswith("ws://")
+        result = evaluate(
+            server.url, ToyReachEnv, n_episodes=3, batch_size=2, progress=False, vectorization="sync"
+        )
+    assert (
+        type(result.info["meta"]["config"]["policy"]) is str
+        and result.info["meta"]["config"]["policy"] == server.url
+    )
+    assert result.success_rate == 1.0
