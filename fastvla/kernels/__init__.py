@@ -1,0 +1,29 @@
+"""Fused Triton kernels for the decoder's memory-bound ops, with plain-PyTorch references.
+
+- :func:`rms_norm` — RMSNorm forward + backward in one pass per row (``rmsnorm.py``).
+- :func:`swiglu` — ``silu(gate) * up`` forward + backward (``glu.py``).
+- :func:`apply_rope` — rotary embedding of queries and keys (``rope.py``).
+- :func:`apply_kernels` / :func:`kernels_enabled` — swap them into a Hugging Face model, reversibly,
+  switched by :class:`KernelConfig` (``patch.py``). Nothing is patched on import.
+
+Kernels run on CUDA tensors, and on CPU tensors only under ``TRITON_INTERPRET=1`` (set before importing
+this package; for tests). Elsewhere every function silently uses its reference, so calling code is portable.
+"""
+
+from .glu import swiglu, swiglu_reference
+from .patch import KernelConfig, KernelPatch, apply_kernels, kernels_enabled
+from .rmsnorm import rms_norm, rms_norm_reference
+from .rope import apply_rope, apply_rope_reference
+
+__all__ = [
+    "KernelConfig",
+    "KernelPatch",
+    "apply_kernels",
+    "apply_rope",
+    "apply_rope_reference",
+    "kernels_enabled",
+    "rms_norm",
+    "rms_norm_reference",
+    "swiglu",
+    "swiglu_reference",
+]

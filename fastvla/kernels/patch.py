@@ -1,0 +1,199 @@
+"""Swap Hugging Face decoder blocks onto the fused kernels: explicit, scoped to one model, reversible.
+
+Nothing is patched on import. :func:`apply_kernels` replaces, on the instances inside one model,
+
+- ``forward`` of every Llama-style RMSNorm (a module named ``*RMSNorm`` with ``weight`` and
+  ``variance_epsilon``: Llama, Mistral, Qwen2, SmolLM…; not Gemma's ``1 + weight`` variant) with
+  :func:`~fastvla.kernels.rmsnorm.rms_norm`,
+- ``forward`` of every gated MLP with ``gate_proj``/``up_proj``/``down_proj`` and a SiLU activation with
+  ``down_proj(swiglu(gate_proj(x), up_proj(x)))``,
+- and, while the patch is active, the module-level ``apply_rotary_pos_emb`` of each modeling file those
+  blocks come from (attention calls it through the module's globals) with
+  :func:`~fastvla.kernels.rope.apply_rope`; partial-rotary calls fall through to the original.
+
+:meth:`KernelPatch.revert` (or leaving :func:`kernels_enabled`) restores every original. Adapters added by
+PEFT do not matter: the MLP forward calls the (possibly LoRA-wrapped) projections as they are.
+
+Example:
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+    ...                   num_attention_heads=4, vocab_size=100)
+    >>> model = LlamaForCausalLM(cfg)
+    >>> with kernels_enabled(model, KernelConfig()) as patch:
+    ...     patch.counts["rms_norm"]
+    3
+"""
+
+import sys
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .glu import swiglu
+from .rmsnorm import rms_norm
+from .rope import apply_rope
+
+
+@dataclass
+class KernelConfig:
+    """Which fused kernels to swap in (all on by default; ``enabled=False`` turns the whole patch off).
+
+    Attributes:
+        enabled: master switch, so a training/model config can carry one of these and stay unpatched.
+        rms_norm: fused RMSNorm for Llama-style ``*RMSNorm`` modules.
+        swiglu: fused ``silu(gate) * up`` inside gated MLPs with a SiLU activation.
+        rope: fused rotary embedding in place of the modeling file's ``apply_rotary_pos_emb``.
+    """
+
+    enabled: bool = True
+    rms_norm: bool = True
+    swiglu: bool = True
+    rope: bool = True
+
+
+def _rms_norm_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    return rms_norm(hidden_states, self.weight, self.variance_epsilon)
+
+
+def _gated_mlp_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+def _is_llama_rms_norm(module: nn.Module) -> bool:
+    return (
+        type(module).__name__.endswith("RMSNorm")
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and hasattr(module, "variance_epsilon")
+        and "Gemma" not in type(module).__name__
+    )
+
+
+def _is_silu_gated_mlp(module: nn.Module) -> bool:
+    if not all(hasattr(module, name) for name in ("gate_proj", "up_proj", "down_proj")):
+        return False
+    act = getattr(module, "act_fn", None)
+    return isinstance(act, nn.SiLU) or type(act).__name__ in ("SiLU", "SiLUActivation")
+
+
+class _RopeRegistry:
+    """Reference-counted replacement of ``apply_rotary_pos_emb`` in modeling modules."""
+
+    def __init__(self) -> None:
+        self._originals: dict[str, tuple[Callable[..., Any], int]] = {}
+
+    def acquire(self, module_name: str) -> None:
+        module = sys.modules[module_name]
+        original, count = self._originals.get(module_name, (module.apply_rotary_pos_emb, 0))
+        if count == 0:
+            module.apply_rotary_pos_emb = _make_rope(original)
+        self._originals[module_name] = (original, count + 1)
+
+    def release(self, module_name: str) -> None:
+        original, count = self._originals[module_name]
+        if count == 1:
+            sys.modules[module_name].apply_rotary_pos_emb = original
+            del self._originals[module_name]
+        else:
+            self._originals[module_name] = (original, count - 1)
+
+
+_ROPE = _RopeRegistry()
+
+
+def _make_rope(original: Callable[..., Any]) -> Callable[..., Any]:
+    def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+        unsqueeze_dim = kwargs.pop("unsqueeze_dim", 1)
+        if args and not kwargs and len(args) == 1 and isinstance(args[0], int):
+            unsqueeze_dim = args[0]  # HF's positional unsqueeze_dim
+        elif args or kwargs:  # an older signature (position_ids=…) or extras: keep the original
+            return original(q, k, cos, sin, *args, **kwargs)
+        if cos.shape[-1] != q.shape[-1]:  # partial rotary (Phi, …)
+            return original(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+        return apply_rope(q, k, cos, sin, unsqueeze_dim)
+
+    apply_rotary_pos_emb.__wrapped__ = original
+    return apply_rotary_pos_emb
+
+
+@dataclass
+class KernelPatch:
+    """Handle of an applied patch; :meth:`revert` undoes exactly what :func:`apply_kernels` did.
+
+    Attributes:
+        counts: how many modules (or modeling files, for ``rope``) each kernel replaced.
+    """
+
+    counts: dict[str, int] = field(default_factory=lambda: {"rms_norm": 0, "swiglu": 0, "rope": 0})
+    _modules: list[nn.Module] = field(default_factory=list, repr=False)
+    _rope_modules: list[str] = field(default_factory=list, repr=False)
+    _active: bool = field(default=True, repr=False)
+
+    def revert(self) -> None:
+        """Restore the original forwards and RoPE functions (idempotent)."""
+        if not self._active:
+            return
+        for module in self._modules:
+            if getattr(module.__dict__.get("forward"), "_fastvla_kernel", False):
+                del module.forward
+        for name in self._rope_modules:
+            _ROPE.release(name)
+        self._active = False
+
+
+def _bind(module: nn.Module, fn: Callable[..., Any]) -> None:
+    bound = types.MethodType(fn, module)
+    bound.__func__._fastvla_kernel = True  # marks our replacement, so revert never drops someone else's
+    module.forward = bound
+
+
+def apply_kernels(model: nn.Module, config: KernelConfig | None = None) -> KernelPatch:
+    """Swap the fused kernels into ``model`` (see the module docstring for what is replaced).
+
+    Args:
+        model: any module tree holding Hugging Face decoder blocks (a FastVLA model, a causal LM, a PEFT
+            wrapper).
+        config: which kernels to use; ``None`` means all, ``KernelConfig(enabled=False)`` none.
+
+    Returns:
+        A :class:`KernelPatch`; call ``revert()`` to undo.
+    """
+    config = config or KernelConfig()
+    patch = KernelPatch()
+    if not config.enabled:
+        patch._active = False
+        return patch
+    rope_files: set[str] = set()
+    for module in model.modules():
+        if "forward" in module.__dict__:  # already patched (by us or someone else): leave it alone
+            continue
+        if config.rms_norm and _is_llama_rms_norm(module):
+            _bind(module, _rms_norm_forward)
+            patch._modules.append(module)
+            patch.counts["rms_norm"] += 1
+        elif config.swiglu and _is_silu_gated_mlp(module):
+            _bind(module, _gated_mlp_forward)
+            patch._modules.append(module)
+            patch.counts["swiglu"] += 1
+        file = sys.modules.get(type(module).__module__)
+        if config.rope and hasattr(file, "apply_rotary_pos_emb") and hasattr(file, "rotate_half"):
+            rope_files.add(type(module).__module__)
+    for name in sorted(rope_files):
+        _ROPE.acquire(name)
+        patch._rope_modules.append(name)
+    patch.counts["rope"] = len(patch._rope_modules)
+    return patch
+
+
+@contextmanager
+def kernels_enabled(model: nn.Module, config: KernelConfig | None = None) -> Iterator[KernelPatch]:
+    """Context manager form of :func:`apply_kernels`: the originals come back on exit, even on error."""
+    patch = apply_kernels(model, config)
+    try:
+        yield patch
+    finally:
+        patch.revert()
