@@ -1,7 +1,8 @@
 """FastVLA's simulated tabletop suite: MuJoCo manipulation tasks with language instructions.
 
-Importing this package registers the Gymnasium ids (nothing else happens on import; MuJoCo is loaded
-when an env is created)::
+Importing this package registers the Gymnasium ids and, if ``MUJOCO_GL`` is unset, exports the headless
+GL backend it finds (EGL, else OSMesa) so that a later ``import mujoco`` renders headless; MuJoCo itself
+is loaded when an env is created::
 
     import gymnasium as gym
     import fastvla.envs  # noqa: F401
@@ -14,6 +15,9 @@ when an env is created)::
 
 from __future__ import annotations
 
+import contextlib
+
+from fastvla.envs.rendering import select_backend
 from gymnasium.envs.registration import register, registry
 
 # id -> (entry point, max_episode_steps at 10 Hz)
@@ -25,6 +29,10 @@ TASKS: dict[str, tuple[str, int]] = {
     "fastvla/StackCube-v0": ("fastvla.envs.stack_cube:StackCubeEnv", 150),
 }
 ENV_IDS = tuple(TASKS)
+
+# Without headless GL, creating an env raises the same error naming the packages to install.
+with contextlib.suppress(RuntimeError):
+    select_backend()
 
 for _env_id, (_entry_point, _max_steps) in TASKS.items():
     if _env_id not in registry:

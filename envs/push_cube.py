@@ -15,7 +15,7 @@ ZONE_RADIUS = 0.05
 ZONE_RGBA = np.array([0.95, 0.95, 0.95, 1.0])
 SUCCESS_RADIUS = 0.04  # cube centre to zone centre, horizontal
 PUSH_Z = TABLE_Z + 0.03  # TCP height while pushing (closed fingertips 1 cm above the table)
-BEHIND = 0.045  # TCP distance behind the cube centre when pushing
+BEHIND = 0.06  # TCP distance behind the cube centre when pushing (clears a 45-degree corner)
 PUSH_DISTANCE = (0.1, 0.18)
 
 
@@ -105,7 +105,7 @@ class PushCubeEnv(TabletopEnv):
             self._phase, self._phase_steps = 0, 0  # lost the cube: go around again
         if self._phase == 0:  # above the push position
             target = np.array([*behind, PUSH_Z + 0.08])
-            self._advance(np.linalg.norm(tcp[:2] - behind) < 0.012, min_steps=1)
+            self._advance(np.linalg.norm(tcp[:2] - behind) < 0.008, min_steps=1)
             if self._phase == 0:
                 return target, yaw, False
         if self._phase == 1:  # down behind the cube
