@@ -1,0 +1,245 @@
+"""Latency the policy server adds per call, against calling the same policy in-process.
+
+For each observation size, times ``policy.predict_action_chunk`` in-process (the baseline) and through
+``RemotePolicy`` over loopback websockets to a server in another process, as on a robot (msgpack encode,
+send, server decode, batching queue, policy call in the worker thread, reply), then reports p50/p99 and
+the added latency. A last row runs several
+clients at once to show micro-batching. By default the policy is a constant one (pure serving overhead);
+``--policy PATH`` serves a real checkpoint instead.
+
+    python benchmarks/serve.py                 # or: fastvla bench serve
+    python benchmarks/serve.py --calls 500 --json benchmarks/results/serve.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastvla.serving.client import RemotePolicy
+from fastvla.utils.io import atomic_write_text
+
+# name -> cameras (name, H, W); state of 8 floats.
+SCENARIOS = {
+    "1 cam 96x96": [("front", 96, 96)],
+    "2 cams 224x224": [("front", 224, 224), ("wrist", 224, 224)],
+    "1 cam 480x640": [("top", 480, 640)],
+}
+
+
+class ConstantPolicy:
+    """Returns a fixed (chunk, action_dim) chunk per observation: measures serving overhead alone."""
+
+    def __init__(self, chunk: int = 8, action_dim: int = 7) -> None:
+        self.chunk = np.linspace(-1, 1, chunk * action_dim, dtype=np.float32).reshape(chunk, action_dim)
+
+    def reset(self) -> None:
+        pass
+
+    def predict_action_chunk(self, obs: dict, task: Any = None) -> np.ndarray:
+        images = next(iter(obs["pixels"].values()))
+        if images.ndim == 4:  # a batch
+            return np.broadcast_to(self.chunk, (images.shape[0], *self.chunk.shape)).copy()
+        return self.chunk.copy()
+
+
+def make_obs(cameras: list[tuple[str, int, int]], seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "pixels": {name: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for name, h, w in cameras},
+        "agent_pos": rng.standard_normal(8).astype(np.float32),
+    }
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(samples_s) * 1000.0
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
+
+
+def time_calls(fn, obs: dict, calls: int, warmup: int = 10) -> list[float]:
+    for _ in range(warmup):
+        fn(obs, "pick up the cube")
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn(obs, "pick up the cube")
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def concurrent_clients(url: str, obs: dict, n_clients: int, calls: int) -> dict[str, Any]:
+    """``n_clients`` threads each make ``calls`` requests; returns per-call latency and throughput."""
+    clients = [RemotePolicy(url, timeout=60) for _ in range(n_clients)]
+    samples: list[list[float]] = [[] for _ in clients]
+    barrier = threading.Barrier(n_clients)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        samples[i] = time_calls(clients[i].predict_action_chunk, obs, calls, warmup=0)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    for c in clients:
+        c.close()
+    flat = [s for per in samples for s in per]
+    return {**percentiles(flat), "calls_per_s": len(flat) / wall}
+
+
+def serve_forever(port: int, batch_window_ms: float, policy_path: str | None) -> None:
+    """Server process entry point (see :func:`start_server`)."""
+    from fastvla.serving.server import PolicyServer
+
+    policy = ConstantPolicy() if policy_path is None else _load(policy_path)
+    PolicyServer(policy, port=port, batch_window_ms=batch_window_ms).run()
+
+
+def _load(path: str) -> Any:
+    from fastvla.serving.cli import load_policy
+
+    return load_policy(path)
+
+
+def start_server(batch_window_ms: float, policy_path: str | None) -> tuple[subprocess.Popen, str]:
+    """Run the server in its own process (as on a real deployment: no GIL shared with the client)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        f"import sys; sys.path.insert(0, {here!r}); from serve import serve_forever; "
+        f"serve_forever({port}, {batch_window_ms!r}, {policy_path!r})"
+    )
+    # Run outside the repo root so our datasets/ folder cannot shadow Hugging Face datasets.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=os.path.expanduser("~"), stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return proc, f"ws://127.0.0.1:{port}"
+        except (urllib.error.URLError, ConnectionError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("benchmark server did not start") from None
+            time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=300, help="timed calls per scenario")
+    parser.add_argument("--clients", type=int, default=4, help="clients in the concurrent row")
+    parser.add_argument("--policy", default=None, help="checkpoint directory to serve instead of a constant")
+    parser.add_argument("--batch-window-ms", type=float, default=2.0)
+    parser.add_argument("--json", default="benchmarks/results/serve.json", help="where to write results")
+    args = parser.parse_args(argv)
+
+    policy = ConstantPolicy() if args.policy is None else _load(args.policy)
+    rows = []
+    proc, url = start_server(args.batch_window_ms, args.policy)
+    try:
+        remote = RemotePolicy(url, timeout=60)
+        for name, cameras in SCENARIOS.items():
+            obs = make_obs(cameras)
+            local = percentiles(time_calls(policy.predict_action_chunk, obs, args.calls))
+            served = percentiles(time_calls(remote.predict_action_chunk, obs, args.calls))
+            server_ms = remote.last_timing.get("server_ms", float("nan"))
+            rows.append(
+                {
+                    "scenario": name,
+                    "request_kib": _request_kib(obs),
+                    "in_process": local,
+                    "remote": served,
+                    "added_p50_ms": served["p50_ms"] - local["p50_ms"],
+                    "added_p99_ms": served["p99_ms"] - local["p99_ms"],
+                    "last_server_ms": server_ms,
+                }
+            )
+        remote.close()
+        obs = make_obs(SCENARIOS["2 cams 224x224"])
+        single = concurrent_clients(url, obs, 1, args.calls // 2)
+        batched_before = remote_stats(url)
+        many = concurrent_clients(url, obs, args.clients, args.calls // 2)
+        stats = {k: v - batched_before.get(k, 0) for k, v in remote_stats(url).items()}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    result = {
+        "benchmark": "serve",
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "policy": type(policy).__name__,
+        "calls": args.calls,
+        "batch_window_ms": args.batch_window_ms,
+        "rows": rows,
+        "concurrent": {"clients_1": single, f"clients_{args.clients}": many},
+        "server_stats_concurrent_row": stats,
+    }
+    print_table(result, args.clients)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return result
+
+
+def remote_stats(url: str) -> dict[str, int]:
+    """Request and policy-call counters from the server's health endpoint."""
+    with urllib.request.urlopen(url.replace("ws://", "http://") + "/healthz", timeout=10) as response:
+        return json.loads(response.read()).get("stats", {})
+
+
+def _request_kib(obs: dict) -> float:
+    from fastvla.serving.codec import packb
+
+    return len(packb({"type": "infer", "id": 1, "obs": obs, "task": "pick up the cube"})) / 1024
+
+
+def print_table(result: dict[str, Any], n_clients: int) -> None:
+    print(f"policy: {result['policy']}, {result['calls']} calls per row, loopback websockets")
+    header = f"{'scenario':<16} {'KiB':>7} {'local p50':>10} {'local p99':>10} {'remote p50':>11} "
+    header += f"{'remote p99':>11} {'added p50':>10} {'added p99':>10}"
+    print(header)
+    print("-" * len(header))
+    for r in result["rows"]:
+        loc, rem = r["in_process"], r["remote"]
+        print(
+            f"{r['scenario']:<16} {r['request_kib']:>7.0f} {loc['p50_ms']:>8.3f}ms {loc['p99_ms']:>8.3f}ms "
+            f"{rem['p50_ms']:>9.3f}ms {rem['p99_ms']:>9.3f}ms "
+            f"{r['added_p50_ms']:>8.3f}ms {r['added_p99_ms']:>8.3f}ms"
+        )
+    stats = result["server_stats_concurrent_row"]
+    c = result["concurrent"]
+    one, many = c["clients_1"], c[f"clients_{n_clients}"]
+    print(f"\n2 cams 224x224, concurrent clients (batch window {result['batch_window_ms']} ms):")
+    print(
+        f"  1 client : p50 {one['p50_ms']:.3f} ms, p99 {one['p99_ms']:.3f} ms, "
+        f"{one['calls_per_s']:.0f} calls/s"
+    )
+    print(
+        f"  {n_clients} clients: p50 {many['p50_ms']:.3f} ms, p99 {many['p99_ms']:.3f} ms, "
+        f"{many['calls_per_s']:.0f} calls/s; {stats.get('requests', 0)} requests answered by "
+        f"{stats.get('policy_calls', 0)} policy calls"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,459 @@
+"""A websocket policy server: observation (+ task) in, action chunk out, micro-batched across clients.
+
+Design:
+
+* **Stateless.** The server only calls ``policy.predict_action_chunk(obs, task)``, a pure function of its
+  inputs, so one policy object serves every client, requests from different clients can share a forward
+  pass, and a restarted server is indistinguishable from the old one. Receding-horizon control (execute
+  ``n_action_steps`` of each chunk, then ask again) lives in the client (:class:`RemotePolicy`), whose
+  ``reset()`` clears its own queue.
+* **Micro-batching.** Requests go to a queue; a batcher takes the first, waits up to ``batch_window_ms``
+  for more while some connected client has no request in the batch yet, stacks compatible requests and
+  calls the policy once in a single worker thread (the event loop keeps answering pings and health checks
+  meanwhile). Requests arriving during a forward pass form the next batch. If a merged call fails, each
+  request is retried alone so one bad observation cannot fail another client's request.
+* **Safe by default.** Binds 127.0.0.1; optional shared token (``Authorization: Bearer``, compared in
+  constant time); frames over ``max_message_bytes`` close that connection with code 1009 (the client
+  checks the bound before sending); malformed messages get an ``error`` reply and the connection stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import http
+import json
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from fastvla.serving import protocol as P
+from fastvla.serving.batching import InferRequest, flatten, infer_batch_size, merge, split
+from fastvla.serving.codec import CodecError, packb, unpackb
+
+logger = logging.getLogger(__name__)
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class BadRequest(ValueError):
+    """A request the server cannot parse; answered with a ``bad_request`` error."""
+
+
+def describe_policy(policy: Any) -> dict[str, Any]:
+    """Metadata a client needs about a policy: action dim, chunk size, cameras, default ``n_action_steps``.
+
+    Uses ``policy.serving_metadata()`` when the policy defines it, otherwise reads the attributes
+    ``FastVLAPolicy`` exposes (``config.action_dim``, ``config.chunk_size``, ``config.camera_names``,
+    ``config.state_dim``, ``n_action_steps``, ``obs_map``). Unknown fields are None.
+    """
+    if callable(getattr(policy, "serving_metadata", None)):
+        return dict(policy.serving_metadata())
+    config = getattr(policy, "config", None)
+    model_config = getattr(getattr(policy, "model", None), "config", None)
+
+    def attr(name: str) -> Any:
+        for source in (policy, config, model_config):
+            value = getattr(source, name, None) if source is not None else None
+            if value is not None:
+                return value
+        return None
+
+    obs_map = getattr(policy, "obs_map", None)
+    cameras = attr("camera_names")
+    meta = {
+        "policy_class": type(policy).__name__,
+        "action_dim": attr("action_dim"),
+        "chunk_size": attr("chunk_size"),
+        "n_action_steps": attr("n_action_steps"),
+        "state_dim": attr("state_dim"),
+        "cameras": list(cameras) if cameras is not None else None,
+        "observation_map": None,
+    }
+    if obs_map is not None:
+        meta["observation_map"] = {
+            "cameras": dict(getattr(obs_map, "cameras", {}) or {}),
+            "state": getattr(obs_map, "state", None),
+            "instruction": getattr(obs_map, "instruction", None),
+        }
+    return _plain(meta)
+
+
+def _plain(value: Any) -> Any:
+    """Convert metadata to msgpack/JSON-safe builtins (tuples to lists, numpy scalars to numbers)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _as_actions(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class PolicyServer:
+    """Serve ``policy`` over websockets (msgpack + numpy), micro-batching concurrent requests.
+
+    Args:
+        policy: Any object with ``predict_action_chunk(obs, task=None) -> np.ndarray`` (``FastVLAPolicy``
+            or your own); called from one worker thread only.
+        host: Interface to bind. The default is loopback; use ``0.0.0.0`` to accept other machines
+            (set a token then).
+        port: TCP port; 0 picks a free one (read it back from :attr:`url` after :meth:`start`).
+        token: Shared secret clients must send as ``Authorization: Bearer <token>``; None disables auth.
+        max_message_bytes: Largest accepted frame; larger ones close the connection with code 1009.
+        batch_window_ms: How long the batcher waits for other clients' requests before running a batch.
+        max_batch_size: Most observations stacked into one policy call.
+        metadata: Overrides merged into :func:`describe_policy`'s answer.
+
+    Example:
+        >>> with PolicyServer(policy, port=0) as server:  # doctest: +SKIP
+        ...     remote = RemotePolicy(server.url)
+        ...     action = remote.select_action(obs)
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = P.DEFAULT_PORT,
+        token: str | None = None,
+        max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES,
+        batch_window_ms: float = 2.0,
+        max_batch_size: int = 64,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not callable(getattr(policy, "predict_action_chunk", None)):
+            raise TypeError(
+                f"{type(policy).__name__} has no predict_action_chunk(obs, task=None): the server is "
+                "stateless and needs whole action chunks; wrap select_action-only policies to return a "
+                "(1, action_dim) chunk"
+            )
+        if max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes={max_message_bytes} is too small; use at least 1024")
+        if batch_window_ms < 0 or max_batch_size < 1:
+            raise ValueError(
+                f"batch_window_ms={batch_window_ms} must be >= 0 and max_batch_size={max_batch_size} >= 1"
+            )
+        self.policy = policy
+        self.host = host
+        self.port = port
+        self.token = token or None
+        self.max_message_bytes = int(max_message_bytes)
+        self.batch_window_s = batch_window_ms / 1000.0
+        self.max_batch_size = int(max_batch_size)
+        self.metadata = {
+            **describe_policy(policy),
+            **_plain(dict(metadata or {})),
+            "protocol_version": P.PROTOCOL_VERSION,
+            "max_message_bytes": self.max_message_bytes,
+            "auth": self.token is not None,
+        }
+        self.stats: dict[str, int] = defaultdict(int)
+        self._started = time.monotonic()
+        self._connections = 0
+        self._queue: asyncio.Queue[InferRequest] | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` of the running server (the bound port when ``port=0`` was asked)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}"
+
+    # ------------------------------------------------------------------ lifecycle
+    async def serve(self, ready: threading.Event | None = None) -> None:
+        """Serve until :meth:`stop` is called (or the task is cancelled)."""
+        if self.host not in _LOOPBACK and self.token is None:
+            logger.warning(
+                "serving on %s without a token: anyone who can reach port %s can query the policy; "
+                "pass --token (or set %s)",
+                self.host,
+                self.port,
+                P.TOKEN_ENV,
+            )
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._stop = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fastvla-policy")
+        batcher = asyncio.create_task(self._batch_loop())
+        try:
+            async with serve(
+                self._handle,
+                self.host,
+                self.port,
+                process_request=self._process_request,
+                max_size=self.max_message_bytes,
+                compression=None,  # deflate costs more CPU than it saves on images over a LAN
+                ping_interval=20,
+                ping_timeout=20,
+            ) as server:
+                self.port = server.sockets[0].getsockname()[1]
+                logger.info("serving %s at %s", type(self.policy).__name__, self.url)
+                if ready is not None:
+                    ready.set()
+                await self._stop.wait()
+        finally:
+            batcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await batcher
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def run(self) -> None:
+        """Serve in the foreground until SIGINT/SIGTERM (what ``fastvla serve`` calls)."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, lambda: self._stop.set() if self._stop else task.cancel())
+            await self.serve()
+
+        with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+            asyncio.run(main())
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Serve from a background thread (tests, benchmarks, notebooks); returns :attr:`url`."""
+        if self._thread is not None:
+            raise RuntimeError(f"server already running at {self.url}")
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(self.serve(ready))
+            except BaseException as err:
+                errors.append(err)
+                ready.set()
+
+        self._thread = threading.Thread(target=target, name="fastvla-serve", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout) or errors:
+            self._thread = None
+            raise RuntimeError(f"policy server failed to start on {self.host}:{self.port}") from (
+                errors[0] if errors else None
+            )
+        return self.url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop a server started with :meth:`start` (or running elsewhere) and wait for it to close."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> PolicyServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ HTTP: health and auth
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] == P.HEALTH_PATH:
+            body = {
+                "status": "ok",
+                "policy": type(self.policy).__name__,
+                "uptime_s": round(time.monotonic() - self._started, 1),
+                "connections": self._connections,
+                "stats": dict(self.stats),
+            }
+            response = connection.respond(http.HTTPStatus.OK, json.dumps(body) + "\n")
+            response.headers["Content-Type"] = "application/json"
+            return response
+        if self.token is not None:
+            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+            if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
+                self.stats["auth_rejected"] += 1
+                logger.warning(
+                    "rejected a connection from %s: missing or wrong token", connection.remote_address
+                )
+                return connection.respond(
+                    http.HTTPStatus.UNAUTHORIZED,
+                    f"missing or wrong token: pass RemotePolicy(url, token=...) or set {P.TOKEN_ENV}\n",
+                )
+        return None
+
+    # ------------------------------------------------------------------ websocket: one client
+    async def _handle(self, ws: ServerConnection) -> None:
+        self._connections += 1
+        peer = ws.remote_address
+        logger.info("client %s connected", peer)
+        try:
+            async for message in ws:
+                received = time.perf_counter()
+                reply = await self._reply(message, received)
+                try:
+                    data = packb(reply)
+                except TypeError as err:
+                    data = packb(
+                        self._error(reply.get("id"), P.SERVER_ERROR, f"reply not serialisable: {err}")
+                    )
+                await ws.send(data)
+        except ConnectionClosed as err:
+            # Oversized frames land here too (close code 1009); the server itself keeps serving.
+            logger.info("client %s disconnected: %s", peer, err)
+        finally:
+            self._connections -= 1
+
+    def _error(self, request_id: Any, code: str, message: str) -> dict[str, Any]:
+        self.stats[f"errors_{code}"] += 1
+        return {"type": P.ERROR, "id": request_id, "code": code, "message": message}
+
+    async def _reply(self, message: bytes | str, received: float) -> dict[str, Any]:
+        request_id = None
+        try:
+            if isinstance(message, str):
+                raise BadRequest("expected a binary msgpack frame, got a text frame")
+            msg = unpackb(message)
+            if not isinstance(msg, dict):
+                raise BadRequest(f"expected a msgpack map, got {type(msg).__name__}")
+            request_id = msg.get("id")
+            kind = msg.get("type")
+            decoded = time.perf_counter()
+            if kind == P.PING:
+                return {"type": P.PONG, "id": request_id, "timing": {"server_ms": _ms(received)}}
+            if kind == P.METADATA:
+                return {"type": P.METADATA, "id": request_id, "metadata": self.metadata}
+            if kind == P.INFER:
+                reply = await self._infer(msg, received)
+                reply["timing"]["decode_ms"] = (decoded - received) * 1000.0
+                return reply
+            raise BadRequest(
+                f"unknown message type {kind!r}; expected one of {[P.PING, P.METADATA, P.INFER]}"
+            )
+        except (CodecError, BadRequest) as err:
+            return self._error(request_id, P.BAD_REQUEST, str(err))
+        except Exception as err:  # the policy raised: report it, keep serving
+            logger.warning("request %s failed: %s: %s", request_id, type(err).__name__, err)
+            return self._error(request_id, P.POLICY_ERROR, f"{type(err).__name__}: {err}")
+
+    async def _infer(self, msg: dict[str, Any], received: float) -> dict[str, Any]:
+        obs, task, batched = msg.get("obs"), msg.get("task"), msg.get("batched")
+        want = msg.get("return", "chunk")
+        if not isinstance(obs, dict) or not obs:
+            raise BadRequest(f"'obs' must be a non-empty map of arrays, got {type(obs).__name__}")
+        if not (task is None or isinstance(task, str) or _is_str_list(task)):
+            raise BadRequest(f"'task' must be None, a string or a list of strings, got {task!r:.80}")
+        if batched is not None and not isinstance(batched, bool):
+            raise BadRequest(f"'batched' must be true, false or absent, got {batched!r}")
+        if want not in ("chunk", "action"):
+            raise BadRequest(f"'return' must be 'chunk' or 'action', got {want!r}")
+        leaves = flatten(obs)
+        size = infer_batch_size(leaves, task, batched) if leaves is not None else None
+        request = InferRequest(obs, task, size, leaves, self._loop.create_future(), received)
+        self.stats["requests"] += 1
+        await self._queue.put(request)
+        actions = await request.future
+        request.timing["server_ms"] = _ms(received)
+        if want == "action":
+            action = actions[..., 0, :]
+            return {"type": P.ACTION, "id": msg.get("id"), "action": action, "timing": request.timing}
+        return {"type": P.ACTION_CHUNK, "id": msg.get("id"), "actions": actions, "timing": request.timing}
+
+    # ------------------------------------------------------------------ batching
+    async def _batch_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = self._loop.time() + self.batch_window_s
+            n_samples = batch[0].n_samples
+            while n_samples < self.max_batch_size:
+                item = None
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    item = self._queue.get_nowait()
+                # Wait only while some connected client has nothing in this batch yet.
+                remaining = deadline - self._loop.time()
+                if item is None and remaining > 0 and self._connections > len(batch):
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        item = await asyncio.wait_for(self._queue.get(), remaining)
+                if item is None:
+                    break
+                batch.append(item)
+                n_samples += item.n_samples
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[InferRequest]) -> None:
+        now = time.perf_counter()
+        groups: dict[Any, list[InferRequest]] = defaultdict(list)
+        for i, request in enumerate(batch):
+            request.timing["queue_ms"] = (now - request.received) * 1000.0
+            key = request.merge_key()
+            groups[key if key is not None else ("alone", i)].append(request)
+        for group in groups.values():
+            await self._run_group(group)
+
+    async def _run_group(self, group: list[InferRequest]) -> None:
+        if len(group) > 1:
+            start = time.perf_counter()
+            try:
+                obs, tasks = merge(group)
+                actions = await self._call_policy(obs, tasks)
+                parts = split(actions, group)
+            except Exception as err:
+                logger.info("batched call of %d requests failed (%s); retrying each alone", len(group), err)
+            else:
+                infer_ms = _ms(start)
+                self.stats["batched_calls"] += 1
+                for request, part in zip(group, parts):
+                    request.timing.update(infer_ms=infer_ms, batch_requests=len(group))
+                    _resolve(request.future, part)
+                return
+        for request in group:
+            start = time.perf_counter()
+            try:
+                actions = await self._call_policy(request.obs, request.task)
+            except Exception as err:
+                _resolve(request.future, err)
+            else:
+                request.timing.update(infer_ms=_ms(start), batch_requests=1)
+                _resolve(request.future, actions)
+
+    async def _call_policy(self, obs: dict[str, Any], task: str | list[str] | None) -> np.ndarray:
+        def call() -> np.ndarray:
+            return _as_actions(self.policy.predict_action_chunk(obs, task=task))
+
+        self.stats["policy_calls"] += 1
+        return await self._loop.run_in_executor(self._executor, call)
+
+
+def _resolve(future: asyncio.Future, value: Any) -> None:
+    if future.done():  # the client went away and the handler was cancelled
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
