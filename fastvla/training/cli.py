@@ -1,0 +1,59 @@
+"""``fastvla train``: fine-tune a FastVLA policy on a LeRobot dataset.
+
+Every flag maps to a field of :class:`fastvla.training.TrainConfig` (``--optim.lr`` is
+``config.optim.lr``). A run's resolved config is saved as ``<output-dir>/config.yaml``; pass it back with
+``--config`` to repeat or resume a run. Data-parallel: ``accelerate launch --num_processes N -m fastvla
+train ...``.
+
+Examples:
+    fastvla train --data.root data/pick --steps 2000 --batch-size 32 --output-dir runs/pick
+    fastvla train --config runs/pick/config.yaml --resume
+    fastvla train --data.root data/pick --model.vision-backbone google/siglip-base-patch16-224 \\
+        --model.text-backbone HuggingFaceTB/SmolLM2-360M --model.quantization 4bit \\
+        --optim.optimizer paged_adamw8bit --model.gradient-checkpointing
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from fastvla.training.args import add_config_arguments, config_from_args
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the config from the flags, optionally print/save it, then train."""
+    config = config_from_args(args)
+    if args.save_config:
+        config.save(args.save_config)
+        print(f"wrote {args.save_config}")
+        return 0
+    if args.print_config:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return 0
+    from fastvla.training.loop import train
+
+    policy_dir = train(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"policy saved to {policy_dir} (load with FastVLAPolicy.from_pretrained({str(policy_dir)!r}))")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``fastvla train``."""
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune a policy on a LeRobot dataset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as YAML and exit"
+    )
+    parser.add_argument("--save-config", metavar="FILE", help="write the resolved config to FILE and exit")
+    parser.set_defaults(func=run)
+    return parser

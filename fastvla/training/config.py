@@ -1,0 +1,350 @@
+"""Typed training configuration: the reference recipe as dataclass defaults.
+
+A :class:`TrainConfig` is composed of a :class:`DataConfig`, a :class:`ModelConfig` and an
+:class:`OptimConfig`. Every field carries its documentation in ``metadata["help"]``; the command line
+(``fastvla train --help``) is generated from the same fields (see :mod:`fastvla.training.args`), so the
+flags and the Python API never drift apart. Configs round-trip through JSON and YAML.
+
+This module imports neither torch nor transformers, so ``fastvla --help`` stays fast.
+
+Example:
+    >>> cfg = TrainConfig(data=DataConfig(root="path/to/dataset"), steps=100)
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fastvla.utils.io import atomic_write_text
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with its documentation (shown by ``--help``)."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple default for sequence fields")
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on and how samples are built."""
+
+    root: str = _f("", "Dataset folder or Hugging Face hub repo id (LeRobot v3.0 or v2.1 layout). Required.")
+    cameras: tuple[str, ...] = _f(
+        (), "Cameras to train on by name (e.g. front wrist); empty = every camera of the dataset."
+    )
+    image_size: int = _f(
+        0, "Square image side in pixels the model is trained at; 0 = the model's native size (tiny: 64)."
+    )
+    chunk_size: int = _f(8, "Actions predicted per forward pass (the action chunk T).")
+    episodes: tuple[int, ...] = _f((), "Train on these episode indices only; empty = all episodes.")
+    val_episodes: tuple[int, ...] = _f(
+        (), "Episodes held out for validation; empty = pick a --data.val-fraction share at random (seeded)."
+    )
+    val_fraction: float = _f(
+        0.05, "Share of episodes held out for validation when --data.val-episodes is empty (0 = none)."
+    )
+    augment: bool = _f(False, "Random shift/crop and colour jitter on training images (not on validation).")
+    cache_dir: str = _f(
+        "", "Folder of the decoded-frame cache (uint8, memory-mapped); empty = <output-dir>/frame_cache."
+    )
+    num_workers: int = _f(
+        -1, "DataLoader worker processes per training process; -1 = auto (1 on <= 2 cores, else up to 8)."
+    )
+
+    def __post_init__(self) -> None:
+        self.cameras = tuple(self.cameras)
+        self.episodes = tuple(int(e) for e in self.episodes)
+        self.val_episodes = tuple(int(e) for e in self.val_episodes)
+        _check(
+            self.image_size == 0 or self.image_size >= 8,
+            f"data.image_size must be 0 (model default) or >= 8 pixels, got {self.image_size}",
+        )
+        _check(self.chunk_size >= 1, f"data.chunk_size must be >= 1, got {self.chunk_size}")
+        _check(
+            0.0 <= self.val_fraction < 1.0,
+            f"data.val_fraction must be in [0, 1), got {self.val_fraction}",
+        )
+        _check(self.num_workers >= -1, f"data.num_workers must be >= -1 (auto), got {self.num_workers}")
+        overlap = set(self.episodes) & set(self.val_episodes)
+        _check(
+            not (self.episodes and overlap),
+            f"episodes {sorted(overlap)} are both in data.episodes and data.val_episodes; pick disjoint sets",
+        )
+
+
+@dataclass
+class ModelConfig:
+    """Which model to train: a preset, backbone hub ids or a FastVLA checkpoint, plus quantisation/LoRA."""
+
+    preset: str = _f(
+        "tiny", "Model preset (tiny, openvla-7b-shape, ...); used unless backbones or a checkpoint are given."
+    )
+    vision_backbone: str = _f("", "Vision tower hub id or local path (with --model.text-backbone).")
+    text_backbone: str = _f("", "Causal LM hub id or local path (with --model.vision-backbone).")
+    checkpoint: str = _f(
+        "", "A FastVLA model folder (e.g. a previous run's policy/) to continue fine-tuning from."
+    )
+    quantization: Literal["none", "4bit", "8bit"] = _f(
+        "none", "Load the vision tower and decoder quantised with bitsandbytes (4bit = NF4 QLoRA)."
+    )
+    lora: Literal["auto", "on", "off"] = _f(
+        "auto",
+        "Train LoRA adapters instead of the full backbones; auto = on for backbones, checkpoints and "
+        "quantised models, off for presets trained from scratch.",
+    )
+    lora_r: int = _f(32, "LoRA rank.")
+    lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA input.")
+    lora_target_modules: tuple[str, ...] = _f(
+        ("all-linear",), "Modules that get adapters (PEFT names, or all-linear)."
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute activations in the backward pass: much less memory, ~30% slower."
+    )
+    preset_overrides: str = _f(
+        "",
+        'JSON object of FastVLAConfig fields overriding the preset, e.g. {"fusion": {"num_queries": 16}}.',
+    )
+
+    def __post_init__(self) -> None:
+        self.lora_target_modules = tuple(self.lora_target_modules)
+        _check(
+            bool(self.vision_backbone) == bool(self.text_backbone),
+            "model.vision_backbone and model.text_backbone go together; got "
+            f"vision={self.vision_backbone!r}, text={self.text_backbone!r}",
+        )
+        _check(
+            not (self.checkpoint and self.vision_backbone),
+            "give either model.checkpoint or backbones, not both",
+        )
+        _check(self.lora_r >= 1, f"model.lora_r must be >= 1, got {self.lora_r}")
+        _check(self.lora_alpha >= 1, f"model.lora_alpha must be >= 1, got {self.lora_alpha}")
+        _check(
+            0.0 <= self.lora_dropout < 1.0, f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}"
+        )
+        _check(
+            self.quantization in ("none", "4bit", "8bit"),
+            f"model.quantization {self.quantization!r} unknown; use none, 4bit or 8bit",
+        )
+        _check(self.lora in ("auto", "on", "off"), f"model.lora {self.lora!r} unknown; use auto, on or off")
+        if self.preset_overrides:
+            try:
+                parsed = json.loads(self.preset_overrides)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"model.preset_overrides is not valid JSON ({err}): {self.preset_overrides!r}"
+                ) from None
+            _check(isinstance(parsed, dict), f"model.preset_overrides must be a JSON object, got {parsed!r}")
+
+    @property
+    def use_lora(self) -> bool:
+        """Whether LoRA adapters are trained (resolves ``lora="auto"``)."""
+        if self.lora != "auto":
+            return self.lora == "on"
+        return bool(self.vision_backbone or self.checkpoint or self.quantization != "none")
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """``preset_overrides`` parsed."""
+        return json.loads(self.preset_overrides) if self.preset_overrides else {}
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    optimizer: Literal["adamw", "adamw8bit", "paged_adamw8bit"] = _f(
+        "adamw", "adamw (torch), adamw8bit or paged_adamw8bit (bitsandbytes; less optimizer memory)."
+    )
+    lr: float = _f(5e-4, "Peak learning rate of LoRA adapters and pretrained/backbone parameters.")
+    head_lr: float = _f(1e-3, "Peak learning rate of the freshly initialised fusion module and action head.")
+    head_modules: tuple[str, ...] = _f(
+        (
+            "projector",
+            "fusion",
+            "state_proj",
+            "action_queries",
+            "action_head",
+            "vision.film_stages",
+            "vision.film_out",
+            "vision.camera_embedding",
+            "vision.depth_embed",
+        ),
+        "Module paths of the freshly initialised modules (they get --optim.head-lr).",
+    )
+    weight_decay: float = _f(0.01, "Decoupled weight decay on matrices (never on biases, norms, embeddings).")
+    betas: tuple[float, float] = _f((0.9, 0.999), "Adam betas (beta1 beta2).")
+    eps: float = _f(1e-8, "Adam epsilon.")
+    max_grad_norm: float = _f(1.0, "Clip the global gradient norm to this value (0 = no clipping).")
+    scheduler: Literal["cosine", "linear", "constant"] = _f(
+        "cosine", "Learning-rate decay after warm-up: cosine, linear or constant."
+    )
+    warmup_steps: int = _f(100, "Linear warm-up from 0 to the peak learning rate over this many updates.")
+    min_lr_ratio: float = _f(0.1, "Final learning rate as a fraction of the peak (cosine/linear).")
+
+    def __post_init__(self) -> None:
+        self.head_modules = tuple(self.head_modules)
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        _check(
+            self.optimizer in ("adamw", "adamw8bit", "paged_adamw8bit"),
+            f"optim.optimizer {self.optimizer!r} unknown; use adamw, adamw8bit or paged_adamw8bit",
+        )
+        _check(self.lr > 0 and self.head_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.head_lr}")
+        _check(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(
+            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            f"optim.betas must be two numbers in [0, 1), got {self.betas}",
+        )
+        _check(self.max_grad_norm >= 0, f"optim.max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        _check(
+            self.scheduler in ("cosine", "linear", "constant"),
+            f"optim.scheduler {self.scheduler!r} unknown; use cosine, linear or constant",
+        )
+        _check(self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(
+            0.0 <= self.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"
+        )
+
+
+@dataclass
+class TrainConfig:
+    """A whole fine-tuning run. Defaults are the reference recipe; see ``fastvla train --help``."""
+
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Model"})
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "Optimisation"})
+    output_dir: str = _f("outputs/train", "Run folder: checkpoints/, logs/ and the final policy/.")
+    steps: int = _f(10_000, "Optimizer updates to run (each is batch-size x grad-accum x processes samples).")
+    batch_size: int = _f(8, "Samples per micro-batch per process.")
+    grad_accum_steps: int = _f(1, "Micro-batches accumulated per optimizer update.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = _f(
+        "auto",
+        "Autocast precision; auto = bf16 on GPUs that have it, fp16 + loss scaling on others, no on CPU.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "Where to train; auto = CUDA when available.")
+    seed: int = _f(0, "Seed of weights init, data order, validation split and dropout.")
+    deterministic: bool = _f(
+        False, "Use deterministic algorithms only (slower; exact reproducibility on GPU)."
+    )
+    log_every: int = _f(
+        50, "Log loss / lr / samples per s every N updates (the only host syncs in the loop)."
+    )
+    save_every: int = _f(
+        1000, "Write a checkpoint every N updates (and always at the end); 0 = only at the end."
+    )
+    keep_checkpoints: int = _f(2, "Keep the newest N checkpoints; older ones are deleted (0 = keep all).")
+    val_every: int = _f(500, "Validation loss on the held-out episodes every N updates (0 = off).")
+    val_batches: int = _f(50, "At most this many validation batches per evaluation (0 = all).")
+    eval_every: int = _f(
+        0, "Call the closed-loop eval hook every N updates (Python API train(eval_hook=...))."
+    )
+    resume: bool = _f(False, "Continue from the newest complete checkpoint in <output-dir>/checkpoints.")
+    overwrite: bool = _f(False, "Start afresh even if <output-dir> already holds checkpoints (deletes them).")
+    tensorboard: bool = _f(True, "Write TensorBoard event files to <output-dir>/logs.")
+    wandb_project: str = _f("", "Also log to this Weights & Biases project (needs `pip install wandb`).")
+    progress: bool = _f(True, "Show a progress bar.")
+    ddp_find_unused_parameters: bool = _f(
+        False, "DDP: tolerate parameters that get no gradient (slower; only if DDP complains)."
+    )
+
+    def __post_init__(self) -> None:
+        for name, cls in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _from_dict(cls, value, prefix=f"{name}."))
+        _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.grad_accum_steps >= 1, f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        _check(
+            self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+            f"mixed_precision {self.mixed_precision!r} unknown; use auto, no, bf16 or fp16",
+        )
+        _check(
+            self.device in ("auto", "cpu", "cuda"), f"device {self.device!r} unknown; use auto, cpu or cuda"
+        )
+        for name in ("log_every", "save_every", "keep_checkpoints", "val_every", "val_batches", "eval_every"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        _check(
+            not (self.resume and self.overwrite),
+            "resume and overwrite exclude each other: --resume continues the run, --overwrite deletes it",
+        )
+
+    # ----------------------------------------------------------------------------------------- I/O
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), JSON/YAML serialisable."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build (and validate) a config from a nested dict; unknown keys are an error."""
+        return _from_dict(cls, data)
+
+    def save(self, path: str | Path) -> None:
+        """Write the config atomically as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        else:
+            text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write_text(path, text)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a config written by :meth:`save` (or by hand; missing fields take their defaults)."""
+        return cls.from_dict(load_config_dict(path))
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir)
+
+
+def load_config_dict(path: str | Path) -> dict[str, Any]:
+    """The raw dict of a YAML or JSON config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {path} must hold a mapping at the top level, got {type(data).__name__}"
+        )
+    return data
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {[prefix + k for k in unknown]}; valid: {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _from_dict(hint, value, prefix=f"{prefix}{name}.")
+        elif typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,301 @@
+"""Glue between the training loop and the rest of FastVLA: accelerator, model + processor, guards, export.
+
+Kept apart from :mod:`fastvla.training.loop` so the loop reads as the algorithm and this module holds the
+plumbing (device and precision choice, quantisation checks, LoRA, OOM advice, the policy folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastvla.constants import POLICY_CONFIG_FILE
+from fastvla.training.config import ModelConfig, TrainConfig
+from fastvla.utils.io import atomic_directory
+
+# ------------------------------------------------------------------------------------------ accelerator
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; an explicit CUDA request is checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def resolve_mixed_precision(mode: str, device: str) -> str:
+    """``auto`` -> bf16 on GPUs with bf16, fp16 (with loss scaling) on older GPUs (T4), none on CPU."""
+    if mode == "auto":
+        if device != "cuda":
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mode == "fp16" and device != "cuda":
+        raise ValueError("--mixed-precision fp16 needs a CUDA GPU; on CPU use bf16 or no")
+    return mode
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    """The run's ``accelerate.Accelerator`` (DDP settings, precision, CPU threads per process)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    device = resolve_device(cfg.device)
+    acc = Accelerator(
+        cpu=device == "cpu",
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device),
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=cfg.ddp_find_unused_parameters)
+        ],
+        step_scheduler_with_optimizer=False,
+    )
+    if device == "cpu" and acc.num_processes > 1:
+        # Several processes on one CPU: split the cores instead of oversubscribing them.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // local))
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
+    return acc
+
+
+# ------------------------------------------------------------------------------------ model + processor
+
+
+def check_bitsandbytes(bits: int, device: torch.device) -> None:
+    """Run one tiny quantised layer on ``device``; raise a clear error if bitsandbytes cannot.
+
+    Raises:
+        RuntimeError: bitsandbytes is missing or has no kernels for this device.
+    """
+    try:
+        import bitsandbytes as bnb
+
+        with torch.no_grad():
+            if bits == 4:
+                layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32).to(device)
+            else:
+                layer = bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False).to(device)
+            layer(torch.zeros(1, 64, device=device))
+    except Exception as err:
+        raise RuntimeError(
+            f"--model.quantization {bits}bit needs bitsandbytes kernels for {device.type}, which failed here "
+            f"({type(err).__name__}: {err}). Install a bitsandbytes build for this device "
+            "(`pip install -U bitsandbytes`), train on a supported GPU, or use --model.quantization none"
+        ) from err
+
+
+def _shape_overrides(cfg: TrainConfig, spec: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "camera_names": list(spec.camera_names),
+        "state_dim": spec.state_dim,
+        "action_dim": spec.action_dim,
+        "chunk_size": cfg.data.chunk_size,
+    }
+    if cfg.data.image_size:
+        fields["image_size"] = [cfg.data.image_size, cfg.data.image_size]
+    return fields
+
+
+def _check_checkpoint_fits(model_config: Any, spec: Any, cfg: TrainConfig, source: str) -> None:
+    problems = []
+    if model_config.action_dim != spec.action_dim:
+        problems.append(f"action_dim {model_config.action_dim} (dataset: {spec.action_dim})")
+    if model_config.state_dim != spec.state_dim:
+        problems.append(f"state_dim {model_config.state_dim} (dataset: {spec.state_dim})")
+    if model_config.chunk_size != cfg.data.chunk_size:
+        problems.append(f"chunk_size {model_config.chunk_size} (--data.chunk-size {cfg.data.chunk_size})")
+    if list(model_config.camera_names) != list(spec.camera_names):
+        problems.append(f"cameras {list(model_config.camera_names)} (--data.cameras: {spec.camera_names})")
+    if problems:
+        raise ValueError(
+            f"model checkpoint {source} does not match this dataset/config: it has {'; '.join(problems)}. "
+            "Pick the matching --data.cameras/--data.chunk-size, or start from a preset or backbones instead"
+        )
+
+
+def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.Module, Any]:
+    """The model to train (quantised / LoRA-wrapped as configured) and its processor (with dataset stats).
+
+    Raises:
+        ValueError: a checkpoint whose action/state dims, chunk size or cameras differ from the data.
+        RuntimeError: quantisation requested where bitsandbytes cannot run.
+    """
+    from fastvla.model import FastVLAModel, FastVLAProcessor, bnb_config
+
+    mc = cfg.model
+    quant = None
+    if mc.quantization != "none":
+        bits = 4 if mc.quantization == "4bit" else 8
+        check_bitsandbytes(bits, device)
+        quant = bnb_config(bits=bits, compute_dtype=_compute_dtype(cfg, device))
+    if mc.checkpoint:
+        from fastvla.model import FastVLAConfig
+
+        _check_checkpoint_fits(FastVLAConfig.from_pretrained(mc.checkpoint), spec, cfg, mc.checkpoint)
+        model = FastVLAModel.from_pretrained(mc.checkpoint, quantization_config=quant, device_map=str(device))
+        processor = FastVLAProcessor.from_pretrained(mc.checkpoint)
+    elif mc.vision_backbone:
+        model = FastVLAModel.from_backbones(
+            mc.vision_backbone, mc.text_backbone, device=device, **_shape_overrides(cfg, spec)
+        )
+        model = _quantize_in_memory(model, quant, device) if quant is not None else model
+        processor = _backbone_processor(model.config, mc)
+    else:
+        fields = {**_shape_overrides(cfg, spec), **mc.overrides}
+        model = FastVLAModel.from_preset(mc.preset, device=device, quantization_config=quant, **fields)
+        processor = FastVLAProcessor.from_preset(mc.preset, config=model.config)
+    processor.set_stats(spec.stats)
+    if mc.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if mc.use_lora:
+        model = apply_lora(model, mc, cfg.optim.head_modules)
+    elif quant is not None:
+        raise ValueError("a quantised model can only be trained with LoRA adapters: drop --model.lora off")
+    return model.to(device) if quant is None else model, processor
+
+
+def _compute_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    mode = resolve_mixed_precision(cfg.mixed_precision, device.type)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode, torch.float32)
+
+
+def _quantize_in_memory(model: nn.Module, quant: Any, device: torch.device) -> nn.Module:
+    """Quantise a model built from backbones by saving it and reloading it through bitsandbytes."""
+    import tempfile
+
+    from fastvla.model import FastVLAModel
+
+    with tempfile.TemporaryDirectory(prefix="fastvla-quant-") as tmp:
+        model.save_pretrained(tmp)
+        del model
+        return FastVLAModel.from_pretrained(tmp, quantization_config=quant, device_map=str(device))
+
+
+def _backbone_processor(config: Any, mc: ModelConfig) -> Any:
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from fastvla.model import FastVLAProcessor
+
+    kwargs: dict[str, Any] = {}
+    with contextlib.suppress(Exception):  # towers without an image processor keep the defaults
+        image_proc = AutoImageProcessor.from_pretrained(mc.vision_backbone)
+        kwargs = {"image_mean": image_proc.image_mean, "image_std": image_proc.image_std}
+    tokenizer = AutoTokenizer.from_pretrained(mc.text_backbone)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return FastVLAProcessor.from_model_config(config, tokenizer, **kwargs)
+
+
+def apply_lora(model: nn.Module, mc: ModelConfig, head_modules: tuple[str, ...]) -> nn.Module:
+    """Wrap ``model`` with PEFT LoRA adapters; the fresh head modules stay fully trainable.
+
+    Adapters go on the backbone linears named by ``mc.lora_target_modules``, never on the head
+    modules (those are trained in full, at ``optim.head_lr``).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from fastvla.training.optim import is_head_parameter
+
+    targets = mc.lora_target_modules
+    target: Any = "all-linear" if tuple(targets) == ("all-linear",) else list(targets)
+    exclude = [name for name, _ in model.named_modules() if name and is_head_parameter(name, head_modules)]
+    lora = LoraConfig(
+        r=mc.lora_r,
+        lora_alpha=mc.lora_alpha,
+        lora_dropout=mc.lora_dropout,
+        target_modules=target,
+        exclude_modules=exclude or None,
+    )
+    model = get_peft_model(model, lora)
+    for name, param in model.named_parameters():
+        if is_head_parameter(name, head_modules) and param.dtype.is_floating_point:
+            param.requires_grad_(True)
+    return model
+
+
+def model_inputs(processor: Any, batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """Model inputs of a DataLoader batch (uint8 images -> normalised floats), on ``device``."""
+    return processor(batch, device=device)
+
+
+def guard_quantized_eval(model: nn.Module) -> None:
+    """Keep bitsandbytes from repacking 4-bit weights in eval mode on CPU (which corrupts later gradients)."""
+    if "bitsandbytes" not in sys.modules:  # nothing can be quantised; skip the slow, noisy import
+        return
+    from fastvla.model.quantization import guard_cpu_4bit
+
+    guard_cpu_4bit(model)
+
+
+# ------------------------------------------------------------------------------------------------- OOM
+
+
+@contextlib.contextmanager
+def oom_advice(cfg: TrainConfig) -> Iterator[None]:
+    """Turn a CUDA out-of-memory error into one that says which knob to turn."""
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        knobs = [
+            f"--batch-size {max(1, cfg.batch_size // 2)} with --grad-accum-steps {cfg.grad_accum_steps * 2}"
+        ]
+        if not cfg.model.gradient_checkpointing:
+            knobs.append("--model.gradient-checkpointing")
+        if cfg.model.quantization == "none":
+            knobs.append("--model.quantization 4bit (QLoRA)")
+        if cfg.optim.optimizer == "adamw":
+            knobs.append("--optim.optimizer paged_adamw8bit")
+        knobs.append("a smaller --data.image-size (if the vision tower allows)")
+        raise RuntimeError(
+            f"out of GPU memory at batch size {cfg.batch_size} ({str(err).splitlines()[0]}). Try, in order: "
+            + "; ".join(knobs)
+        ) from err
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def _plain_model(model: nn.Module) -> nn.Module:
+    """The FastVLA model with LoRA adapters merged (full-precision bases) or kept (quantised bases)."""
+    merge = getattr(model, "merge_and_unload", None)
+    if merge is None:
+        return model
+    from fastvla.model.quantization import is_quantized
+
+    if is_quantized(model):
+        return model  # save_pretrained of a PEFT model writes the adapters beside the base config
+    return merge()
+
+
+def export_policy(model: nn.Module, processor: Any, spec: Any, cfg: TrainConfig, path: Path) -> Path:
+    """Write ``path`` atomically: model weights + config, processor (tokenizer, stats), policy config."""
+    plain = _plain_model(model)
+    with atomic_directory(path, overwrite=True) as tmp:
+        plain.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        policy_config = {
+            "camera_names": list(spec.camera_names),
+            "state_dim": spec.state_dim,
+            "action_dim": spec.action_dim,
+            "chunk_size": cfg.data.chunk_size,
+            "n_action_steps": cfg.data.chunk_size,
+            "fps": spec.fps,
+            "dataset": str(cfg.data.root),
+            "quantization": cfg.model.quantization,
+        }
+        (tmp / POLICY_CONFIG_FILE).write_text(json.dumps(policy_config, indent=2) + "\n")
+        cfg.save(tmp / "train_config.yaml")
+    return path

@@ -1,0 +1,362 @@
+"""The training loop: ``fastvla.train(TrainConfig(...))``.
+
+Runs through 🤗 Accelerate, so the same code trains on CPU, one GPU, or data-parallel on several
+(``accelerate launch --num_processes N -m fastvla train ...``). Under DDP every rank builds its own
+model (a 4-bit base is loaded by each rank on its own device) and reads its own slice of each global
+batch; gradients are averaged by DDP.
+
+One update = ``grad_accum_steps`` micro-batches of ``batch_size`` samples per process. The loop keeps
+losses on the device and syncs with the host only every ``log_every`` updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastvla.training import checkpoint as ckpt
+from fastvla.training import data as data_lib
+from fastvla.training import factory
+from fastvla.training.config import TrainConfig
+from fastvla.training.optim import build_optimizer, build_scheduler
+from fastvla.training.tracking import Tracker
+
+#: ``eval_hook(step=..., model=..., processor=..., output_dir=...) -> {"success_rate": ...}``; runs on the
+#: main process every ``eval_every`` updates, its metrics are logged under ``eval/``.
+EvalHook = Callable[..., Mapping[str, float] | None]
+
+
+def train(config: TrainConfig, eval_hook: EvalHook | None = None) -> Path:
+    """Fine-tune a FastVLA model as ``config`` says; returns the exported policy folder.
+
+    The folder (``<output_dir>/policy``) loads with ``FastVLAPolicy.from_pretrained``. Checkpoints go to
+    ``<output_dir>/checkpoints``, TensorBoard logs to ``<output_dir>/logs``.
+
+    Args:
+        config: the run's :class:`~fastvla.training.TrainConfig`.
+        eval_hook: optional closed-loop evaluation called every ``config.eval_every`` updates with
+            keyword arguments ``step``, ``model`` (unwrapped, in eval mode), ``processor``, ``output_dir``;
+            returns metrics to log (e.g. ``{"success_rate": 0.8}``).
+
+    Example:
+        >>> from fastvla.training import DataConfig, TrainConfig, train
+        >>> cfg = TrainConfig(data=DataConfig(root="data/pick", image_size=64), steps=200)  # doctest: +SKIP
+        >>> policy_dir = train(cfg)  # doctest: +SKIP
+    """
+    return Trainer(config, eval_hook).fit()
+
+
+class Trainer:
+    """Set-up (accelerator, data, model, optimiser, resume) in ``__init__``; the loop in :meth:`fit`."""
+
+    def __init__(self, config: TrainConfig, eval_hook: EvalHook | None = None) -> None:
+        self.cfg = cfg = config
+        self.eval_hook = eval_hook
+        self.out = cfg.output_path
+        self.accelerator = factory.make_accelerator(cfg)
+        acc = self.accelerator
+        self.is_main = acc.is_main_process
+        self._prepare_output_dir()
+
+        # Dataset metadata and split first: the model's shapes and statistics come from the dataset.
+        self.spec = data_lib.inspect_dataset(cfg.data, cfg.seed)
+        self.model, self.processor = factory.build_model(cfg, self.spec, acc.device)
+        image_size = cfg.data.image_size or int(self.processor.image_size[0])
+        cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out / "frame_cache"
+        with acc.main_process_first():  # the main process fills the frame cache, the others then read it
+            self.train_set = data_lib.build_dataset(
+                self.spec, cfg.data, self.spec.train_episodes, True, cache, image_size, self.is_main
+            )
+            self.val_set = None
+            if self.spec.val_episodes and cfg.val_every:
+                self.val_set = data_lib.build_dataset(
+                    self.spec, cfg.data, self.spec.val_episodes, False, cache, image_size, self.is_main
+                )
+        world, rank = acc.num_processes, acc.process_index
+        self.sampler = data_lib.train_sampler(len(self.train_set), cfg.batch_size, cfg.seed, world, rank)
+        workers = data_lib.auto_num_workers(cfg.data.num_workers, _local_world_size(acc))
+        pin = acc.device.type == "cuda"
+        self.train_loader = data_lib.make_loader(self.train_set, self.sampler, workers, pin, cfg.seed)
+        self.val_loader = None
+        if self.val_set is not None:
+            val_sampler = data_lib.ShardedEvalSampler(len(self.val_set), cfg.batch_size, world, rank)
+            self.val_loader = data_lib.make_loader(self.val_set, val_sampler, min(workers, 1), pin, cfg.seed)
+
+        # Optimiser and schedule.
+        optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(optimizer, cfg.optim, cfg.steps)
+        self.model, self.optimizer = acc.prepare(self.model, optimizer)
+
+        # Counters and data position; overwritten by a resume.
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.samples_seen = 0
+        self._maybe_resume()
+
+    # ------------------------------------------------------------------------------------------- loop
+    def fit(self) -> Path:
+        """Run the remaining updates, checkpoint, export the policy; returns the policy folder."""
+        cfg, acc = self.cfg, self.accelerator
+        tracker = Tracker(
+            self.out / "logs",
+            total_steps=cfg.steps,
+            initial_step=self.step,
+            enabled=self.is_main,
+            tensorboard=cfg.tensorboard,
+            progress=cfg.progress,
+            wandb_project=cfg.wandb_project,
+            run_config=cfg.to_dict(),
+        )
+        global_batch = cfg.batch_size * cfg.grad_accum_steps * acc.num_processes
+        batches = self._batches()
+        self.model.train()
+        loss_sum = torch.zeros((), device=acc.device)
+        grad_norm = torch.zeros((), device=acc.device)
+        window_start, window_steps = time.perf_counter(), 0
+        try:
+            while self.step < cfg.steps:
+                with factory.oom_advice(cfg):
+                    loss_sum += self._update(batches)
+                    if cfg.optim.max_grad_norm > 0:
+                        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
+                    self.optimizer.step()
+                    if not acc.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule in place
+                        self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                self.samples_seen += global_batch
+                window_steps += 1
+                tracker.advance()
+
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    elapsed = time.perf_counter() - window_start
+                    self._log_train(tracker, loss_sum, grad_norm, window_steps, elapsed, global_batch)
+                    loss_sum.zero_()
+                    window_start, window_steps = time.perf_counter(), 0
+                if cfg.val_every and self.step % cfg.val_every == 0 and self.val_loader is not None:
+                    val_loss = self.validate()
+                    tracker.log(self.step, {"val/loss": val_loss})
+                    tracker.message(f"step {self.step}: val loss {val_loss:.4f}")
+                if cfg.eval_every and self.eval_hook is not None and self.step % cfg.eval_every == 0:
+                    self._run_eval_hook(tracker)
+                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps:
+                    self.save_checkpoint()
+        finally:
+            tracker.close()
+        return self.export()
+
+    def _update(self, batches: Iterator[dict[str, Any]]) -> torch.Tensor:
+        """Forward/backward over ``grad_accum_steps`` micro-batches; returns the update's mean loss."""
+        accum = self.cfg.grad_accum_steps
+        total = torch.zeros((), device=self.accelerator.device)
+        for micro in range(accum):
+            inputs = factory.model_inputs(self.processor, next(batches), self.accelerator.device)
+            # Only the last micro-batch all-reduces gradients (no_sync is a no-op without DDP).
+            sync = micro == accum - 1
+            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
+                loss = self.model(**inputs).loss / accum
+                self.accelerator.backward(loss)
+            total += loss.detach()
+        return total
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """Endless stream of training batches from the saved position; keeps the position counters."""
+        while True:
+            self.sampler.set_position(self.epoch, self.batch_in_epoch)
+            for batch in self.train_loader:
+                self.batch_in_epoch += 1
+                yield batch
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    # ------------------------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean loss over (at most ``val_batches``) held-out batches, averaged over all processes."""
+        acc = self.accelerator
+        # The unwrapped model: a DDP forward would sync buffers, and ranks may see unequal batch counts.
+        model = acc.unwrap_model(self.model)
+        factory.guard_quantized_eval(model)
+        model.eval()
+        total = torch.zeros(2, device=acc.device)  # (sum of per-sample losses, samples)
+        try:
+            for i, batch in enumerate(self.val_loader):
+                if self.cfg.val_batches and i >= self.cfg.val_batches:
+                    break
+                inputs = factory.model_inputs(self.processor, batch, acc.device)
+                n = inputs["actions"].shape[0]
+                total += torch.stack(
+                    [model(**inputs).loss.float() * n, torch.tensor(float(n), device=acc.device)]
+                )
+        finally:
+            model.train()
+        total = acc.reduce(total, reduction="sum")
+        return float(total[0] / total[1].clamp(min=1))
+
+    def _run_eval_hook(self, tracker: Tracker) -> None:
+        acc = self.accelerator
+        if self.is_main:
+            model = acc.unwrap_model(self.model)
+            factory.guard_quantized_eval(model)
+            model.eval()
+            try:
+                metrics = self.eval_hook(
+                    step=self.step, model=model, processor=self.processor, output_dir=self.out
+                )
+            finally:
+                model.train()
+            if metrics:
+                tracker.log(self.step, {f"eval/{k}": float(v) for k, v in metrics.items()})
+                tracker.message(f"step {self.step}: " + " ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
+        acc.wait_for_everyone()
+
+    def _log_train(
+        self,
+        tracker: Tracker,
+        loss_sum: torch.Tensor,
+        grad_norm: torch.Tensor | float,
+        steps: int,
+        elapsed: float,
+        global_batch: int,
+    ) -> None:
+        acc = self.accelerator
+        loss = float(acc.reduce(loss_sum.detach().clone(), reduction="mean")) / max(1, steps)
+        lrs = self.scheduler.get_last_lr()
+        samples_per_s = steps * global_batch / max(elapsed, 1e-9)
+        metrics = {
+            "train/loss": loss,
+            "train/lr": lrs[0],
+            "train/samples_per_s": samples_per_s,
+            "train/grad_norm": float(grad_norm),
+            "train/epoch": self.epoch + self.batch_in_epoch / max(1, self.sampler.batches_per_epoch),
+        }
+        show = {"loss": f"{loss:.4f}", "lr": f"{lrs[0]:.2e}", "samples/s": f"{samples_per_s:.1f}"}
+        if acc.device.type == "cuda":
+            mem = torch.cuda.max_memory_allocated(acc.device) / 2**30
+            metrics["train/peak_mem_gib"] = mem
+            show["mem"] = f"{mem:.1f}G"
+        if not math.isfinite(loss):
+            tracker.message(
+                f"step {self.step}: loss is {loss}; lower --optim.lr or use --mixed-precision bf16/no"
+            )
+        tracker.log(self.step, metrics, show)
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def _prepare_output_dir(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        existing = ckpt.list_checkpoints(self.out)
+        if existing and not (cfg.resume or cfg.overwrite):
+            raise FileExistsError(
+                f"{self.out} already holds checkpoints (newest: {existing[-1][1].name}); pass --resume to "
+                "continue that run, --overwrite to start again, or another --output-dir"
+            )
+        if self.is_main:
+            if cfg.overwrite:
+                shutil.rmtree(self.out / ckpt.CHECKPOINTS, ignore_errors=True)
+                shutil.rmtree(self.out / "logs", ignore_errors=True)
+            ckpt.remove_stale_temporaries(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out / ckpt.CONFIG_FILE)
+        acc.wait_for_everyone()
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Counters saved with a checkpoint."""
+        cfg = self.cfg
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "samples_seen": self.samples_seen,
+            "num_processes": self.accelerator.num_processes,
+            "batch_size": cfg.batch_size,
+            "grad_accum_steps": cfg.grad_accum_steps,
+            "seed": cfg.seed,
+            "train_episodes": self.spec.train_episodes,
+            "val_episodes": self.spec.val_episodes,
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write an atomic checkpoint of the current state (collective: call on every process)."""
+        from accelerate.utils import gather_object
+
+        acc = self.accelerator
+        rng_states = gather_object([ckpt.capture_rng_state()])  # one per rank, in rank order
+        path = ckpt.checkpoint_path(self.out, self.step)
+        if self.is_main:
+            import yaml
+
+            ckpt.save_checkpoint(
+                path,
+                model=acc.unwrap_model(self.model),
+                optimizer=self.optimizer.optimizer,
+                scheduler=self.scheduler,
+                scaler=acc.scaler,
+                trainer_state=self.trainer_state(),
+                rng_states=rng_states,
+                config_yaml=yaml.safe_dump(self.cfg.to_dict(), sort_keys=False),
+                stats=self.spec.stats,
+            )
+            ckpt.prune_checkpoints(self.out, self.cfg.keep_checkpoints)
+        acc.wait_for_everyone()
+        return path
+
+    def _maybe_resume(self) -> None:
+        if not self.cfg.resume:
+            return
+        path = ckpt.latest_checkpoint(self.out)
+        if path is None:
+            if self.is_main:
+                print(f"fastvla train: no checkpoint in {self.out / ckpt.CHECKPOINTS}; starting from scratch")
+            return
+        acc = self.accelerator
+        state, rng_states = ckpt.load_checkpoint(
+            path,
+            model=acc.unwrap_model(self.model),
+            optimizer=self.optimizer.optimizer,
+            scheduler=self.scheduler,
+            scaler=acc.scaler,
+        )
+        self._check_resumable(state, path)
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch, self.samples_seen = int(state["batch_in_epoch"]), int(state["samples_seen"])
+        ckpt.restore_rng_state(rng_states[acc.process_index])
+        if self.is_main:
+            print(f"fastvla train: resumed from {path} (update {self.step}, epoch {self.epoch})")
+
+    def _check_resumable(self, state: Mapping[str, Any], path: Path) -> None:
+        now = self.trainer_state()
+        keys = ("num_processes", "batch_size", "grad_accum_steps", "seed", "train_episodes")
+        diff = {k: (state.get(k), now[k]) for k in keys if state.get(k) != now[k]}
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in diff.items())
+            raise ValueError(
+                f"cannot resume exactly from {path}: the data order depends on settings that changed "
+                f"({detail}). Resume with the checkpoint's config.yaml (`fastvla train --config "
+                f"{path / ckpt.CONFIG_FILE} --resume`), or start a new run from the exported policy with "
+                "--model.checkpoint"
+            )
+
+    # ----------------------------------------------------------------------------------------- export
+    def export(self) -> Path:
+        """Write the final policy folder (model + processor + stats + policy config) atomically."""
+        path = self.out / "policy"
+        if self.is_main:
+            factory.export_policy(
+                self.accelerator.unwrap_model(self.model), self.processor, self.spec, self.cfg, path
+            )
+        self.accelerator.wait_for_everyone()
+        return path
+
+
+def _local_world_size(acc: Any) -> int:
+    import os
+
+    return int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))

@@ -1,0 +1,101 @@
+"""Where training metrics go: a progress bar, TensorBoard event files and (optionally) Weights & Biases.
+
+Only the main process logs. Metrics arrive every ``log_every`` updates as plain floats — the loop never
+calls ``.item()`` in between, so logging costs no host-device sync per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class Tracker:
+    """Progress bar + TensorBoard + wandb behind one ``log(step, metrics)`` call.
+
+    Args:
+        log_dir: folder of the TensorBoard event files.
+        total_steps: length of the progress bar.
+        initial_step: where the bar starts (resumed runs).
+        enabled: ``False`` on non-main processes (everything becomes a no-op).
+        tensorboard: write event files.
+        progress: show the bar.
+        wandb_project: log to this W&B project too (empty = off).
+        run_config: the run's config, stored with the W&B run.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        total_steps: int,
+        initial_step: int = 0,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        progress: bool = True,
+        wandb_project: str = "",
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self._tb = None
+        self._wandb = None
+        self._bar = None
+        if not enabled:
+            return
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(log_dir))
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError as err:
+                raise RuntimeError(
+                    f"--wandb-project {wandb_project!r} needs Weights & Biases: `pip install wandb` "
+                    "(or `pip install fastvla[wandb]`), or drop the flag"
+                ) from err
+            self._wandb = wandb.init(project=wandb_project, config=dict(run_config or {}), dir=str(log_dir))
+        if progress:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True
+            )
+
+    def advance(self, n: int = 1) -> None:
+        """Move the progress bar (cheap; no metrics)."""
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def log(self, step: int, metrics: Mapping[str, float], show: Mapping[str, str] | None = None) -> None:
+        """Record ``metrics`` (names like ``train/loss``) at update ``step``; ``show`` goes in the bar."""
+        if not self.enabled:
+            return
+        if self._tb is not None:
+            for name, value in metrics.items():
+                self._tb.add_scalar(name, value, step)
+        if self._wandb is not None:
+            self._wandb.log(dict(metrics), step=step)
+        if self._bar is not None and show:
+            self._bar.set_postfix(show, refresh=False)
+        elif self._bar is None and show:
+            print(f"step {step}: " + " ".join(f"{k}={v}" for k, v in show.items()), flush=True)
+
+    def message(self, text: str) -> None:
+        """A line of text that does not break the progress bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        """Flush and close every sink."""
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+        if self._bar is not None:
+            self._bar.close()
