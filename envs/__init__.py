@@ -16,7 +16,10 @@ is loaded when an env is created::
 from __future__ import annotations
 
 import contextlib
+import functools
+from typing import Any
 
+import gymnasium as gym
 from fastvla.envs.rendering import select_backend
 from gymnasium.envs.registration import register, registry
 
@@ -38,4 +41,28 @@ for _env_id, (_entry_point, _max_steps) in TASKS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry_point, max_episode_steps=_max_steps)
 
-__all__ = ["ENV_IDS", "TASKS"]
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` that also works in a fresh worker process (it imports this package first).
+
+    Pickled by reference, so ``functools.partial(make_env, env_id, ...)`` is a valid ``env_fn`` for
+    ``AsyncVectorEnv`` under the ``forkserver``/``spawn`` start methods.
+    """
+    return gym.make(env_id, **kwargs)
+
+
+def make_vec_env(
+    env_id: str, num_envs: int, asynchronous: bool = True, context: str = "forkserver", **kwargs: Any
+) -> gym.vector.VectorEnv:
+    """A vector env of ``num_envs`` copies of ``env_id`` (env kwargs in ``kwargs``).
+
+    Asynchronous envs use the ``forkserver`` start method by default: a process that forks after a
+    renderer exists deadlocks, so never use ``"fork"`` once this process has rendered.
+    """
+    fns = [functools.partial(make_env, env_id, **kwargs) for _ in range(num_envs)]
+    if asynchronous:
+        return gym.vector.AsyncVectorEnv(fns, context=context)
+    return gym.vector.SyncVectorEnv(fns)
+
+
+__all__ = ["ENV_IDS", "TASKS", "make_env", "make_vec_env"]
