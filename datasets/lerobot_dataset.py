@@ -158,22 +158,22 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.position_episode = np.repeat(np.arange(len(starts)), lengths)
 
     def _column_array(self, key: str, col: Any) -> np.ndarray:
-        feature = self.meta.features[key]
-        shape = tuple(feature["shape"])
+        shape = tuple(self.meta.features[key]["shape"])
         values = col.combine_chunks() if hasattr(col, "combine_chunks") else col
-        if shape in ((1,), ()) or not hasattr(values, "flatten"):
-            arr = values.to_numpy(zero_copy_only=False)
+        if hasattr(values, "flatten"):  # list column: (N * C,) values
+            arr = values.flatten().to_numpy(zero_copy_only=False)
         else:
-            arr = values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), *shape)
-        if arr.dtype == object:
-            arr = np.stack(arr)
-        expected = int(np.prod(shape))
-        if arr.size != len(values) * expected:
+            arr = values.to_numpy(zero_copy_only=False)
+            if arr.dtype == object:
+                arr = np.stack(arr).reshape(-1)
+        n, per_frame = len(values), int(np.prod(shape)) if shape else 1
+        if arr.size != n * per_frame:
             raise DatasetFormatError(
-                f"feature {key!r} has {arr.size // max(len(values), 1)} values per frame in the data but "
-                f"meta/info.json declares shape {list(shape)}; the metadata and data disagree"
+                f"feature {key!r} has {arr.size // max(n, 1)} values per frame in the data but "
+                f"meta/info.json declares shape {list(shape)}; the metadata and data disagree. Fix "
+                "meta/info.json or re-write the dataset."
             )
-        return arr
+        return arr.reshape(n) if shape in ((1,), ()) else arr.reshape(n, *shape)
 
     def _delta_indices(self, delta_timestamps: Mapping[str, Sequence[float]] | None) -> dict[str, np.ndarray]:
         if not delta_timestamps:
