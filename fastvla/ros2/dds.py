@@ -88,7 +88,7 @@ def import_cyclonedds() -> Any:
     return cyclonedds
 
 
-def _cyclone_qos(qos: QoS, writer: bool) -> Any:
+def _cyclone_qos(qos: QoS, writer: bool, type_hash: str = "") -> Any:
     from cyclonedds.core import Policy
     from cyclonedds.qos import Qos
     from cyclonedds.util import duration
@@ -103,7 +103,10 @@ def _cyclone_qos(qos: QoS, writer: bool) -> Any:
     representation = Policy.DataRepresentation(
         use_cdrv0_representation=True, use_xcdrv2_representation=not writer
     )
-    return Qos(reliability, durability, Policy.History.KeepLast(qos.depth), representation)
+    policies = [reliability, durability, Policy.History.KeepLast(qos.depth), representation]
+    if type_hash:  # what rmw_dds_common puts in USER_DATA since Iron, for `ros2 topic info -v`
+        policies.append(Policy.Userdata(data=f"typehash={type_hash};".encode()))
+    return Qos(*policies)
 
 
 class _TypeRegistry:
@@ -207,9 +210,8 @@ class CycloneDDSTransport:
         """Create a DataWriter on ``rt<topic>`` with ROS 2's type name and the given QoS."""
         from cyclonedds.pub import DataWriter
 
-        writer = DataWriter(
-            self.participant, self._topic(topic, msg_type), qos=_cyclone_qos(qos, writer=True)
-        )
+        qos_w = _cyclone_qos(qos, writer=True, type_hash=msg_type.TYPE_HASH)
+        writer = DataWriter(self.participant, self._topic(topic, msg_type), qos=qos_w)
         self._entities.append(writer)
         return _DDSPublisher(writer, self._registry, msg_type, topic)
 
@@ -232,7 +234,7 @@ class CycloneDDSTransport:
         reader = DataReader(
             self.participant,
             self._topic(topic, msg_type),
-            qos=_cyclone_qos(qos, writer=False),
+            qos=_cyclone_qos(qos, writer=False, type_hash=msg_type.TYPE_HASH),
             listener=Listener(on_data_available=on_data_available),
         )
         self._entities.append(reader)

@@ -42,6 +42,9 @@ class Message:
 
     ROS_TYPE: ClassVar[str]
     FIELDS: ClassVar[tuple[tuple[str, Any], ...]]
+    TYPE_HASH: ClassVar[str] = ""
+    """REP-2016 type hash (``RIHS01_...``) that Iron and later put in endpoint USER_DATA; set on the
+    types used as topics (identical for Humble..Kilted definitions, checked against rosbags)."""
 
     @classmethod
     def dds_type_name(cls) -> str:
@@ -173,6 +176,7 @@ class String(Message):
     """``std_msgs/msg/String`` (the bridge's run-time instruction topic)."""
 
     ROS_TYPE: ClassVar[str] = "std_msgs/msg/String"
+    TYPE_HASH: ClassVar[str] = "RIHS01_df668c740482bbd48fb39d76a70dfd4bd59db1288021743503259e948f6b1a18"
     FIELDS: ClassVar = (("data", "string"),)
     data: str = ""
 
@@ -203,6 +207,7 @@ class Float64MultiArray(Message):
     """``std_msgs/msg/Float64MultiArray``: what ``forward_command_controller`` (ros2_control) consumes."""
 
     ROS_TYPE: ClassVar[str] = "std_msgs/msg/Float64MultiArray"
+    TYPE_HASH: ClassVar[str] = "RIHS01_1025ddc6b9552d191f89ef1a8d2f60f3d373e28b283d8891ddcc974e8c55397f"
     FIELDS: ClassVar = (("layout", MultiArrayLayout), ("data", "float64[]"))
     layout: MultiArrayLayout = field(default_factory=MultiArrayLayout)
     data: np.ndarray = field(default_factory=_f64)
@@ -227,6 +232,7 @@ class Image(Message):
     """``sensor_msgs/msg/Image``: an uncompressed image (``data`` is ``height * step`` bytes)."""
 
     ROS_TYPE: ClassVar[str] = "sensor_msgs/msg/Image"
+    TYPE_HASH: ClassVar[str] = "RIHS01_d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47"
     FIELDS: ClassVar = (
         ("header", Header),
         ("height", "uint32"),
@@ -250,6 +256,7 @@ class CompressedImage(Message):
     """``sensor_msgs/msg/CompressedImage``: JPEG or PNG bytes (``image_transport``'s ``/compressed``)."""
 
     ROS_TYPE: ClassVar[str] = "sensor_msgs/msg/CompressedImage"
+    TYPE_HASH: ClassVar[str] = "RIHS01_15640771531571185e2efc8a100baf923961a4d15d5569652e6cb6691e8e371a"
     FIELDS: ClassVar = (("header", Header), ("format", "string"), ("data", "octets"))
     header: Header = field(default_factory=Header)
     format: str = ""
@@ -261,6 +268,7 @@ class JointState(Message):
     """``sensor_msgs/msg/JointState``: names with positions (rad or m), velocities and efforts."""
 
     ROS_TYPE: ClassVar[str] = "sensor_msgs/msg/JointState"
+    TYPE_HASH: ClassVar[str] = "RIHS01_a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e"
     FIELDS: ClassVar = (
         ("header", Header),
         ("name", "string[]"),
@@ -305,6 +313,7 @@ class JointTrajectory(Message):
     """
 
     ROS_TYPE: ClassVar[str] = "trajectory_msgs/msg/JointTrajectory"
+    TYPE_HASH: ClassVar[str] = "RIHS01_179b33eba59d676f6d967ac71fe35e7ca2f64b2f3928f4a018cec115e213796e"
     FIELDS: ClassVar = (
         ("header", Header),
         ("joint_names", "string[]"),

@@ -138,3 +138,17 @@ def test_bad_payloads_raise_clear_errors() -> None:
         M.String.deserialize(M.String(data="hello").serialize()[:-3])
     with pytest.raises(CdrError, match="XCDR2"):
         M.String.deserialize(b"\x00\x07\x00\x00" + b"\x00" * 8)
+
+
+def test_type_hashes_match_rosbags() -> None:
+    topic_types = [cls for cls in M.MESSAGES.values() if cls.TYPE_HASH]
+    assert {c.ROS_TYPE for c in topic_types} >= {
+        "sensor_msgs/msg/Image",
+        "sensor_msgs/msg/CompressedImage",
+        "sensor_msgs/msg/JointState",
+        "std_msgs/msg/String",
+        "std_msgs/msg/Float64MultiArray",
+        "trajectory_msgs/msg/JointTrajectory",
+    }
+    for cls in topic_types:
+        assert STORE.hash_rihs01(cls.ROS_TYPE) == cls.TYPE_HASH, cls.ROS_TYPE
