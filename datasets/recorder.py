@@ -1,0 +1,197 @@
+"""Recording scripted-expert demonstrations from FastVLA envs into a LeRobot v3.0 dataset.
+
+Several envs run in parallel (a Gymnasium vector env; worker processes start with ``forkserver`` since GL
+contexts don't survive ``fork``). Each step the expert's action comes from ``vec_env.call("expert_action")``
+and the instruction from ``info["task"]``. Frames are ``observation.images.<cam>`` = ``pixels[cam]``,
+``observation.state`` = ``agent_pos`` and ``action`` = the expert's action. A finished episode is written
+only when it succeeded (unless ``keep_failed``), so a dataset of N episodes holds N demonstrations.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastvla.datasets.writer import LeRobotDatasetWriter
+from tqdm.auto import tqdm
+
+from fastvla.constants import ACTION, GYM_PIXELS, GYM_STATE, INFO_SUCCESS, INFO_TASK, OBS_STATE, image_key
+
+EE_DELTA_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
+
+
+@dataclass
+class RecordSummary:
+    """What a recording run produced."""
+
+    out: Path
+    requested: int = 0
+    episodes_saved: int = 0
+    episodes_attempted: int = 0
+    successes: int = 0
+    frames_saved: int = 0
+    seconds: float = 0.0
+    tasks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Share of finished episodes in which the expert succeeded."""
+        return self.successes / self.episodes_attempted if self.episodes_attempted else 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Whether as many episodes were saved as requested (False when ``max_attempts`` ran out)."""
+        return self.episodes_saved >= self.requested
+
+
+def _make_env(env_id: str, kwargs: Mapping[str, Any]) -> Any:
+    import fastvla.envs  # noqa: F401  (registers the ids inside worker processes)
+    import gymnasium as gym
+
+    return gym.make(env_id, **kwargs)
+
+
+def make_recording_env(env_id: str, num_envs: int, env_kwargs: Mapping[str, Any]) -> Any:
+    """A vector env of ``num_envs`` copies (async with ``forkserver`` workers when more than one)."""
+    import gymnasium as gym
+
+    fns = [functools.partial(_make_env, env_id, dict(env_kwargs)) for _ in range(num_envs)]
+    if num_envs == 1:
+        return gym.vector.SyncVectorEnv(fns)
+    return gym.vector.AsyncVectorEnv(fns, context="forkserver")
+
+
+def features_from_spaces(vec_env: Any, cameras: Sequence[str], control_mode: str) -> dict[str, dict]:
+    """Dataset features matching a FastVLA env's observation and action spaces."""
+    obs_space = vec_env.single_observation_space
+    feats: dict[str, dict] = {}
+    for cam in cameras:
+        shape = obs_space[GYM_PIXELS][cam].shape
+        feats[image_key(cam)] = {
+            "dtype": "video",
+            "shape": tuple(shape),
+            "names": ["height", "width", "channels"],
+        }
+    state_dim = obs_space[GYM_STATE].shape[0]
+    joints = [f"joint_{i}" for i in range(state_dim - 1)] + ["gripper"]
+    feats[OBS_STATE] = {"dtype": "float32", "shape": (state_dim,), "names": joints}
+    action_dim = vec_env.single_action_space.shape[0]
+    if control_mode == "ee_delta" and action_dim == len(EE_DELTA_NAMES):
+        names = EE_DELTA_NAMES
+    else:
+        names = [f"joint_{i}" for i in range(action_dim - 1)] + ["gripper"]
+    feats[ACTION] = {"dtype": "float32", "shape": (action_dim,), "names": names}
+    return feats
+
+
+def _frame(obs: Mapping[str, Any], i: int, cameras: Sequence[str], action: np.ndarray) -> dict[str, Any]:
+    frame = {image_key(c): np.asarray(obs[GYM_PIXELS][c][i]) for c in cameras}
+    frame[OBS_STATE] = np.asarray(obs[GYM_STATE][i], dtype=np.float32)
+    frame[ACTION] = np.asarray(action, dtype=np.float32)
+    return frame
+
+
+def record(
+    env_id: str,
+    out: str | os.PathLike,
+    episodes: int,
+    cameras: Sequence[str] = ("front", "wrist"),
+    image_size: int = 128,
+    num_envs: int = 2,
+    keep_failed: bool = False,
+    codec: str = "h264",
+    seed: int = 0,
+    control_mode: str = "ee_delta",
+    expert_noise: float = 0.0,
+    max_attempts: int | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> RecordSummary:
+    """Record ``episodes`` expert demonstrations of ``env_id`` into the dataset at ``out``.
+
+    Args:
+        env_id: a registered Gymnasium id, e.g. ``"fastvla/PickCube-v0"``.
+        out: dataset folder (created, or appended to when it holds a dataset with the same features).
+        episodes: episodes to save.
+        cameras: env cameras to record.
+        image_size: rendered (and stored) resolution.
+        num_envs: parallel envs (worker processes when > 1).
+        keep_failed: also save episodes in which the expert failed.
+        codec: video codec, "h264" (fast) or "av1".
+        seed: seed of the first reset (env ``i`` gets ``seed + i``).
+        control_mode: the env's control mode.
+        expert_noise: noise the env adds to the expert's actions (diversity).
+        max_attempts: stop after this many finished episodes (default ``5 * episodes + num_envs``).
+        env_kwargs: further env constructor arguments.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`RecordSummary`.
+
+    Example:
+        >>> record("fastvla/PickCube-v0", "data/pick", episodes=200, num_envs=2)  # doctest: +SKIP
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes} must be >= 1")
+    if num_envs < 1:
+        raise ValueError(f"num_envs={num_envs} must be >= 1")
+    kwargs = dict(env_kwargs or {})
+    kwargs.update(cameras=tuple(cameras), image_size=image_size, control_mode=control_mode)
+    kwargs.update(expert_noise=expert_noise)
+    max_attempts = max_attempts if max_attempts is not None else 5 * episodes + num_envs
+    summary = RecordSummary(out=Path(out), requested=episodes)
+    start = time.perf_counter()
+    vec_env = make_recording_env(env_id, num_envs, kwargs)
+    try:
+        fps = int(vec_env.metadata.get("render_fps") or 10)
+        writer = LeRobotDatasetWriter(
+            out,
+            fps=fps,
+            features=features_from_spaces(vec_env, cameras, control_mode),
+            robot_type="fastvla_sim",
+            codec=codec,
+        )
+        obs, info = vec_env.reset(seed=[seed + i for i in range(num_envs)])
+        buffers: list[list[dict[str, Any]]] = [[] for _ in range(num_envs)]
+        tasks = [str(t) for t in info[INFO_TASK]]
+        resetting = np.zeros(num_envs, dtype=bool)  # next step() resets these envs (autoreset NEXT_STEP)
+        bar = tqdm(total=episodes, desc=f"recording {env_id}", unit="episode", disable=not progress)
+        while summary.episodes_saved < episodes and summary.episodes_attempted < max_attempts:
+            actions = np.stack([np.asarray(a, dtype=np.float32) for a in vec_env.call("expert_action")])
+            for i in range(num_envs):
+                if not resetting[i]:
+                    buffers[i].append(_frame(obs, i, cameras, actions[i]))
+            obs, _, terminated, truncated, info = vec_env.step(actions)
+            for i in range(num_envs):
+                if resetting[i]:  # this step was the reset: a new episode starts with this observation
+                    resetting[i] = False
+                    tasks[i] = str(info[INFO_TASK][i])
+                    continue
+                if not (terminated[i] or truncated[i]):
+                    continue
+                resetting[i] = True
+                success = bool(info[INFO_SUCCESS][i])
+                summary.episodes_attempted += 1
+                summary.successes += int(success)
+                frames, buffers[i] = buffers[i], []
+                if (success or keep_failed) and summary.episodes_saved < episodes:
+                    for frame in frames:
+                        writer.add_frame(frame, task=tasks[i])
+                    writer.save_episode()
+                    summary.episodes_saved += 1
+                    summary.frames_saved += len(frames)
+                    summary.tasks[tasks[i]] = summary.tasks.get(tasks[i], 0) + 1
+                    bar.update(1)
+                bar.set_postfix(success=f"{summary.success_rate:.0%}", attempts=summary.episodes_attempted)
+        bar.close()
+        writer.finalize()
+        summary.seconds = time.perf_counter() - start
+        return summary
+    finally:
+        vec_env.close()
