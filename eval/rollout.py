@@ -11,11 +11,13 @@ any batch size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import re
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,30 @@ def _env_groups(env: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Cal
     return groups
 
 
+@contextlib.contextmanager
+def _main_script_not_rerun() -> Iterator[None]:
+    """Keep worker processes started inside the block from re-running the user's ``__main__`` script.
+
+    With spawn/forkserver, multiprocessing re-executes the main *script* in every new process (and in the
+    forkserver) so that objects defined there can be unpickled. A script without an
+    ``if __name__ == "__main__":`` guard would then run its evaluation again in each worker. Env factories
+    reach the workers through cloudpickle, which pickles ``__main__`` objects by value, so the re-run is not
+    needed; hiding ``__main__.__file__`` while the workers start skips it. ``python -m pkg`` entry points
+    (a ``__spec__`` name) are left alone. Reverted on exit.
+    """
+    main = sys.modules.get("__main__")
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if main is None or spec_name is not None or not hasattr(main, "__file__"):
+        yield
+        return
+    path = main.__file__
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 def make_vector_env(
     factory: Callable[[], Any], num_envs: int, vectorization: str = "auto"
 ) -> tuple[Any, str]:
@@ -105,7 +131,8 @@ def make_vector_env(
         # GL contexts don't survive fork: workers must start from a fresh interpreter.
         context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         try:
-            return gym.vector.AsyncVectorEnv([factory] * num_envs, context=context), "async"
+            with _main_script_not_rerun():
+                return gym.vector.AsyncVectorEnv([factory] * num_envs, context=context), "async"
         except Exception as err:
             if vectorization == "async":
                 raise

@@ -194,3 +194,32 @@ def test_remote_policy_by_ws_url() -> None:
         and result.info["meta"]["config"]["policy"] == server.url
     )
     assert result.success_rate == 1.0
+
+
+SCRIPT = """
+from fastvla.eval import evaluate
+from fastvla.eval.toy import ToyReachEnv
+
+print("RUN")
+
+
+class Small(ToyReachEnv):  # defined in __main__: reaches the workers through cloudpickle
+    def __init__(self):
+        super().__init__(image_size=8)
+
+
+result = evaluate("scripted", Small, n_episodes=2, batch_size=2, vectorization="async", progress=False)
+print("DONE", result.info["meta"]["config"]["vectorization"], result.success_rate)
+"""
+
+
+def test_async_workers_do_not_rerun_an_unguarded_main_script(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "eval_script.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("RUN") == 1
+    assert "DONE ['async'] 1.0" in proc.stdout
