@@ -124,7 +124,8 @@ def load_policy(
         load_in_4bit: Load a FastVLA checkpoint with NF4 weights.
         device: Torch device of a FastVLA checkpoint (``None``: CUDA when available).
         seed: Seed of the ``random`` baseline.
-        **kwargs: Passed on to ``FastVLAPolicy.from_pretrained`` (e.g. ``obs_map``, ``n_action_steps``).
+        **kwargs: Passed on to ``FastVLAPolicy.from_pretrained`` (e.g. ``obs_map``, ``n_action_steps``);
+            ignored by the baselines, which read the env directly.
 
     Returns:
         An object with ``reset()`` and ``select_action(obs, task=None)``.

@@ -63,6 +63,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="JSON keyword arguments for gym.make, e.g. '{\"image_size\": 96}'",
     )
     p.add_argument("--load-in-4bit", action="store_true", help="load a FastVLA checkpoint with NF4 weights")
+    p.add_argument(
+        "--obs-map",
+        type=_json_object,
+        default=None,
+        help="observation map of a checkpoint for envs with other keys, as JSON for ObservationMap, e.g. "
+        '\'{"cameras": {"front": "cam_high"}, "state": "qpos", "instruction": "pick up the cube"}\'',
+    )
+    p.add_argument(
+        "--n-action-steps", type=int, default=None, help="actions executed per predicted chunk (checkpoint)"
+    )
     p.add_argument("--device", default=None, help="torch device of a checkpoint (default: cuda if available)")
     p.add_argument(
         "--camera-keys",
@@ -90,7 +100,14 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--episodes", args.episodes), ("--batch-size", args.batch_size)):
         if value < 1:
             raise SystemExit(f"fastvla eval: {flag} {value} must be >= 1")
-    policy = load_policy(args.policy, load_in_4bit=args.load_in_4bit, device=args.device)
+    kwargs: dict[str, Any] = {}
+    if args.obs_map is not None:
+        from fastvla.policies import ObservationMap
+
+        kwargs["obs_map"] = ObservationMap(**args.obs_map)
+    if args.n_action_steps is not None:
+        kwargs["n_action_steps"] = args.n_action_steps
+    policy = load_policy(args.policy, load_in_4bit=args.load_in_4bit, device=args.device, **kwargs)
     result = evaluate(
         policy,
         args.env if len(args.env) > 1 else args.env[0],
@@ -106,7 +123,13 @@ def run(args: argparse.Namespace) -> int:
         vectorization=args.vectorization,
         progress=not args.no_progress,
         policy_name=args.policy,
-        metadata={"load_in_4bit": args.load_in_4bit, "device": args.device, "command": "fastvla eval"},
+        metadata={
+            "load_in_4bit": args.load_in_4bit,
+            "device": args.device,
+            "obs_map": args.obs_map,
+            "n_action_steps": args.n_action_steps,
+            "command": "fastvla eval",
+        },
     )
     print_summary(result.info)
     print(f"results: {args.out / 'eval_info.json'}  report: {args.out / 'report.md'}")
