@@ -282,9 +282,10 @@ class PolicyBridge:
             logger.exception("policy failed; commands paused")
             self._pause(f"policy error: {type(err).__name__}: {err}", now)
             return False
+        publish_ns = time.time_ns()  # before write(): a reliable write may deliver before it returns
         self._command_pub.publish(command)
         self.stats.published += 1
-        self.stats.records.append({"tick_ns": tick_ns, "publish_ns": time.time_ns(), **meta})
+        self.stats.records.append({"tick_ns": tick_ns, "publish_ns": publish_ns, **meta})
         return True
 
     def spin(

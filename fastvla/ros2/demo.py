@@ -58,7 +58,14 @@ def _env(domain_id: int) -> dict[str, str]:
 
 
 def _run_processes(
-    workdir: Path, duration: float, rate: float, domain_id: int, command_type: str, change_at: float | None
+    workdir: Path,
+    duration: float,
+    rate: float,
+    domain_id: int,
+    command_type: str,
+    change_at: float | None,
+    image_size: int,
+    fps: float,
 ) -> dict[str, Any]:
     py = sys.executable
     bridge_stats, robot_out = workdir / "bridge.json", workdir / "robot.json"
@@ -75,6 +82,7 @@ def _run_processes(
         py, "-m", "fastvla.ros2.fake_robot", "--domain-id", str(domain_id), "--network", "loopback",
         "--camera", FRONT, "--camera", WRIST, "--state", STATE, "--command", COMMAND,
         "--command-type", command_type, "--duration", str(duration), "--out", str(robot_out),
+        "--image-size", str(image_size), "--fps", str(fps),
     ]  # fmt: skip
     if change_at is not None:
         robot_cmd += ["--instruction-at", f"{change_at}:{SECOND}"]
@@ -146,6 +154,8 @@ def run_loopback_demo(
     command_type: str = "float64_multi_array",
     change_instruction: bool = True,
     isolate: bool = True,
+    image_size: int = 64,
+    fps: float = 30.0,
 ) -> dict[str, Any]:
     """Run the two-process loopback demo and return rates, latencies and the instruction check.
 
@@ -156,6 +166,8 @@ def run_loopback_demo(
         command_type: ``float64_multi_array`` or ``joint_trajectory``.
         change_instruction: publish a new instruction half way and check the commands follow it.
         isolate: run inside a private network namespace when the OS allows it.
+        image_size: side of the square RGB images the robot publishes on each of two cameras.
+        fps: camera frame rate.
     """
     domain_id = 100 + os.getpid() % 100 if domain_id is None else domain_id
     change_at = duration / 2 if change_instruction else None
@@ -166,7 +178,8 @@ def run_loopback_demo(
             out = workdir / "result.json"
             inner = [sys.executable, "-m", "fastvla.ros2.demo", "--inside", "--out", str(out),
                      "--duration", str(duration), "--rate", str(rate), "--domain-id", str(domain_id),
-                     "--command-type", command_type]  # fmt: skip
+                     "--command-type", command_type,
+                     "--image-size", str(image_size), "--fps", str(fps)]  # fmt: skip
             inner += [] if change_instruction else ["--no-change"]
             env = dict(os.environ, **{_NETNS_ENV: "1"})
             script = 'ip link set lo up && exec "$0" "$@"'
@@ -177,7 +190,7 @@ def run_loopback_demo(
             if proc.returncode != 0 or not out.exists():
                 raise RuntimeError(f"isolated loopback demo failed:\n{proc.stdout}\n{proc.stderr}")
             return json.loads(out.read_text())
-        raw = _run_processes(workdir, duration, rate, domain_id, command_type, change_at)
+        raw = _run_processes(workdir, duration, rate, domain_id, command_type, change_at, image_size, fps)
         isolated = os.environ.get(_NETNS_ENV) == "1"
     robot, bridge = raw["robot"], raw["bridge"]
     codes = robot["task_codes"]
@@ -186,6 +199,7 @@ def run_loopback_demo(
         "isolated_netns": isolated,
         "domain_id": domain_id,
         "rate_hz_requested": rate,
+        "image_size": image_size,
         "command_rate_hz": robot["command_rate_hz"],
         "commands": robot["commands"],
         "frames_sent": robot["frames_sent"],
@@ -211,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--domain-id", type=int)
     parser.add_argument("--command-type", default="float64_multi_array")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--no-change", action="store_true", help="keep the first instruction")
     parser.add_argument("--no-isolate", action="store_true", help="skip the private network namespace")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
@@ -223,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         command_type=args.command_type,
         change_instruction=not args.no_change,
         isolate=not (args.no_isolate or args.inside),
+        image_size=args.image_size,
+        fps=args.fps,
     )
     text = json.dumps(result, indent=1)
     if args.out:
