@@ -61,7 +61,11 @@ def _rms_norm_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Ten
 
 
 def _gated_mlp_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    if gate.dtype != up.dtype:  # e.g. one projection LoRA-wrapped under a different autocast state
+        dtype = torch.promote_types(gate.dtype, up.dtype)
+        gate, up = gate.to(dtype), up.to(dtype)
+    return self.down_proj(swiglu(gate, up))
 
 
 def _is_llama_rms_norm(module: nn.Module) -> bool:

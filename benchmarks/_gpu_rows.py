@@ -1,0 +1,547 @@
+"""Rows of ``benchmarks/gpu.py``, each run in its own process (``python benchmarks/_gpu_rows.py ROW``).
+
+A row prints one ``RESULT {json}`` line (a dict, or a list of dicts). Row ids:
+
+- ``peak`` — measured bf16 matmul rate (the MFU denominator) and device copy bandwidth.
+- ``ckpt:llama`` / ``ckpt:fv-latent`` / ``ckpt:fv-prefix`` — write a random 7B checkpoint to ``--ckpt``.
+- ``base-train:{q|bf16}:B:SEQ[:FLAGS]`` — the HF + PEFT + bitsandbytes QLoRA recipe
+  (``../shared/reference/gpu_baseline.py``, reproduced faithfully); FLAGS: ``train`` also calls
+  ``model.train()`` (the reference never does, so its gradient checkpointing is inactive), ``prof``.
+- ``base-infer`` — the recipe's inference: one forward and 7-token decoding, 4-bit and bf16.
+- ``fv-train:FUSION:CAMS:B:OPTS`` — FastVLA ``openvla-7b-shape`` in 4-bit + LoRA (r=32 on the decoder);
+  OPTS is ``-`` or a comma list of ``k`` (fused kernels), ``gc`` (gradient checkpointing), ``fp16``
+  (fp16 weights/autocast + loss scaling), ``mem12`` (allocator capped at 12 GiB), ``bf16w`` (no 4-bit).
+- ``prof`` in FLAGS/OPTS adds a torch.profiler summary of one more step (top ops, time by category).
+- ``fv-infer:FUSION:CAMS:OPTS`` — batch-1 chunk forward, 4-bit vs bf16, eager vs CUDA graph; OPTS ``k``.
+- ``kernels`` — fused kernel vs eager vs ``torch.compile`` on the 7B shapes.
+"""
+
+import gc
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+
+CKPT = os.environ.get("FASTVLA_GPU_CKPT", "/tmp/fastvla-gpu-ckpt")
+OUT = os.environ.get("OUT", "/tmp")
+TEXT_TOKENS = 15  # 256 visual + 15 text + 1 state + 8 action queries = 280, the baseline's 1-camera length
+LLAMA = dict(
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    vocab_size=32064,
+    max_position_embeddings=2048,
+)
+
+
+def gib(n: float) -> float:
+    return round(n / 2**30, 2)
+
+
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, math.ceil(q / 100 * len(xs)) - 1)]
+
+
+def timed_steps(step, warm: int, steps: int) -> list[float]:
+    """Wall times of ``steps`` synchronised calls after ``warm`` untimed ones."""
+    times = []
+    for i in range(warm + steps):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        if i >= warm:
+            times.append(time.perf_counter() - t)
+    return times
+
+
+# --------------------------------------------------------------------------------------------- peaks
+def row_peak() -> dict[str, Any]:
+    from triton.testing import do_bench
+
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    ms = do_bench(lambda: a @ b, warmup=100, rep=500, return_mode="median")
+    src = torch.randn(2**28, device="cuda", dtype=torch.bfloat16)  # 512 MiB
+    dst = torch.empty_like(src)
+    copy_ms = do_bench(lambda: dst.copy_(src), warmup=50, rep=300, return_mode="median")
+    return {
+        "row": "peak",
+        "gpu": torch.cuda.get_device_name(0),
+        "bf16_matmul_tflops": round(2 * 8192**3 / ms / 1e9, 1),
+        "copy_gbps": round(2 * src.numel() * 2 / copy_ms / 1e6, 1),
+    }
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+def row_ckpt(kind: str) -> dict[str, Any]:
+    path = os.path.join(CKPT, kind)
+    t = time.time()
+    if os.path.exists(os.path.join(path, "config.json")):
+        return {"row": f"ckpt:{kind}", "cached": True}
+    torch.manual_seed(0)
+    if kind == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        with torch.device("cuda"):
+            torch.set_default_dtype(torch.bfloat16)
+            model = LlamaForCausalLM(LlamaConfig(**LLAMA))
+            torch.set_default_dtype(torch.float32)
+    else:
+        from fastvla.model import FastVLAModel
+
+        mode = kind.split("-", 1)[1]
+        model = FastVLAModel.from_preset(
+            "openvla-7b-shape",
+            dtype=torch.bfloat16,
+            device="cuda",
+            attn_implementation="sdpa",
+            fusion={"mode": mode},
+        )
+    model.save_pretrained(path, max_shard_size="20GB")
+    return {"row": f"ckpt:{kind}", "seconds": round(time.time() - t, 1)}
+
+
+# -------------------------------------------------------------------------------- the HF baseline
+def _base_model(quant: bool, train_mode: bool = False) -> Any:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig, LlamaForCausalLM
+
+    kw: dict[str, Any] = dict(dtype=torch.bfloat16, device_map={"": 0}, attn_implementation="sdpa")
+    if quant:
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **kw)
+    if quant:
+        m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=True)
+    else:
+        m.gradient_checkpointing_enable()
+        m.enable_input_require_grads()
+    m = get_peft_model(
+        m,
+        LoraConfig(r=32, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    if train_mode:
+        m.train()
+    return m
+
+
+def _base_batch(bsz: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    emb = torch.randn(bsz, seq, 4096, device="cuda", dtype=torch.bfloat16) * 0.02
+    labels = torch.full((bsz, seq), -100, device="cuda", dtype=torch.long)
+    labels[:, -8:] = torch.randint(31000, 32000, (bsz, 8), device="cuda")
+    return emb, labels
+
+
+def row_base_train(spec: str) -> dict[str, Any]:
+    parts = spec.split(":")
+    quant, bsz, seq = parts[1] == "q", int(parts[2]), int(parts[3])
+    flags = _opts(parts[4]) if len(parts) > 4 else set()
+    m = _base_model(quant, train_mode="train" in flags)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    load = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+
+    def step():
+        emb, lab = _base_batch(bsz, seq)
+        m(inputs_embeds=emb, labels=lab).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    times = timed_steps(step, warm=2, steps=6)
+    n_lin = sum(mod.in_features * mod.out_features for mod in _linears(m))
+    flops = bsz * seq * 4 * n_lin + _attn_flops(32, 4096, bsz, seq)
+    row = {
+        "row": spec,
+        "system": "hf+peft+bnb" + (" (model.train())" if m.training else ""),
+        "quant": "nf4" if quant else "bf16",
+        "batch": bsz,
+        "tokens": seq,
+        "module_training_mode": m.training,
+        "step_s": round(median(times), 4),
+        "samples_per_s": round(bsz / median(times), 2),
+        "peak_gib": gib(torch.cuda.max_memory_allocated()),
+        "weights_gib": gib(load),
+        "model_tflop_per_step": round(flops / 1e12, 2),
+    }
+    if "prof" in flags:
+        row["profile"] = _profile(step, spec)
+    return row
+
+
+def _linears(model: torch.nn.Module) -> list[Any]:
+    """Frozen base linears (bnb 4-bit or plain), skipping LoRA's own small ones."""
+    import bitsandbytes as bnb
+
+    out = []
+    for name, mod in model.named_modules():
+        if "lora_" in name:
+            continue
+        if isinstance(mod, (bnb.nn.Linear4bit, torch.nn.Linear)):
+            out.append(mod)
+    return out
+
+
+def _attn_flops(layers: int, dim: int, bsz: int, seq: int) -> float:
+    # QK^T and AV: 4·S²·D per sample per layer forward, causal counted in full; backward 2× forward.
+    return 3 * 4 * bsz * seq * seq * dim * layers
+
+
+def row_base_infer() -> list[dict[str, Any]]:
+    from transformers import BitsAndBytesConfig, LlamaForCausalLM
+
+    rows = []
+    for quant in (True, False):
+        kw: dict[str, Any] = dict(dtype=torch.bfloat16, device_map={"": 0}, attn_implementation="sdpa")
+        if quant:
+            kw["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+        m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **kw).eval()
+        emb = torch.randn(1, 272, 4096, device="cuda", dtype=torch.bfloat16) * 0.02
+        row: dict[str, Any] = {"row": "base-infer", "system": "hf+bnb", "quant": "nf4" if quant else "bf16"}
+        with torch.inference_mode():
+            fwd = timed_steps(lambda m=m, emb=emb: m(inputs_embeds=emb), warm=3, steps=30)
+            gen = timed_steps(
+                lambda m=m, emb=emb: m.generate(
+                    inputs_embeds=emb, max_new_tokens=7, min_new_tokens=7, do_sample=False, pad_token_id=0
+                ),
+                warm=2,
+                steps=8,
+            )
+        row.update(
+            forward_p50_ms=round(1000 * median(fwd), 2),
+            forward_p99_ms=round(1000 * pct(fwd, 99), 2),
+            ar_7tok_ms=round(1000 * median(gen), 1),
+            actions_per_s_ar=round(1 / median(gen), 1),
+        )
+        rows.append(row)
+        del m
+        gc.collect()
+        torch.cuda.empty_cache()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ FastVLA
+def _opts(text: str) -> set[str]:
+    return set() if text in ("-", "") else set(text.split(","))
+
+
+def _fv_model(fusion: str, opts: set[str]) -> Any:
+    from fastvla.model import FastVLAModel, bnb_config
+
+    dtype = torch.float16 if "fp16" in opts else torch.bfloat16
+    quant = None if "bf16w" in opts else bnb_config(4, compute_dtype=dtype)
+    return FastVLAModel.from_pretrained(
+        os.path.join(CKPT, f"fv-{fusion}"),
+        quantization_config=quant,
+        dtype=dtype,
+        device_map="cuda",
+        attn_implementation="sdpa",
+    )
+
+
+def _fv_batch(bsz: int, cams: int, dtype: torch.dtype, with_targets: bool = True) -> dict[str, torch.Tensor]:
+    batch = {
+        "pixel_values": torch.randn(bsz, cams, 3, 224, 224, device="cuda", dtype=dtype),
+        "input_ids": torch.randint(4, 32000, (bsz, TEXT_TOKENS), device="cuda"),
+        "attention_mask": torch.ones(bsz, TEXT_TOKENS, device="cuda", dtype=torch.long),
+        "state": torch.randn(bsz, 8, device="cuda"),
+    }
+    if with_targets:
+        batch["actions"] = torch.randn(bsz, 8, 7, device="cuda")
+        batch["action_is_pad"] = torch.zeros(bsz, 8, device="cuda", dtype=torch.bool)
+    return batch
+
+
+def _decoder_tokens(fusion: str, cams: int) -> int:
+    return (64 if fusion == "latent" else 256 * cams) + TEXT_TOKENS + 1 + 8
+
+
+def row_fv_train(spec: str) -> dict[str, Any]:
+    from fastvla.kernels import KernelConfig, apply_kernels
+    from fastvla.model.lora import add_lora
+
+    _, fusion, cams, bsz, opts = spec.split(":")
+    cams, bsz, opts = int(cams), int(bsz), _opts(opts)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    dtype = torch.float16 if "fp16" in opts else torch.bfloat16
+    if "mem12" in opts:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(12 * 2**30 / total)
+    model = _fv_model(fusion, opts)
+    if "gc" in opts:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
+    model.train()
+    patch = apply_kernels(model, KernelConfig(enabled="k" in opts))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    load = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+
+    losses = []
+
+    def step():
+        batch = _fv_batch(bsz, cams, dtype)
+        with torch.autocast("cuda", dtype=dtype):
+            loss = model(**batch).loss
+        losses.append(loss.detach())
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    times = timed_steps(step, warm=3, steps=8)
+    seq = _decoder_tokens(fusion, cams)
+    base = model.get_base_model()
+    n_dec = sum(m.in_features * m.out_features for m in _linears(base.language_model))
+    n_vis = sum(m.in_features * m.out_features for m in _linears(base.vision.tower))
+    flops = bsz * seq * 4 * n_dec + _attn_flops(32, 4096, bsz, seq) + bsz * cams * 256 * 2 * n_vis
+    row = {
+        "row": spec,
+        "system": "fastvla",
+        "fusion": fusion,
+        "cameras": cams,
+        "quant": "bf16" if "bf16w" in opts else ("nf4/fp16" if "fp16" in opts else "nf4"),
+        "batch": bsz,
+        "tokens": seq,
+        "opts": sorted(opts),
+        "kernels": patch.counts,
+        "step_s": round(median(times), 4),
+        "samples_per_s": round(bsz / median(times), 2),
+        "peak_gib": gib(torch.cuda.max_memory_allocated()),
+        "reserved_gib": gib(torch.cuda.max_memory_reserved()),
+        "weights_gib": gib(load),
+        "trainable_m": round(sum(p.numel() for p in params) / 1e6, 1),
+        "model_tflop_per_step": round(flops / 1e12, 2),
+        "last_loss": round(float(losses[-1]), 4),
+        "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
+    }
+    if "prof" in opts:
+        row["profile"] = _profile(step, spec)
+    return row
+
+
+def row_fv_infer(spec: str) -> list[dict[str, Any]]:
+    from fastvla.kernels import KernelConfig, apply_kernels
+
+    _, fusion, cams, opts = spec.split(":")
+    cams, opts = int(cams), _opts(opts)
+    rows = []
+    for quant in ("nf4", "bf16"):
+        model = _fv_model(fusion, set() if quant == "nf4" else {"bf16w"}).eval()
+        apply_kernels(model, KernelConfig(enabled="k" in opts))
+        batch = _fv_batch(1, cams, torch.bfloat16, with_targets=False)
+        row: dict[str, Any] = {
+            "row": spec,
+            "system": "fastvla",
+            "quant": quant,
+            "fusion": fusion,
+            "cameras": cams,
+        }
+        with torch.inference_mode():
+            eager = timed_steps(lambda model=model, batch=batch: model(**batch), warm=5, steps=50)
+            row.update(
+                eager_p50_ms=round(1000 * median(eager), 2), eager_p99_ms=round(1000 * pct(eager, 99), 2)
+            )
+            try:
+                graph_times = _graph_times(model, batch)
+                row.update(
+                    graph_p50_ms=round(1000 * median(graph_times), 2),
+                    graph_p99_ms=round(1000 * pct(graph_times, 99), 2),
+                )
+            except Exception as err:
+                row["graph_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        best = min(row.get("graph_p50_ms", 1e9), row["eager_p50_ms"])
+        row["actions_per_s"] = round(8 * 1000 / best, 1)
+        row["peak_gib"] = gib(torch.cuda.max_memory_allocated())
+        rows.append(row)
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    return rows
+
+
+def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> list[float]:
+    """Capture one forward in a CUDA graph and time its replays (inputs are static buffers)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            model(**batch)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = model(**batch)
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = model(**batch).actions
+    if not torch.allclose(out.actions.float(), ref.float(), atol=1e-2, rtol=1e-2):
+        raise RuntimeError("graph replay output differs from eager")
+    return timed_steps(graph.replay, warm=5, steps=100)
+
+
+# ------------------------------------------------------------------------------------------ profile
+def _profile(step, spec: str) -> dict[str, Any]:
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t
+    events = [e for e in prof.key_averages() if getattr(e, "self_device_time_total", 0) > 0]
+    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    busy = sum(e.self_device_time_total for e in events) / 1e3  # ms
+    top = [
+        {"op": e.key[:90], "ms": round(e.self_device_time_total / 1e3, 2), "calls": e.count}
+        for e in events[:25]
+    ]
+    name = spec.replace(":", "_").replace(",", "-")
+    with open(os.path.join(OUT, f"profile_{name}.txt"), "w") as f:
+        f.write(
+            prof.key_averages().table(
+                sort_by="self_device_time_total", row_limit=60, max_name_column_width=90
+            )
+        )
+    return {
+        "profiled_step_ms": round(1000 * wall, 1),
+        "gpu_busy_ms": round(busy, 1),
+        "categories_ms": _categories(events),
+        "top_ops": top,
+    }
+
+
+def _categories(events: list[Any]) -> dict[str, float]:
+    rules = [
+        ("bnb_dequant", ("dequant", "kdequant")),
+        ("matmul", ("gemm", "sm90_xmma", "cutlass", "nvjet", "ampere_bf16", "cublas")),
+        ("attention", ("flash", "fmha", "attention", "mem_eff")),
+        ("optimizer", ("adam", "multi_tensor")),
+        ("fastvla_triton", ("_rms_norm_", "_swiglu_", "_rope_kernel")),
+        ("copy_cast", ("copy", "cast", "contiguous", "cat", "index")),
+        ("reduction", ("reduce", "norm", "softmax")),
+        ("elementwise", ("elementwise", "vectorized", "unrolled")),
+    ]
+    cats: dict[str, float] = {}
+    for e in events:
+        key = e.key.lower()
+        cat = next((c for c, words in rules if any(w.lower() in key for w in words)), "other")
+        if e.key.startswith("aten::"):
+            continue  # CPU-side op wrappers also carry device time; count kernels only
+        cats[cat] = round(cats.get(cat, 0.0) + e.self_device_time_total / 1e3, 2)
+    return cats
+
+
+# ------------------------------------------------------------------------------------------ kernels
+def row_kernels() -> list[dict[str, Any]]:
+    from triton.testing import do_bench
+
+    from fastvla import kernels as K
+
+    torch.manual_seed(0)
+    rows = []
+    tokens = 8 * 280
+    x = torch.randn(tokens, 4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    g = torch.randn(tokens, 11008, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    u = torch.randn(tokens, 11008, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q = torch.randn(8, 280, 32, 128, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+    k = torch.randn(8, 280, 32, 128, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+    cos = torch.randn(8, 280, 128, device="cuda", dtype=torch.bfloat16)
+    sin = torch.randn(8, 280, 128, device="cuda", dtype=torch.bfloat16)
+
+    def hf_rms(x, w):  # Hugging Face LlamaRMSNorm.forward
+        xf = x.float()
+        return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype)
+
+    def hf_swiglu(g, u):
+        return torch.nn.functional.silu(g) * u
+
+    def hf_rope(q, k, cos, sin):
+        c, s = cos.unsqueeze(1), sin.unsqueeze(1)
+        return q * c + K.rope.rotate_half(q) * s, k * c + K.rope.rotate_half(k) * s
+
+    cases = {
+        "rms_norm (2240x4096)": (hf_rms, lambda x, w: K.rms_norm(x, w, 1e-5), (x, w), 2 * x.numel() * 2),
+        "swiglu (2240x11008)": (hf_swiglu, K.swiglu, (g, u), 3 * g.numel() * 2),
+        "rope q+k (8x32x280x128)": (hf_rope, K.apply_rope, (q, k, cos, sin), 4 * q.numel() * 2),
+    }
+    for name, (eager, fused, args, fwd_bytes) in cases.items():
+        compiled = torch.compile(eager)
+        row: dict[str, Any] = {"row": "kernels", "op": name, "fwd_min_mb": round(fwd_bytes / 1e6, 1)}
+        for label, fn in (("eager", eager), ("compile", compiled), ("triton", fused)):
+            out = fn(*args)
+            outs = out if isinstance(out, tuple) else (out,)
+            grads = [torch.randn_like(o) for o in outs]
+            inputs = [a for a in args if a.requires_grad]
+
+            def fwd(fn=fn, args=args):
+                return fn(*args)
+
+            def fwd_bwd(fn=fn, args=args, grads=grads, inputs=inputs):
+                o = fn(*args)
+                torch.autograd.grad(o if isinstance(o, tuple) else (o,), inputs, grads)
+
+            with torch.no_grad():
+                row[f"{label}_fwd_us"] = round(
+                    1000 * do_bench(fwd, warmup=25, rep=200, return_mode="median"), 1
+                )
+            row[f"{label}_fwdbwd_us"] = round(
+                1000 * do_bench(fwd_bwd, warmup=25, rep=200, return_mode="median"), 1
+            )
+        ref = eager(*[a.detach().double() if a.is_floating_point() else a for a in args])
+        got = fused(*args)
+        ref, got = (ref if isinstance(ref, tuple) else (ref,)), (got if isinstance(got, tuple) else (got,))
+        row["max_rel_err"] = max(((o.double() - r).norm() / r.norm()).item() for o, r in zip(got, ref))
+        row["triton_fwd_gbps"] = round(fwd_bytes / (row["triton_fwd_us"] * 1e3), 1)
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- main
+def main(row: str) -> Any:
+    kind = row.split(":")[0]
+    if kind == "peak":
+        return row_peak()
+    if kind == "ckpt":
+        return row_ckpt(row.split(":")[1])
+    if kind == "base-train":
+        return row_base_train(row)
+    if kind == "base-infer":
+        return row_base_infer()
+    if kind == "fv-train":
+        return row_fv_train(row)
+    if kind == "fv-infer":
+        return row_fv_infer(row)
+    if kind == "kernels":
+        return row_kernels()
+    raise SystemExit(f"unknown row {row!r}; see this file's docstring for the row ids")
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    result = main(sys.argv[1])
+    print("RESULT " + json.dumps(result), flush=True)
