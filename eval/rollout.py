@@ -162,13 +162,16 @@ def _to_actions(actions: Any, batch: int, space: Any) -> np.ndarray:
     return actions.astype(space.dtype, copy=False)
 
 
-def _row_tasks(info: Mapping[str, Any], batch: int, task: str | None) -> list[str | None]:
+def _row_tasks(
+    info: Mapping[str, Any], batch: int, task: str | None, default: str | None = None
+) -> list[str | None]:
+    """Instruction per row: the override, else ``info["task"]``, else the policy's default instruction."""
     if task is not None:
         return [task] * batch
     if INFO_TASK in info:
         mask = info.get(f"_{INFO_TASK}", np.ones(batch, bool))
-        return [str(t) if m else None for t, m in zip(info[INFO_TASK], mask)]
-    return [None] * batch
+        return [str(t) if m else default for t, m in zip(info[INFO_TASK], mask)]
+    return [default] * batch
 
 
 def _row_success(info: Mapping[str, Any], batch: int) -> np.ndarray:
@@ -274,7 +277,7 @@ def run_group(
         policy.reset()
         if hasattr(policy, "seed_episodes"):
             policy.seed_episodes(seeds)
-        tasks = _row_tasks(info, batch, task)
+        tasks = _row_tasks(info, batch, task, getattr(getattr(policy, "obs_map", None), "instruction", None))
         policy_task = None if all(t is None for t in tasks) else [t or "" for t in tasks]
 
         done = np.zeros(batch, dtype=bool)
@@ -432,8 +435,10 @@ def evaluate(
         out_dir: Folder for ``eval_info.json``, ``report.md`` and videos; ``None`` writes nothing.
         env_kwargs: Keyword arguments for ``gym.make`` of env ids.
         camera_keys: Observation paths of the images to show in videos (``"pixels/front"``, ``"cam_high"``);
-            default: every ``(H, W, 3)`` uint8 image of the observation, else ``env.render()``.
-        task: Instruction used instead of ``info["task"]`` (for envs that give none).
+            default: the policy's ``obs_map`` cameras if it has one, else every ``(H, W, 3)`` uint8 image
+            of the observation, else ``env.render()``.
+        task: Instruction used instead of ``info["task"]`` (for envs that give none; without it such envs
+            use the policy's ``obs_map.instruction``).
         vectorization: ``"auto"``, ``"async"`` or ``"sync"`` (see :func:`make_vector_env`).
         fps: Frame rate of the videos (default: the env's ``render_fps`` metadata, else 30).
         progress: Show a progress bar.
@@ -464,6 +469,9 @@ def evaluate(
     policy_spec = policy_name or (policy if isinstance(policy, str) else type(policy).__name__)
     policy = load_policy(policy, **dict(policy_kwargs or {}))
     groups = _env_groups(env, env_kwargs)
+    obs_map = getattr(policy, "obs_map", None)
+    if camera_keys is None and getattr(obs_map, "cameras", None):
+        camera_keys = list(obs_map.cameras.values())  # videos show what the policy sees
     out_path = Path(out_dir) if out_dir is not None else None
     if video_dir is None and out_path is not None:
         video_dir = out_path / "videos"

@@ -49,7 +49,9 @@ def image_keys_of_space(space: Any, prefix: str = "") -> list[str]:
 
 
 def get_path(obs: Any, path: str) -> Any:
-    """Look up a ``/``-separated key path in a nested observation dict (``"" `` is the observation)."""
+    """Look up a ``/``-separated key path in a nested observation dict (a flat key with ``/`` first)."""
+    if isinstance(obs, Mapping) and path in obs:
+        return obs[path]
     value = obs
     for part in filter(None, path.split("/")):
         if not isinstance(value, Mapping) or part not in value:

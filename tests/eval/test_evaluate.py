@@ -223,3 +223,23 @@ def test_async_workers_do_not_rerun_an_unguarded_main_script(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("RUN") == 1
     assert "DONE ['async'] 1.0" in proc.stdout
+
+
+def test_policy_observation_map_picks_video_cameras_and_default_instruction(tmp_path: Path) -> None:
+    import av
+    from fastvla.eval.video import FrameComposer
+
+    observation_map = pytest.importorskip("fastvla.policies.observation_map")
+    factory = functools.partial(
+        ToyReachEnv, cameras=("cam_high", "cam_low"), flat_images=True, state_key="qpos", with_task=False
+    )
+    policy = CountingPolicy(state_key="qpos")
+    policy.obs_map = observation_map.ObservationMap(
+        cameras={"front": "cam_high"}, state="qpos", instruction="reach the target"
+    )
+    result = evaluate(policy, factory, n_episodes=2, out_dir=tmp_path, max_videos=1, progress=False)
+    assert [e.task for e in result.episodes] == ["reach the target"] * 2
+    with av.open(str(tmp_path / result.video_paths[0])) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    one_camera = FrameComposer("reach the target", True)([np.zeros((32, 32, 3), np.uint8)])
+    assert frame.shape == one_camera.shape  # only the policy's camera is shown
