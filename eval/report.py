@@ -182,14 +182,15 @@ def plot_success(info: dict[str, Any], path: str | Path) -> Path:
 
 def render_report(info: dict[str, Any], plot: str | None) -> str:
     """The text of ``report.md``."""
-    cfg, meta = info["meta"]["config"], info["meta"]
+    cfg, meta, overall = info["meta"]["config"], info["meta"], info["overall"]
     git = meta.get("git") or {}
     lines = [
         f"# Evaluation of `{cfg['policy']}`",
         "",
         f"Envs: {', '.join(f'`{e}`' for e in cfg['env'])}; {cfg['n_episodes']} episodes per env, "
         f"seeds {cfg['seed']}..{cfg['seed'] + cfg['n_episodes'] - 1}, batch size {cfg['batch_size']}, "
-        f"{info['overall']['eval_s']:.1f} s ({info['overall']['eval_ep_s']:.2f} s/episode).",
+        f"{overall['eval_s']:.1f} s ({overall['eval_ep_s']:.2f} s/episode; per vector step: policy "
+        f"{overall.get('policy_ms_per_step', 0):.1f} ms, env {overall.get('env_ms_per_step', 0):.1f} ms).",
         "",
         markdown_table(summary_rows(info)),
         "",

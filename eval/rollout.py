@@ -245,6 +245,7 @@ def run_group(
     task: str | None = None,
     video: _VideoSpec | None = None,
     on_episode_end: Callable[[int], None] | None = None,
+    timing: dict[str, float] | None = None,
 ) -> list[EpisodeRecord]:
     """Roll out ``n_episodes`` episodes of ``policy`` in ``vec_env`` in lock-step batches.
 
@@ -258,6 +259,8 @@ def run_group(
         task: Instruction overriding ``info["task"]`` (for envs that give none).
         video: Where and how many videos to write (``None``: no videos).
         on_episode_end: Called with the number of episodes that just finished (progress bars).
+        timing: If given, ``policy_s``, ``env_s`` (seconds in ``select_action`` and ``vec_env.step``)
+            and ``steps`` (vector steps) are added to it.
 
     Returns:
         One :class:`EpisodeRecord` per episode, in episode order.
@@ -297,8 +300,14 @@ def run_group(
             frames[r].append(imgs)
 
         for _ in range(cap):
+            t0 = time.perf_counter()
             actions = _to_actions(policy.select_action(obs, task=policy_task), batch, space)
+            t1 = time.perf_counter()
             obs, reward, term, trunc, info = vec_env.step(actions)
+            if timing is not None:
+                timing["policy_s"] = timing.get("policy_s", 0.0) + t1 - t0
+                timing["env_s"] = timing.get("env_s", 0.0) + time.perf_counter() - t1
+                timing["steps"] = timing.get("steps", 0) + 1
             active = ~done
             reward = np.asarray(reward, dtype=float)
             sum_r[active] += reward[active]
@@ -486,6 +495,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     start_t = time.perf_counter()
+    timing: dict[str, float] = {}
     records: list[EpisodeRecord] = []
     used = set()
     with tqdm(total=n_episodes * len(groups), desc="eval", unit="ep", disable=not progress) as bar:
@@ -498,7 +508,7 @@ def evaluate(
                         writer.fps = int(vec_env.metadata.get("render_fps") or 30)
                     bar.set_postfix_str(name)
                     records += run_group(
-                        policy, vec_env, name, n_episodes, seed, max_steps, task, video, bar.update
+                        policy, vec_env, name, n_episodes, seed, max_steps, task, video, bar.update, timing
                     )
                 finally:
                     vec_env.close()
@@ -522,7 +532,11 @@ def evaluate(
         "vectorization": sorted(used),
         **dict(metadata or {}),
     }
-    info = build_eval_info(aggregate(records, eval_s), config)
+    metrics = aggregate(records, eval_s)
+    steps = max(1, int(timing.get("steps", 0)))
+    metrics["overall"]["policy_ms_per_step"] = 1000 * timing.get("policy_s", 0.0) / steps
+    metrics["overall"]["env_ms_per_step"] = 1000 * timing.get("env_s", 0.0) / steps
+    info = build_eval_info(metrics, config)
     if grid is not None:
         info["summary_video"] = str(grid.relative_to(out_path) if out_path else grid)
     result = EvalResult(records, info, out_path)

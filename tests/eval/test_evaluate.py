@@ -95,7 +95,8 @@ def test_eval_info_schema_report_and_videos(tmp_path: Path) -> None:
     overall = info["overall"]
     for key, kind in [("pc_success", float), ("avg_sum_reward", float), ("avg_max_reward", float),
                       ("n_episodes", int), ("eval_s", float), ("eval_ep_s", float), ("video_paths", list),
-                      ("success_ci95", list), ("avg_length", float), ("n_success", int)]:  # fmt: skip
+                      ("success_ci95", list), ("avg_length", float), ("n_success", int),
+                      ("policy_ms_per_step", float), ("env_ms_per_step", float)]:  # fmt: skip
         assert isinstance(overall[key], kind), key
     assert overall["n_episodes"] == 6 and overall["pc_success"] == 100.0
     assert set(info["per_group"]) == {"toy_a", "toy_b"}
