@@ -8,6 +8,8 @@ calls them when they exist:
   scripted baseline uses it to reach the envs' ``expert_action``; the random one to get the action space).
 - ``seed_episodes(seeds)``: called after ``reset()`` with the reset seed of each batch row, so a
   stochastic policy can draw its randomness per episode and give the same outcome whatever the batch size.
+- ``check_action_space(space)``: called with the single-env action space (``FastVLAPolicy`` checks the
+  action size and clips to the bounds).
 """
 
 from __future__ import annotations

@@ -76,7 +76,12 @@ def _env_groups(env: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Cal
             factory = e
         else:
             raise TypeError(f"env {e!r} is neither an env id string nor a callable returning a gymnasium.Env")
-        name = name or getattr(factory, "__name__", None) or f"env{i}"
+        name = (
+            name
+            or getattr(factory, "__name__", None)
+            or getattr(getattr(factory, "func", None), "__name__", None)
+        )
+        name = name or f"env{i}"
         if name == "<lambda>":
             name = f"env{i}"
         if name in groups:
@@ -270,6 +275,8 @@ def run_group(
     space = vec_env.single_action_space
     if hasattr(policy, "bind_env"):
         policy.bind_env(vec_env)
+    if hasattr(policy, "check_action_space"):  # FastVLAPolicy: action size check, clipping to Box bounds
+        policy.check_action_space(space)
     frames_src = _Frames(vec_env, video.camera_keys) if video is not None else None
     records: list[EpisodeRecord] = []
     for start in range(0, n_episodes, batch):
