@@ -61,7 +61,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             each offset must be a multiple of ``1/fps``.
         revision: hub revision when downloading.
         tolerance_s: allowed timestamp mismatch when locating video frames (lerobot's default 1e-4).
-        video_backend: ``"pyav"``, ``"torchcodec"`` or ``"auto"``.
+        video_backend: ``"auto"`` (torchcodec when installed, else PyAV), ``"pyav"`` or ``"torchcodec"``.
         image_transforms: optional callable applied to each float ``(3, H, W)`` camera tensor.
 
     Example:
@@ -78,7 +78,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         *,
         revision: str | None = None,
         tolerance_s: float = 1e-4,
-        video_backend: str = "pyav",
+        video_backend: str = "auto",
         image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.root = resolve_root(root_or_repo_id, revision)
@@ -128,9 +128,15 @@ class LeRobotDataset(torch.utils.data.Dataset):
                         f"{path} lacks columns {absent} that meta/info.json declares; the data file does not "
                         "belong to this metadata. Re-download or re-write the dataset."
                     )
-                tables[path] = (table, table.column(EPISODE_INDEX).to_numpy())
-            table, ep_col = tables[path]
-            rows = np.flatnonzero(ep_col == ep["episode_index"])
+                ep_col = table.column(EPISODE_INDEX).to_numpy()
+                order = np.argsort(ep_col, kind="stable")  # rows grouped by episode, file order kept
+                tables[path] = (table, ep_col[order], order)
+            table, sorted_eps, order = tables[path]
+            lo, hi = (
+                np.searchsorted(sorted_eps, ep["episode_index"], side="left"),
+                np.searchsorted(sorted_eps, ep["episode_index"], side="right"),
+            )
+            rows = order[lo:hi]
             if len(rows) != ep["length"]:
                 raise DatasetFormatError(
                     f"episode {ep['episode_index']} has {len(rows)} rows in {path} but the metadata says "

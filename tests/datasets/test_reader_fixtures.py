@@ -108,3 +108,27 @@ def test_bad_delta_timestamps(lerobot_fixtures):
         LeRobotDataset(root, delta_timestamps={"action": [0, 0.05]})
     with pytest.raises(KeyError, match="not a feature"):
         LeRobotDataset(root, delta_timestamps={"actions": [0]})
+
+
+def test_split_by_episode_and_normalizer(lerobot_fixtures):
+    from fastvla.datasets import split_episodes
+
+    from fastvla.normalize import Normalizer
+
+    train, val = split_episodes(10, val_fraction=0.2, seed=3)
+    assert len(val) == 2 and sorted(train + val) == list(range(10)) and not set(train) & set(val)
+    assert split_episodes(10, 0.2, seed=3) == (train, val)  # deterministic
+    assert split_episodes([4, 7], 0.1)[1] != []  # at least one validation episode
+    root = lerobot_fixtures / "sim_2cam_video_v30"
+    tr, va = split_episodes(3, val_fraction=0.34, seed=0)
+    ds_train, ds_val = LeRobotDataset(root, episodes=tr), LeRobotDataset(root, episodes=va)
+    assert len(ds_train) + len(ds_val) == 75
+    eps_train = set(ds_train.columns["episode_index"].tolist())
+    assert eps_train == set(tr) and set(ds_val.columns["episode_index"].tolist()) == set(va)
+    # dataset statistics drive every normalisation mode; quantile maps q01/q99 to -1/1
+    stats = LeRobotDataset(root).meta.stats
+    norm = Normalizer(stats, {"action": "quantile", "observation.state": "mean_std"})
+    q = np.stack([stats["action"]["q01"], stats["action"]["q99"]]).astype(np.float32)
+    np.testing.assert_allclose(norm.normalize("action", q), [[-1] * 7, [1] * 7], atol=1e-5)
+    mean = np.asarray(stats["observation.state"]["mean"], np.float32)
+    np.testing.assert_allclose(norm.normalize("observation.state", mean), 0, atol=1e-6)

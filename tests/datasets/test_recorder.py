@@ -87,3 +87,16 @@ def test_record_keep_failed_with_short_episodes(tmp_path):
     assert summary.complete and summary.successes == 0
     ds = LeRobotDataset(out)
     assert ds.num_episodes == 2 and len(ds) == 2
+    # the second episode starts from the autoreset observation, not the terminal one
+    import gymnasium as gym
+
+    env = gym.make(ENV, cameras=("front", "wrist"), image_size=32, max_episode_steps=1)
+    env.reset(seed=0)
+    env.step(env.unwrapped.expert_action())
+    obs, info = env.reset()
+    action = env.unwrapped.expert_action()
+    env.close()
+    second = ds[1]
+    np.testing.assert_array_equal(second["observation.state"].numpy(), obs["agent_pos"])
+    np.testing.assert_array_equal(second["action"].numpy(), action)
+    assert second["task"] == info["task"]

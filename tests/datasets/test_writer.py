@@ -187,3 +187,10 @@ def test_finalize_drops_partial_episode(tmp_path, helpers):
         writer.add_frame({**frame, **helpers.frame_values(1, 0)}, task="t")
     ds = LeRobotDataset(root)
     assert len(ds) == 5 and not (root / ".staging").exists()
+
+
+def test_new_dataset_without_episodes_opens(tmp_path, helpers):
+    root = tmp_path / "empty"
+    LeRobotDatasetWriter(root, fps=10, features=helpers.features())
+    ds = LeRobotDataset(root)
+    assert len(ds) == 0 and ds.num_episodes == 0 and ds.meta.total_frames == 0
