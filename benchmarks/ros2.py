@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -114,13 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=30.0, help="camera rate (Hz)")
     parser.add_argument("--json", default="benchmarks/results/ros2.json", help="where to write results")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]  # other work on the machine inflates p99: record it
     rows = []
     for size in args.sizes:
         rows.append(in_process_baseline(size))
         rows.append(dds_row(size, args.duration, args.rate, args.fps))
     print_table(rows)
+    print(f"\nload average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
     result = {
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1m_before": load_before,
+            "load_average_1m_after": os.getloadavg()[0],
+        },
         "args": vars(args),
         "rows": rows,
     }

@@ -51,7 +51,7 @@ class MissingDependencyError(ImportError):
     """The optional DDS stack is not installed."""
 
 
-def loopback_config(max_participants: int = 32) -> str:
+def loopback_config(max_participants: int = 100) -> str:
     """The loopback-only Cyclone DDS XML (``max_participants`` processes on this host per domain)."""
     return LOOPBACK_CONFIG.format(max_participants=max_participants)
 

@@ -93,6 +93,7 @@ def _run_processes(
             _wait_until_up(bridge, workdir / "bridge.log", timeout=90.0)
             time.sleep(0.5)  # the bridge pauses with no data yet: that is part of the demo
             subprocess.run(robot_cmd, env=env, stdout=rlog, stderr=subprocess.STDOUT, timeout=duration + 60)
+            time.sleep(1.0)  # > --max-staleness: the bridge must notice the robot went quiet and pause
         finally:
             bridge.send_signal(2)  # SIGINT: stop now, write stats
             try:
