@@ -117,14 +117,13 @@ class FastVLAPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Fusion", "ActionHead"]  # noqa: RUF012 (transformers' class attribute)
 
     def _init_weights(self, module: nn.Module) -> None:
+        # transformers skips containers without direct parameters in custom code, so leaves carry the
+        # zero-init flag (FiLM projections start as identity, the depth stem as a no-op).
         std = getattr(self.config.text, "initializer_range", 0.02)
-        if isinstance(module, VisionEncoder):
-            init.normal_(module.camera_embedding.weight, std=std)
-            if module.depth_embed is not None:
-                init.zeros_(module.depth_embed.weight)  # depth starts as a no-op on the RGB stem
-            for film in [*module.film_stages, *([module.film_out] if module.film_out is not None else [])]:
-                init.zeros_(film.proj.weight)  # FiLM starts as identity
-                init.zeros_(film.proj.bias)
+        if getattr(module, "_zero_init", False):
+            init.zeros_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=std)
         elif isinstance(module, nn.Linear):
@@ -234,7 +233,8 @@ class FastVLAModel(FastVLAPreTrainedModel):
         state_tok = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None].to(
             embed_dtype
         )  # (B,1,D)
-        queries = self.action_queries.weight[None].expand(batch, -1, -1).to(embed_dtype)  # (B, T, D)
+        steps = torch.arange(self.config.chunk_size, device=input_ids.device)
+        queries = self.action_queries(steps)[None].expand(batch, -1, -1).to(embed_dtype)  # (B, T, D)
         inputs = torch.cat([visual, text, state_tok, queries], dim=1)  # (B, Q + L + 1 + T, D)
         ones = attention_mask.new_ones
         mask = torch.cat(

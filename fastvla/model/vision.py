@@ -52,6 +52,7 @@ class FiLM(nn.Module):
     def __init__(self, cond_dim: int, channels: int):
         super().__init__()
         self.proj = nn.Linear(cond_dim, 2 * channels)
+        self.proj._zero_init = True  # read by FastVLAPreTrainedModel._init_weights
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, channel_dim: int) -> torch.Tensor:
         """Modulate ``x`` along ``channel_dim`` with the per-sample condition ``cond`` (B, cond_dim)."""
@@ -93,6 +94,7 @@ class VisionEncoder(nn.Module):
             self.depth_embed = nn.Conv2d(
                 1, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False
             )
+            self.depth_embed._zero_init = True
             self._stem = [stem]  # a list so the stem is not registered twice
         self.film_stages = nn.ModuleList()
         self._stages: list[nn.Module] = []
@@ -158,5 +160,5 @@ class VisionEncoder(nn.Module):
         elif self.film_out is not None and flat_cond is not None:
             out = self.film_out(out, flat_cond, 2)
         tokens = out.unflatten(0, (b, n_cams))  # (B, cams, N, Dv)
-        cam = self.camera_embedding.weight[:n_cams].to(tokens.dtype)  # (cams, Dv)
+        cam = self.camera_embedding(torch.arange(n_cams, device=tokens.device)).to(tokens.dtype)  # (cams, Dv)
         return tokens + cam[None, :, None, :]

@@ -1,0 +1,291 @@
+"""FastVLAPolicy: Gymnasium observations in, env-unit actions out, around a FastVLAModel.
+
+The policy owns everything that is not the network: the observation map, preprocessing (through the
+:class:`~fastvla.model.FastVLAProcessor`), device moves, un-normalisation and chunk execution (receding
+horizon or temporal ensembling). The ``nn.Module`` stays pure (as LeRobot keeps ``ACTPolicy`` apart
+from ``ACT``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastvla.policies.ensemble import ActionQueue, TemporalEnsembler
+from fastvla.policies.observation_map import ObservationMap, lookup
+
+from fastvla.constants import OBS_STATE, POLICY_CONFIG_FILE, TASK, depth_key, image_key
+
+
+class FastVLAPolicy:
+    """Acts in any Gymnasium env with a :class:`~fastvla.model.FastVLAModel`.
+
+    Args:
+        model: the network (moved to ``device``, put in eval mode).
+        processor: its :class:`~fastvla.model.FastVLAProcessor` (with the dataset statistics).
+        obs_map: how observations feed the model (default: FastVLA envs' ``pixels/<cam>``, ``agent_pos``).
+        n_action_steps: actions executed per predicted chunk (default: the whole chunk).
+        temporal_ensemble_coeff: if set, predict every step and average overlapping chunks (ACT);
+            ``n_action_steps`` must then be 1 or None.
+        device: where the model runs (default: CUDA if available, else CPU).
+        resize_images: resize camera images of another size to the model's (False: raise instead).
+        action_space: the env's action space, checked against the model's action size; Box bounds clip
+            the actions.
+
+    Example:
+        >>> import gymnasium as gym, fastvla.envs  # doctest: +SKIP
+        >>> env = gym.make("fastvla/PickCube-v0")  # doctest: +SKIP
+        >>> policy = FastVLAPolicy.from_pretrained("outputs/pick/final", n_action_steps=4)  # doctest: +SKIP
+        >>> obs, info = env.reset(seed=0)  # doctest: +SKIP
+        >>> policy.reset()  # doctest: +SKIP
+        >>> obs, *_ = env.step(policy.select_action(obs, task=info["task"]))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        obs_map: ObservationMap | None = None,
+        n_action_steps: int | None = None,
+        temporal_ensemble_coeff: float | None = None,
+        device: str | torch.device | None = None,
+        resize_images: bool = True,
+        action_space: Any = None,
+    ):
+        config = model.config
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model if getattr(model, "is_quantized", False) else model.to(self.device)
+        self.model.eval()
+        self.processor = processor
+        self.processor.resize_images = resize_images
+        self.obs_map = obs_map or ObservationMap.for_fastvla_env(config.camera_names, depth=config.use_depth)
+        unknown = sorted(set(self.obs_map.cameras) - set(config.camera_names))
+        missing = [c for c in config.camera_names if c not in self.obs_map.cameras]
+        if missing or unknown:
+            raise ValueError(
+                f"ObservationMap cameras {sorted(self.obs_map.cameras)} do not match the model's cameras "
+                f"{config.camera_names} (missing: {missing}, unknown: {unknown})"
+            )
+        self.chunk_size, self.action_dim = config.chunk_size, config.action_dim
+        if temporal_ensemble_coeff is not None and n_action_steps not in (None, 1):
+            raise ValueError(
+                "temporal ensembling predicts every step: n_action_steps must be 1 or None, "
+                f"got {n_action_steps}"
+            )
+        n_action_steps = n_action_steps or (1 if temporal_ensemble_coeff is not None else self.chunk_size)
+        if not 1 <= n_action_steps <= self.chunk_size:
+            raise ValueError(f"n_action_steps={n_action_steps} must be in [1, chunk_size={self.chunk_size}]")
+        self.n_action_steps = n_action_steps
+        self.temporal_ensemble_coeff = temporal_ensemble_coeff
+        self._queue = ActionQueue(n_action_steps)
+        self._ensembler = (
+            TemporalEnsembler(temporal_ensemble_coeff, self.chunk_size)
+            if temporal_ensemble_coeff is not None
+            else None
+        )
+        self._low = self._high = None
+        if action_space is not None:
+            self.check_action_space(action_space)
+
+    # ------------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        load_in_4bit: bool = False,
+        device: str | torch.device | None = None,
+        obs_map: ObservationMap | Mapping[str, Any] | None = None,
+        n_action_steps: int | None = None,
+        temporal_ensemble_coeff: float | None = None,
+        load_in_8bit: bool = False,
+        dtype: torch.dtype | None = None,
+        resize_images: bool = True,
+        action_space: Any = None,
+    ) -> FastVLAPolicy:
+        """Load a policy from a folder holding a FastVLA model and processor (e.g. a training output).
+
+        ``policy_config.json`` in the folder, if present, supplies defaults for ``obs_map``,
+        ``n_action_steps`` and ``temporal_ensemble_coeff``; explicit arguments win.
+
+        Args:
+            path: the folder (``config.json``, ``model.safetensors``, ``processor_config.json``, stats,
+                tokenizer).
+            load_in_4bit: quantise vision tower and decoder to NF4 on load (bitsandbytes).
+            device: where to run (default: CUDA if available, else CPU).
+            obs_map: an :class:`ObservationMap` or its dict form.
+            n_action_steps: receding-horizon length.
+            temporal_ensemble_coeff: ACT temporal-ensembling coefficient (e.g. 0.01).
+            load_in_8bit: LLM.int8() instead.
+            dtype: weights dtype (default: bf16/fp16 on GPU, fp32 on CPU).
+            resize_images: resize mismatched camera images (False: raise).
+            action_space: the env's action space to check against.
+        """
+        from fastvla.model import FastVLAModel, FastVLAProcessor, bnb_config, compute_dtype
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} holds no FastVLA model (no config.json); pass a saved model folder"
+            )
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or compute_dtype(device)
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if load_in_4bit or load_in_8bit:
+            kwargs["quantization_config"] = bnb_config(8 if load_in_8bit else 4, compute_dtype=dtype)
+            kwargs["device_map"] = str(device)
+        model = FastVLAModel.from_pretrained(path, **kwargs)
+        processor = FastVLAProcessor.from_pretrained(path)
+        saved = (
+            json.loads((path / POLICY_CONFIG_FILE).read_text())
+            if (path / POLICY_CONFIG_FILE).is_file()
+            else {}
+        )
+        if obs_map is None and saved.get("obs_map"):
+            obs_map = saved["obs_map"]
+        if isinstance(obs_map, Mapping):
+            obs_map = ObservationMap.from_dict(obs_map)
+        if n_action_steps is None and temporal_ensemble_coeff is None:
+            n_action_steps = saved.get("n_action_steps")
+            temporal_ensemble_coeff = saved.get("temporal_ensemble_coeff")
+        return cls(
+            model,
+            processor,
+            obs_map=obs_map,
+            n_action_steps=n_action_steps,
+            temporal_ensemble_coeff=temporal_ensemble_coeff,
+            device=device,
+            resize_images=resize_images,
+            action_space=action_space,
+        )
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Save model, processor and ``policy_config.json`` (observation map, chunk execution)."""
+        from fastvla.utils.io import atomic_write_text
+
+        path = Path(path)
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+        config = {
+            "obs_map": self.obs_map.to_dict(),
+            "n_action_steps": None if self._ensembler else self.n_action_steps,
+            "temporal_ensemble_coeff": self.temporal_ensemble_coeff,
+        }
+        atomic_write_text(path / POLICY_CONFIG_FILE, json.dumps(config, indent=2))
+
+    def check_action_space(self, action_space: Any) -> None:
+        """Raise if the env's action space does not have the model's action size; clip to Box bounds.
+
+        Accepts a single-env space ``(A,)`` or a vector env's batched space ``(B, A)``.
+        """
+        shape = tuple(getattr(action_space, "shape", None) or ())
+        if not shape or shape[-1] != self.action_dim:
+            raise ValueError(
+                f"the env's action space {action_space} has shape {shape} but the model predicts "
+                f"{self.action_dim}-dimensional actions; train on data from this env's control mode"
+            )
+        if hasattr(action_space, "low") and hasattr(action_space, "high"):
+            low, high = np.asarray(action_space.low, np.float32), np.asarray(action_space.high, np.float32)
+            self._low, self._high = low.reshape(-1, self.action_dim)[0], high.reshape(-1, self.action_dim)[0]
+
+    # ----------------------------------------------------------------------------------------- acting
+    def reset(self) -> None:
+        """Forget queued and ensembled actions (call at every episode start)."""
+        self._queue.reset()
+        if self._ensembler is not None:
+            self._ensembler.reset()
+
+    def _batch(self, obs: Mapping[str, Any], task: str | Sequence[str] | None) -> tuple[dict[str, Any], bool]:
+        """Map an observation to a LeRobot-keyed batch (new arrays; ``obs`` is never modified)."""
+        cfg = self.model.config
+        batch: dict[str, Any] = {}
+        single = None
+        for cam in cfg.camera_names:
+            image = np.asarray(lookup(obs, self.obs_map.cameras[cam], f"camera {cam!r}"))
+            if image.ndim not in (3, 4) or image.shape[-1] != 3:
+                raise ValueError(
+                    f"camera {cam!r} ({self.obs_map.cameras[cam]!r}) must be (H, W, 3) or (B, H, W, 3); "
+                    f"got shape {image.shape}"
+                )
+            single = image.ndim == 3 if single is None else single
+            if list(image.shape[-3:-1]) != list(cfg.image_size) and not self.processor.resize_images:
+                raise ValueError(
+                    f"camera {cam!r} images are {image.shape[-3:-1]} but the model was trained on "
+                    f"{tuple(cfg.image_size)}; render at that size or load the policy with resize_images=True"
+                )
+            hwc = torch.from_numpy(np.array(image[None] if single else image))  # copy: (B, H, W, 3)
+            batch[image_key(cam)] = hwc.permute(0, 3, 1, 2)  # (B, 3, H, W)
+            if cfg.use_depth:
+                d = np.asarray(lookup(obs, self.obs_map.depth.get(cam, f"depth/{cam}"), f"depth of {cam!r}"))
+                batch[depth_key(cam)] = torch.from_numpy(np.array(d[None] if single else d, np.float32))
+        size = 1 if single else batch[image_key(cfg.camera_names[0])].shape[0]
+        if self.obs_map.state is not None:
+            state = np.asarray(lookup(obs, self.obs_map.state, "state"), np.float32)
+            state = state.reshape(size, -1)
+            if state.shape[-1] != cfg.state_dim:
+                raise ValueError(
+                    f"state {self.obs_map.state!r} has {state.shape[-1]} values but the model expects "
+                    f"{cfg.state_dim}; map the right observation key"
+                )
+            batch[OBS_STATE] = torch.from_numpy(state.copy())
+        batch[TASK] = self._tasks(task, size)
+        return batch, bool(single)
+
+    def _tasks(self, task: str | Sequence[str] | None, size: int) -> list[str]:
+        if task is None:
+            task = self.obs_map.instruction
+        if task is None:
+            raise ValueError(
+                "no instruction: pass task=info['task'] to select_action or set "
+                "ObservationMap(instruction=...)"
+            )
+        if isinstance(task, str):
+            return [task] * size
+        tasks = [str(t) for t in np.asarray(task, dtype=object).reshape(-1)]
+        if len(tasks) != size:
+            raise ValueError(f"got {len(tasks)} instructions for a batch of {size} observations")
+        return tasks
+
+    @torch.inference_mode()
+    def _predict(self, batch: dict[str, Any]) -> np.ndarray:
+        inputs = self.processor(batch, device=self.device)
+        actions = self.model(**inputs).actions.float().cpu().numpy()  # (B, T, A) normalised
+        actions = self.processor.unnormalize_actions(actions)
+        if self._low is not None:
+            actions = np.clip(actions, self._low, self._high)
+        return actions.astype(np.float32)
+
+    def predict_action_chunk(
+        self, obs: Mapping[str, Any], task: str | Sequence[str] | None = None
+    ) -> np.ndarray:
+        """The whole predicted chunk in env units: (T, A) for one observation, (B, T, A) for a batch.
+
+        Does not touch the action queue or ensembler.
+        """
+        batch, single = self._batch(obs, task)
+        chunk = self._predict(batch)
+        return chunk[0] if single else chunk
+
+    def select_action(self, obs: Mapping[str, Any], task: str | Sequence[str] | None = None) -> np.ndarray:
+        """Next action in env units: (A,) for one observation, (B, A) for a vector-env batch.
+
+        Re-plans when the queue of ``n_action_steps`` actions is empty, or every step with temporal
+        ensembling.
+        """
+        batch, single = self._batch(obs, task)
+        if self._ensembler is not None:
+            action = self._ensembler.update(self._predict(batch))
+        else:
+            if self._queue.empty():
+                self._queue.push(self._predict(batch))
+            action = self._queue.pop()
+            if action.shape[0] != batch[TASK].__len__():
+                raise ValueError(
+                    f"batch size changed from {action.shape[0]} to {len(batch[TASK])} without reset(); "
+                    "call policy.reset() when the number of envs changes"
+                )
+        return action[0] if single else action
