@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from fastvla.eval.baselines import BASELINES, Policy, RandomPolicy, ScriptedPolicy, load_policy
 from fastvla.eval.metrics import EpisodeRecord, aggregate, summarize, wilson_interval
+from fastvla.eval.report import comparison_table, print_summary
 from fastvla.eval.rollout import EnvFactory, EvalResult, evaluate, make_vector_env, run_group
 
 __all__ = [
@@ -26,9 +27,11 @@ __all__ = [
     "RandomPolicy",
     "ScriptedPolicy",
     "aggregate",
+    "comparison_table",
     "evaluate",
     "load_policy",
     "make_vector_env",
+    "print_summary",
     "run_group",
     "summarize",
     "wilson_interval",

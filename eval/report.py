@@ -7,6 +7,7 @@ import json
 import math
 import platform
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,37 @@ def print_summary(info: dict[str, Any]) -> None:
     for r in rows:
         table.add_row(*r.values())
     Console().print(table)
+
+
+def comparison_table(results: Mapping[str, EvalResult]) -> str:
+    """Markdown table comparing several evaluations (e.g. a policy in fp32 and in 4-bit) side by side.
+
+    Args:
+        results: Row label -> :class:`~fastvla.eval.EvalResult`.
+
+    Returns:
+        A table with success (and Wilson 95 % CI), mean return, mean length, policy ms per vector step,
+        episodes and seeds per row.
+    """
+    rows = []
+    for label, result in results.items():
+        overall, cfg = result.info["overall"], result.info["meta"]["config"]
+        low, high = result.success_ci95
+        rows.append(
+            {
+                "policy": label,
+                "success %": f"{100 * result.success_rate:.1f}",
+                "95% CI": f"[{100 * low:.1f}, {100 * high:.1f}]",
+                "return": f"{result.mean_return:.2f}",
+                "length": f"{result.mean_length:.1f}",
+                "policy ms/step": f"{overall.get('policy_ms_per_step', float('nan')):.1f}",
+                "episodes": f"{result.n_success}/{result.n_episodes}",
+                "seeds": f"{cfg['seed']}..{cfg['seed'] + cfg['n_episodes'] - 1}",
+            }
+        )
+    if not rows:
+        raise ValueError("comparison_table needs at least one result")
+    return markdown_table(rows)
 
 
 def plot_success(info: dict[str, Any], path: str | Path) -> Path:

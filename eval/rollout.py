@@ -404,6 +404,12 @@ class EvalResult:
         """Wall-clock seconds of the evaluation."""
         return float(self.info["overall"]["eval_s"])
 
+    def summary(self) -> str:
+        """Markdown table of the success rate (Wilson 95 % CI), return and length, per task and overall."""
+        from fastvla.eval.report import markdown_table, summary_rows
+
+        return markdown_table(summary_rows(self.info))
+
     @property
     def video_paths(self) -> list[str]:
         """Paths of the episode videos written (relative to ``out_dir`` when it is set)."""

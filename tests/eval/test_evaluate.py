@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastvla.eval import EvalResult, evaluate
+from fastvla.eval import EvalResult, comparison_table, evaluate
 from fastvla.eval.toy import ToyReachEnv
 from fastvla.eval.video import count_frames
 
@@ -83,6 +83,10 @@ def test_scripted_beats_random_on_toy_env() -> None:
     assert scripted.success_rate == 1.0
     assert rand.success_rate < 0.5
     assert scripted.mean_length < rand.mean_length
+    table = comparison_table({"scripted": scripted, "random": rand}).splitlines()
+    assert table[2].startswith("| scripted | 100.0 | [67.6, 100.0] |") and table[2].endswith("| 8/8 | 0..7 |")
+    assert table[3].startswith(f"| random | {100 * rand.success_rate:.1f} |")
+    assert scripted.summary().splitlines()[-1].startswith("| overall | 100.0 | [67.6, 100.0] |")
 
 
 def test_eval_info_schema_report_and_videos(tmp_path: Path) -> None:
