@@ -218,6 +218,8 @@ class TabletopEnv(gym.Env, EzPickle):
         # Park inactive cubes far below the table.
         for i in range(self.n_cubes, N_CUBES):
             p.set_cube_pose(i, np.array([0.0, 2.0 + i, -2.0]))
+        # The target zone is hidden unless the task places it.
+        p.set_zone(np.array([0.0, 0.0, -1.0]), rgba=np.zeros(4))
         self.assign_colors()
         self.task_description = self._setup_episode()
         p.forward()
