@@ -35,7 +35,13 @@ def test_checkpoint_path_on_env_with_other_keys(tmp_path: Path) -> None:
         tmp_path / "ckpt"
     )
     factory = functools.partial(
-        ToyReachEnv, cameras=("cam_high",), flat_images=True, state_key="qpos", with_task=False, image_size=64
+        ToyReachEnv,
+        cameras=("cam_high",),
+        flat_images=True,
+        state_key="qpos",
+        with_task=False,
+        image_size=64,
+        max_episode_steps=10,
     )
     out = tmp_path / "eval"
     kw = dict(
