@@ -45,8 +45,19 @@ def parse_camera(spec: str) -> tuple[str, str]:
     return name, topic
 
 
-def load_policy(spec: str, cameras: list[str], instruction: str, device: str | None) -> Any:
-    """Load ``spec``: a ``FastVLAPolicy`` directory, or ``module:factory`` returning any policy object."""
+def load_policy(
+    spec: str,
+    cameras: list[str],
+    instruction: str,
+    device: str | None,
+    load_in_4bit: bool = False,
+    n_action_steps: int | None = None,
+) -> Any:
+    """Load ``spec``: a ``FastVLAPolicy`` directory, or ``module:factory`` returning any policy object.
+
+    A FastVLA policy gets an observation map for the bridge's observation layout (``pixels/<cam>``,
+    ``agent_pos``); the ``--camera`` names must be the model's camera names.
+    """
     if not Path(spec).exists() and _FACTORY.match(spec):
         module_name, _, attr = spec.partition(":")
         obj: Any = importlib.import_module(module_name)
@@ -57,11 +68,14 @@ def load_policy(spec: str, cameras: list[str], instruction: str, device: str | N
         raise SystemExit(f"--policy {spec!r}: no such directory (nor a module:factory like pkg.mod:Policy)")
     from fastvla import policies  # lazy: pulls in torch and the model
 
-    kwargs: dict[str, Any] = {"device": device}
-    if hasattr(policies, "ObservationMap"):
-        cams = {cam: f"pixels/{cam}" for cam in cameras}
-        kwargs["obs_map"] = policies.ObservationMap(cameras=cams, state="agent_pos", instruction=instruction)
-    return policies.FastVLAPolicy.from_pretrained(spec, **kwargs)
+    cams = {cam: f"pixels/{cam}" for cam in cameras}
+    return policies.FastVLAPolicy.from_pretrained(
+        spec,
+        device=device,
+        load_in_4bit=load_in_4bit,
+        n_action_steps=n_action_steps,
+        obs_map=policies.ObservationMap(cameras=cams, state="agent_pos", instruction=instruction),
+    )
 
 
 def _require_dds() -> None:
@@ -97,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         node_name=args.node_name,
     )
     _require_dds()
-    policy = load_policy(args.policy, list(cameras), args.instruction, args.device)
+    policy = load_policy(
+        args.policy, list(cameras), args.instruction, args.device, args.load_in_4bit, args.n_action_steps
+    )
 
     from fastvla.ros2.bridge import PolicyBridge
     from fastvla.ros2.dds import CycloneDDSTransport
@@ -191,6 +207,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--stats-out", help="write counters and per-command timings (JSON) here on exit")
     parser.add_argument("--device", help="torch device for the policy (default: the policy's choice)")
+    parser.add_argument(
+        "--load-in-4bit", action="store_true", help="quantise the FastVLA policy to NF4 on load"
+    )
+    parser.add_argument(
+        "--n-action-steps", type=int, help="actions executed per predicted chunk (float64_multi_array mode)"
+    )
     parser.add_argument(
         "--print-dds-config", action="store_true", help="print the loopback Cyclone XML and exit"
     )
