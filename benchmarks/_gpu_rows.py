@@ -412,7 +412,12 @@ def _profile(step, spec: str) -> dict[str, Any]:
         step()
         torch.cuda.synchronize()
     wall = time.perf_counter() - t
-    events = [e for e in prof.key_averages() if getattr(e, "self_device_time_total", 0) > 0]
+    # Kernels only: CPU-side ops (aten::mm, ...) also carry their kernels' device time.
+    events = [
+        e
+        for e in prof.key_averages()
+        if "CUDA" in str(getattr(e, "device_type", "")) and e.self_device_time_total > 0
+    ]
     events.sort(key=lambda e: e.self_device_time_total, reverse=True)
     busy = sum(e.self_device_time_total for e in events) / 1e3  # ms
     top = [
@@ -449,8 +454,6 @@ def _categories(events: list[Any]) -> dict[str, float]:
     for e in events:
         key = e.key.lower()
         cat = next((c for c, words in rules if any(w.lower() in key for w in words)), "other")
-        if e.key.startswith("aten::"):
-            continue  # CPU-side op wrappers also carry device time; count kernels only
         cats[cat] = round(cats.get(cat, 0.0) + e.self_device_time_total / 1e3, 2)
     return cats
 
