@@ -147,6 +147,16 @@ def make_vector_env(
     return gym.vector.SyncVectorEnv([factory] * num_envs), "sync"
 
 
+def _relative(path: Path, base: Path | None) -> str:
+    """``path`` relative to ``base`` when it lies inside it, else as given."""
+    if base is not None:
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            pass
+    return str(path)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "env"
 
@@ -193,6 +203,7 @@ class _VideoSpec:
     max_videos: int
     camera_keys: list[str] | None
     out_dir: Path | None
+    fps: int | None = None
     written: dict[str, int] = field(default_factory=dict)
 
 
@@ -349,8 +360,8 @@ def run_group(
             )
             if video is not None and frames.get(r):
                 path = video.root / _slug(group) / f"eval_episode_{i}.mp4"
-                video.writer.submit(path, frames.pop(r), rec.task, rec.success)
-                rec.video_path = str(path.relative_to(video.out_dir) if video.out_dir else path)
+                video.writer.submit(path, frames.pop(r), rec.task, rec.success, fps=video.fps)
+                rec.video_path = _relative(path, video.out_dir)
             records.append(rec)
     return records
 
@@ -517,8 +528,8 @@ def evaluate(
                 vec_env, kind = make_vector_env(factory, num_envs, vectorization)
                 used.add(kind)
                 try:
-                    if writer is not None and fps is None:
-                        writer.fps = int(vec_env.metadata.get("render_fps") or 30)
+                    if video is not None:
+                        video.fps = fps or int(vec_env.metadata.get("render_fps") or 30)
                     bar.set_postfix_str(name)
                     records += run_group(
                         policy, vec_env, name, n_episodes, seed, max_steps, task, video, bar.update, timing
@@ -551,7 +562,7 @@ def evaluate(
     metrics["overall"]["env_ms_per_step"] = 1000 * timing.get("env_s", 0.0) / steps
     info = build_eval_info(metrics, config)
     if grid is not None:
-        info["summary_video"] = str(grid.relative_to(out_path) if out_path else grid)
+        info["summary_video"] = _relative(grid, out_path)
     result = EvalResult(records, info, out_path)
     if out_path is not None:
         write_outputs(result, out_path)

@@ -266,6 +266,7 @@ class VideoWriter:
         self.grid_stride = grid_stride
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._thumbs: list[list[np.ndarray]] = []
+        self._grid_fps = max(1, round(fps / grid_stride))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="fastvla-video-writer", daemon=True)
         self._thread.start()
@@ -276,11 +277,20 @@ class VideoWriter:
         frames: list[list[np.ndarray]],
         text: str,
         success: bool | None,
+        fps: int | None = None,
     ) -> None:
-        """Queue one episode: ``frames[t]`` is the list of camera images at step ``t``."""
+        """Queue one episode: ``frames[t]`` is the list of camera images at step ``t``.
+
+        Args:
+            path: Output ``.mp4`` path.
+            frames: Camera images per step.
+            text: Instruction written on the frames.
+            success: Border colour (green/red; none when ``None``).
+            fps: Frame rate of this video (default: the writer's).
+        """
         if self._error is not None:
             raise RuntimeError(f"video writer failed: {self._error}") from self._error
-        self._queue.put((Path(path), frames, text, success))
+        self._queue.put((Path(path), frames, text, success, fps or self.fps))
 
     def _run(self) -> None:
         while True:
@@ -293,12 +303,13 @@ class VideoWriter:
                 logger.exception("writing %s failed", item[0])
                 self._error = err
 
-    def _write(self, path: Path, frames: list, text: str, success: bool | None) -> None:
+    def _write(self, path: Path, frames: list, text: str, success: bool | None, fps: int) -> None:
         compose = FrameComposer(text, success)
         composed = [compose(images) for images in frames]
-        write_mp4(path, composed, fps=self.fps)
+        write_mp4(path, composed, fps=fps)
         # Episodes arrive in evaluation order, so the grid always shows the same first episodes.
         if len(self._thumbs) < self.grid_episodes:
+            self._grid_fps = max(1, round(fps / self.grid_stride))  # real time
             height = round(composed[0].shape[0] * self.grid_width / composed[0].shape[1])
             self._thumbs.append(
                 [_resize_wh(f, self.grid_width, height) for f in composed[:: self.grid_stride]]
@@ -316,7 +327,7 @@ class VideoWriter:
         """Write the summary grid GIF of the kept episodes (call after :meth:`close`)."""
         if not self._thumbs:
             return None
-        return write_grid_gif(path, self._thumbs, fps=max(1, self.fps // self.grid_stride))
+        return write_grid_gif(path, self._thumbs, fps=self._grid_fps)
 
 
 def _resize_wh(image: np.ndarray, width: int, height: int) -> np.ndarray:
