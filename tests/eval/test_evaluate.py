@@ -248,3 +248,21 @@ def test_policy_observation_map_picks_video_cameras_and_default_instruction(tmp_
         frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
     one_camera = FrameComposer("reach the target", True)([np.zeros((32, 32, 3), np.uint8)])
     assert frame.shape == one_camera.shape  # only the policy's camera is shown
+
+
+def test_auto_falls_back_to_sync_when_async_cannot_start(caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    lock = threading.Lock()  # unpicklable: the factory cannot reach worker processes
+
+    def factory() -> ToyReachEnv:
+        with lock:
+            return ToyReachEnv(image_size=8)
+
+    with caplog.at_level("WARNING", logger="fastvla.eval.rollout"):
+        result = evaluate("scripted", factory, n_episodes=2, batch_size=2, progress=False)
+    assert result.info["meta"]["config"]["vectorization"] == ["sync"]
+    assert result.success_rate == 1.0
+    assert "falling back to SyncVectorEnv" in caplog.text
+    with pytest.raises(Exception):  # noqa: B017  (explicit async: no silent fallback)
+        evaluate("scripted", factory, n_episodes=2, batch_size=2, progress=False, vectorization="async")
