@@ -311,9 +311,10 @@ class VideoWriter:
         if len(self._thumbs) < self.grid_episodes:
             self._grid_fps = max(1, round(fps / self.grid_stride))  # real time
             height = round(composed[0].shape[0] * self.grid_width / composed[0].shape[1])
-            self._thumbs.append(
-                [_resize_wh(f, self.grid_width, height) for f in composed[:: self.grid_stride]]
-            )
+            kept = composed[:: self.grid_stride]
+            if (len(composed) - 1) % self.grid_stride:
+                kept.append(composed[-1])  # always end on the final state
+            self._thumbs.append([_resize_wh(f, self.grid_width, height) for f in kept])
 
     def close(self) -> None:
         """Wait until every queued video is written; re-raise the first error of the worker."""
