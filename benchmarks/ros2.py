@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -67,15 +68,37 @@ def in_process_baseline(image_size: int, n: int = 200) -> dict[str, Any]:
     }
 
 
-def dds_row(image_size: int, duration: float, rate: float, fps: float) -> dict[str, Any]:
-    """One loopback run over Cyclone DDS."""
+def save_tiny_policy(path: Path, image_size: int) -> Path:
+    """A tiny untrained FastVLA policy (2 cameras, 7-D state and action) to time real CPU inference."""
+    import torch
+
+    from fastvla.model import FastVLAModel, FastVLAProcessor
+
+    torch.manual_seed(0)
+    kw = {"camera_names": ["front", "wrist"], "state_dim": 7, "action_dim": 7, "chunk_size": 8}
+    model = FastVLAModel.from_preset("tiny", image_size=image_size, **kw)
+    stats = {
+        "observation.state": {"mean": [0.0] * 7, "std": [1.0] * 7},
+        "action": {"min": [-1.0] * 7, "max": [1.0] * 7},
+    }
+    FastVLAProcessor.from_preset("tiny", config=model.config, stats=stats).save_pretrained(path)
+    model.save_pretrained(path)
+    return path
+
+
+def dds_row(
+    image_size: int, duration: float, rate: float, fps: float, policy: str | None = None
+) -> dict[str, Any]:
+    """One loopback run over Cyclone DDS (echo stand-in policy unless ``policy`` is a model folder)."""
+    extra = {"policy": policy} if policy else {}
     res = run_loopback_demo(
-        duration=duration, rate=rate, image_size=image_size, fps=fps, change_instruction=False
+        duration=duration, rate=rate, image_size=image_size, fps=fps, change_instruction=False, **extra
     )
     keep = ("commands", "command_rate_hz", "interval_ms", "latency_ms", "isolated_netns", "frames_sent")
     out = {k: res[k] for k in keep}
     out["images_received"] = res["bridge"]["received"].get("/camera/front/image_raw", 0)
-    return {"transport": "Cyclone DDS, 2 processes", "image_size": image_size, **out}
+    name = "Cyclone DDS, tiny FastVLA" if policy else "Cyclone DDS, 2 processes"
+    return {"transport": name, "image_size": image_size, **out}
 
 
 def _fmt(stage: dict[str, Any], key: str) -> str:
@@ -86,13 +109,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     """One line per run: rate and latency percentiles (ms)."""
     head = (
         f"{'transport':<26} {'image':>7} {'cmds':>5} {'Hz':>6} {'e2e p50':>8} {'e2e p99':>8} "
-        f"{'img p50':>8} {'wait p50':>8} {'policy':>7} {'cmd p50':>8}"
+        f"{'img p50':>8} {'wait p50':>8} {'policy':>7} {'cmd p50':>8} {'img->pub p50/p99':>17}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         lat = r["latency_ms"]
-        e2e = lat["end_to_end"]
+        e2e, pub = lat.get("end_to_end", {}), lat.get("image_to_publish", {})
+        to_pub = f"{_fmt(pub, 'p50')}/{_fmt(pub, 'p99')}" if pub else "-"
         rate = f"{r['command_rate_hz']:.2f}" if r["command_rate_hz"] else "-"
         size = f"{r['image_size']}²x2"
         stages = [
@@ -101,7 +125,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ]
         print(
             f"{r['transport']:<26} {size:>7} {r['commands']:>5} {rate:>6} {_fmt(e2e, 'p50'):>8} "
-            f"{_fmt(e2e, 'p99'):>8} {stages[0]:>8} {stages[1]:>8} {stages[2]:>7} {stages[3]:>8}"
+            f"{_fmt(e2e, 'p99'):>8} {stages[0]:>8} {stages[1]:>8} {stages[2]:>7} {stages[3]:>8} {to_pub:>17}"
         )
 
 
@@ -113,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per DDS run")
     parser.add_argument("--rate", type=float, default=10.0, help="control rate (Hz)")
     parser.add_argument("--fps", type=float, default=30.0, help="camera rate (Hz)")
+    parser.add_argument("--no-model", action="store_true", help="skip the tiny FastVLA (CPU inference) row")
     parser.add_argument("--json", default="benchmarks/results/ros2.json", help="where to write results")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]  # other work on the machine inflates p99: record it
@@ -120,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         rows.append(in_process_baseline(size))
         rows.append(dds_row(size, args.duration, args.rate, args.fps))
+    if not args.no_model:
+        with tempfile.TemporaryDirectory() as tmp:
+            policy = save_tiny_policy(Path(tmp), image_size=64)
+            rows.append(dds_row(64, args.duration, args.rate, args.fps, policy=str(policy)))
     print_table(rows)
     print(f"\nload average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
     result = {

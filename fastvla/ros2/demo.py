@@ -34,6 +34,7 @@ from fastvla.ros2.testing import task_code
 FRONT, WRIST = "/camera/front/image_raw", "/wrist/image_raw"
 STATE, COMMAND = "/joint_states", "/arm_controller/commands"
 FIRST, SECOND = "pick up the red cube", "push the blue cube"
+ECHO_POLICY = "fastvla.ros2.testing:FrameEchoPolicy"
 _NETNS_ENV = "FASTVLA_ROS2_NETNS"
 
 
@@ -66,12 +67,13 @@ def _run_processes(
     change_at: float | None,
     image_size: int,
     fps: float,
+    policy: str,
 ) -> dict[str, Any]:
     py = sys.executable
     bridge_stats, robot_out = workdir / "bridge.json", workdir / "robot.json"
     bridge_cmd = [
         py, "-m", "fastvla", "ros2",
-        "--policy", "fastvla.ros2.testing:FrameEchoPolicy",
+        "--policy", policy, "--device", "cpu",
         "--camera", f"front:={FRONT}", "--camera", f"wrist:={WRIST}",
         "--state", STATE, "--command", COMMAND, "--instruction", FIRST,
         "--rate", str(rate), "--domain-id", str(domain_id), "--command-type", command_type,
@@ -122,8 +124,28 @@ def _wait_until_up(proc: subprocess.Popen, log: Path, timeout: float) -> None:
     raise RuntimeError(f"bridge not up after {timeout} s:\n{log.read_text()}")
 
 
-def _breakdown(robot: dict[str, Any], bridge: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Join robot samples and bridge records on the front image stamp; per-stage latencies in ms."""
+def _stats_ms(values_ns: list[float]) -> dict[str, float]:
+    arr = np.asarray(values_ns, dtype=np.float64) * 1e-6
+    out: dict[str, float] = {"n": len(values_ns)}
+    if len(values_ns):
+        out.update(p50=float(np.percentile(arr, 50)), p99=float(np.percentile(arr, 99)))
+    return out
+
+
+def _breakdown(robot: dict[str, Any], bridge: dict[str, Any], echo: bool) -> dict[str, dict[str, float]]:
+    """Per-stage latencies in ms.
+
+    ``image_to_publish`` (robot publishes the front image -> bridge publishes the command) comes from the
+    bridge's records alone, for any policy. With the echo policy each command names its frame, so robot
+    samples are joined to bridge records on the front image stamp for the full end-to-end split.
+    """
+    # only commands computed while images still flowed (afterwards they act on ever older images)
+    last = (robot.get("last_image_ns") or 0) + 100_000_000
+    to_publish = [
+        r["publish_ns"] - r["stamps_ns"][FRONT] for r in bridge["records"] if r["publish_ns"] <= last
+    ]
+    if not echo:
+        return {"image_to_publish": _stats_ms(to_publish)}
     by_stamp: dict[int, list[dict[str, Any]]] = {}
     for rec in bridge["records"]:  # several commands may act on the same image: match them in order
         by_stamp.setdefault(rec["stamps_ns"][FRONT], []).append(rec)
@@ -139,12 +161,8 @@ def _breakdown(robot: dict[str, Any], bridge: dict[str, Any]) -> dict[str, dict[
         stages["policy"].append(rec["publish_ns"] - rec["tick_ns"])
         stages["command_transport"].append(sample["recv_ns"] - rec["publish_ns"])
         stages["end_to_end"].append(sample["recv_ns"] - sample["image_ns"])
-    out = {}
-    for name, values in stages.items():
-        arr = np.asarray(values, dtype=np.float64) * 1e-6
-        out[name] = {"n": len(values)}
-        if len(values):
-            out[name].update(p50=float(np.percentile(arr, 50)), p99=float(np.percentile(arr, 99)))
+    out = {name: _stats_ms(values) for name, values in stages.items()}
+    out["image_to_publish"] = _stats_ms(to_publish)
     return out
 
 
@@ -157,6 +175,7 @@ def run_loopback_demo(
     isolate: bool = True,
     image_size: int = 64,
     fps: float = 30.0,
+    policy: str = ECHO_POLICY,
 ) -> dict[str, Any]:
     """Run the two-process loopback demo and return rates, latencies and the instruction check.
 
@@ -169,6 +188,8 @@ def run_loopback_demo(
         isolate: run inside a private network namespace when the OS allows it.
         image_size: side of the square RGB images the robot publishes on each of two cameras.
         fps: camera frame rate.
+        policy: the bridge's ``--policy`` (a FastVLA policy directory, or ``module:factory``); only the
+            echo policy gives per-command end-to-end latency and the instruction check.
     """
     domain_id = 100 + os.getpid() % 100 if domain_id is None else domain_id
     change_at = duration / 2 if change_instruction else None
@@ -180,7 +201,7 @@ def run_loopback_demo(
             inner = [sys.executable, "-m", "fastvla.ros2.demo", "--inside", "--out", str(out),
                      "--duration", str(duration), "--rate", str(rate), "--domain-id", str(domain_id),
                      "--command-type", command_type,
-                     "--image-size", str(image_size), "--fps", str(fps)]  # fmt: skip
+                     "--image-size", str(image_size), "--fps", str(fps), "--policy", policy]  # fmt: skip
             inner += [] if change_instruction else ["--no-change"]
             env = dict(os.environ, **{_NETNS_ENV: "1"})
             script = 'ip link set lo up && exec "$0" "$@"'
@@ -191,7 +212,9 @@ def run_loopback_demo(
             if proc.returncode != 0 or not out.exists():
                 raise RuntimeError(f"isolated loopback demo failed:\n{proc.stdout}\n{proc.stderr}")
             return json.loads(out.read_text())
-        raw = _run_processes(workdir, duration, rate, domain_id, command_type, change_at, image_size, fps)
+        raw = _run_processes(
+            workdir, duration, rate, domain_id, command_type, change_at, image_size, fps, policy
+        )
         isolated = os.environ.get(_NETNS_ENV) == "1"
     robot, bridge = raw["robot"], raw["bridge"]
     codes = robot["task_codes"]
@@ -205,9 +228,12 @@ def run_loopback_demo(
         "commands": robot["commands"],
         "frames_sent": robot["frames_sent"],
         "interval_ms": {k: v * 1e3 if k != "n" else v for k, v in robot["interval_s"].items()},
-        "latency_ms": _breakdown(robot, bridge),
+        "policy": policy,
+        "latency_ms": _breakdown(robot, bridge, echo=policy == ECHO_POLICY),
         "bridge": {k: v for k, v in bridge.items() if k != "records"},
-        "instruction": {
+        "instruction": None
+        if policy != ECHO_POLICY
+        else {
             "first_commands_follow_first": bool(codes) and codes[0][1] == first_code,
             "last_commands_follow_second": bool(codes)
             and codes[-1][1] == (second_code if change_at else first_code),
@@ -228,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command-type", default="float64_multi_array")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument(
+        "--policy", default=ECHO_POLICY, help="the bridge's --policy (default: echo stand-in)"
+    )
     parser.add_argument("--no-change", action="store_true", help="keep the first instruction")
     parser.add_argument("--no-isolate", action="store_true", help="skip the private network namespace")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
@@ -242,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         isolate=not (args.no_isolate or args.inside),
         image_size=args.image_size,
         fps=args.fps,
+        policy=args.policy,
     )
     text = json.dumps(result, indent=1)
     if args.out:

@@ -115,6 +115,7 @@ def run_fake_robot(
     span = recv_s[-1] - recv_s[0] if len(recv_s) > 1 else 0.0
     return {
         "frames_sent": frame_id,
+        "last_image_ns": sent.get(frame_id),
         "commands": len(got),
         "command_rate_hz": (len(got) - 1) / span if span > 0 else 0.0,
         "interval_s": _percentiles(intervals),
