@@ -56,8 +56,21 @@ class EnvFactory:
         return f"EnvFactory({self.env_id!r}, {self.kwargs!r})"
 
 
-def _env_groups(env: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Callable[[], Any]]:
-    """Normalise ``env`` (id, factory, list or dict of them) into ``{group name: factory}``."""
+def _is_vector_env(env: Any) -> bool:
+    import gymnasium as gym
+
+    return isinstance(env, gym.vector.VectorEnv)
+
+
+def _vector_env_name(vec_env: Any) -> str | None:
+    try:
+        return getattr(vec_env.get_attr("spec")[0], "id", None)
+    except Exception:
+        return None
+
+
+def _env_groups(env: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Normalise ``env`` (id, factory, vector env, list or dict of them) into ``{group name: env}``."""
     if isinstance(env, Mapping):
         items = list(env.items())
     elif isinstance(env, (list, tuple)):
@@ -66,16 +79,21 @@ def _env_groups(env: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Cal
         items = [(None, env)]
     if not items:
         raise ValueError("env is empty; pass an env id like 'fastvla/PickCube-v0', a factory, or a list")
-    groups: dict[str, Callable[[], Any]] = {}
+    groups: dict[str, Any] = {}
     for i, (name, e) in enumerate(items):
         if isinstance(e, str):
-            factory: Callable[[], Any] = EnvFactory(e, env_kwargs)
+            factory: Any = EnvFactory(e, env_kwargs)
+        elif _is_vector_env(e):
+            factory, name = e, name or _vector_env_name(e)
         elif callable(e):
             if env_kwargs:
                 raise ValueError("env_kwargs only apply to env ids; bind them into your factory instead")
             factory = e
         else:
-            raise TypeError(f"env {e!r} is neither an env id string nor a callable returning a gymnasium.Env")
+            raise TypeError(
+                f"env {e!r} is neither an env id string, a callable returning a gymnasium.Env, "
+                "nor a gymnasium.vector.VectorEnv"
+            )
         name = (
             name
             or getattr(factory, "__name__", None)
@@ -457,8 +475,10 @@ def evaluate(
     Args:
         policy: An object with ``reset()`` and ``select_action(obs, task=None) -> (B, A)``, or a spec for
             :func:`~fastvla.eval.load_policy` (``"scripted"``, ``"random"``, ``"ws://..."``, a path).
-        env: A Gymnasium id (``"fastvla/PickCube-v0"``), a zero-argument factory returning an env, or a
-            list / ``{name: env}`` dict of them for a per-env breakdown.
+        env: A Gymnasium id (``"fastvla/PickCube-v0"``), a zero-argument factory returning an env, an
+            open ``gymnasium.vector.VectorEnv`` (reused as is and left open, e.g. for periodic evaluation
+            during training; its ``num_envs`` is the batch size), or a list / ``{name: env}`` dict of them
+            for a per-env breakdown.
         n_episodes: Episodes per env.
         batch_size: Envs stepped in parallel (one vector env of this size).
         seed: Seed of episode 0.
@@ -516,17 +536,25 @@ def evaluate(
     )
     num_envs = min(batch_size, n_episodes)
 
+    import gymnasium as gym
     from tqdm.auto import tqdm
 
     start_t = time.perf_counter()
     timing: dict[str, float] = {}
     records: list[EpisodeRecord] = []
-    used = set()
+    used: set[str] = set()
+    sizes: set[int] = set()
     with tqdm(total=n_episodes * len(groups), desc="eval", unit="ep", disable=not progress) as bar:
         try:
             for name, factory in groups.items():
-                vec_env, kind = make_vector_env(factory, num_envs, vectorization)
+                owned = not _is_vector_env(factory)
+                if owned:
+                    vec_env, kind = make_vector_env(factory, num_envs, vectorization)
+                else:  # the caller's vector env: its size is the batch size, and it stays open
+                    vec_env = factory
+                    kind = "async" if isinstance(vec_env, gym.vector.AsyncVectorEnv) else "sync"
                 used.add(kind)
+                sizes.add(vec_env.num_envs)
                 try:
                     if video is not None:
                         video.fps = fps or int(vec_env.metadata.get("render_fps") or 30)
@@ -535,7 +563,8 @@ def evaluate(
                         policy, vec_env, name, n_episodes, seed, max_steps, task, video, bar.update, timing
                     )
                 finally:
-                    vec_env.close()
+                    if owned:
+                        vec_env.close()
         finally:
             if writer is not None:
                 writer.close()
@@ -547,7 +576,7 @@ def evaluate(
         "env": list(groups),
         "env_kwargs": dict(env_kwargs or {}),
         "n_episodes": n_episodes,
-        "batch_size": batch_size,
+        "batch_size": sizes.pop() if len(sizes) == 1 else sorted(sizes),  # envs stepped together
         "seed": seed,
         "max_steps": max_steps,
         "max_videos": max_videos if writer is not None else 0,

@@ -266,3 +266,17 @@ def test_auto_falls_back_to_sync_when_async_cannot_start(caplog: pytest.LogCaptu
     assert "falling back to SyncVectorEnv" in caplog.text
     with pytest.raises(Exception):  # noqa: B017  (explicit async: no silent fallback)
         evaluate("scripted", factory, n_episodes=2, batch_size=2, progress=False, vectorization="async")
+
+
+def test_open_vector_env_is_reused_and_left_open() -> None:
+    import gymnasium as gym
+
+    vec_env = gym.vector.SyncVectorEnv([LOOSE] * 3)
+    first = evaluate("random", vec_env, n_episodes=5, progress=False)
+    second = evaluate("random", vec_env, n_episodes=5, progress=False)
+    assert _outcomes(first) == _outcomes(second)
+    assert first.info["meta"]["config"]["batch_size"] == 3
+    reference = evaluate("random", LOOSE, n_episodes=5, batch_size=1, progress=False)
+    assert _outcomes(first) == _outcomes(reference)
+    vec_env.reset(seed=0)  # still open
+    vec_env.close()
