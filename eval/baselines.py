@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -121,8 +122,8 @@ def load_policy(
 
     Args:
         spec: ``"scripted"`` or ``"random"`` (baselines), ``"ws://host:port"`` / ``"wss://..."`` (a
-            policy served by ``fastvla serve``), a path or Hub id of a trained FastVLA policy, or an object
-            that already is a policy (returned unchanged).
+            policy served by ``fastvla serve``), the folder of a trained FastVLA policy, or an object that
+            already is a policy (returned unchanged).
         load_in_4bit: Load a FastVLA checkpoint with NF4 weights.
         device: Torch device of a FastVLA checkpoint (``None``: CUDA when available).
         seed: Seed of the ``random`` baseline.
@@ -152,6 +153,11 @@ def load_policy(
         from fastvla.serving.client import RemotePolicy
 
         return RemotePolicy(spec)
+    if not Path(spec).is_dir():
+        raise FileNotFoundError(
+            f"policy {spec!r} is not a baseline {BASELINES}, a ws:// or wss:// server address, nor a "
+            "checkpoint folder; pass e.g. 'scripted' or the output folder of `fastvla train`"
+        )
     from fastvla.policies import FastVLAPolicy
 
     return FastVLAPolicy.from_pretrained(spec, load_in_4bit=load_in_4bit, device=device, **kwargs)

@@ -60,3 +60,16 @@ def test_summarize_and_aggregate_layout() -> None:
     assert info["overall"]["eval_s"] == 2.0 and info["overall"]["eval_ep_s"] == 0.5
     assert [e["seed"] for e in info["per_episode"]] == [100, 101, 102, 103]
     assert math.isnan(summarize([])["pc_success"])
+
+
+def test_load_policy_resolves_names_and_rejects_unknown_specs() -> None:
+    from fastvla.eval import RandomPolicy, ScriptedPolicy, load_policy
+
+    assert isinstance(load_policy("scripted"), ScriptedPolicy)
+    assert isinstance(load_policy("random"), RandomPolicy)
+    own = ScriptedPolicy()
+    assert load_policy(own) is own
+    with pytest.raises(FileNotFoundError, match=r"'scripte' is not a baseline \('scripted', 'random'\)"):
+        load_policy("scripte")
+    with pytest.raises(TypeError, match="no reset"):
+        load_policy(object())
