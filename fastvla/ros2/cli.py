@@ -96,8 +96,22 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--policy is required (a FastVLAPolicy directory or module:factory)")
     if not args.camera:
         raise SystemExit("give at least one --camera NAME:=TOPIC, e.g. --camera front:=/camera/image_raw")
+    if not 0 <= args.domain_id <= 232:
+        raise SystemExit(f"--domain-id {args.domain_id} out of range; ROS 2 uses 0-232 (ROS_DOMAIN_ID)")
     cameras = dict(args.camera)
-    config = BridgeConfig(
+    try:
+        config = _config(args, cameras)
+        _require_dds()
+        policy = load_policy(
+            args.policy, list(cameras), args.instruction, args.device, args.load_in_4bit, args.n_action_steps
+        )
+    except ValueError as err:  # bad topic names, rates, cameras that don't match the model: no traceback
+        raise SystemExit(f"fastvla ros2: {err}") from err
+    return _serve(args, config, policy)
+
+
+def _config(args: argparse.Namespace, cameras: dict[str, str]) -> BridgeConfig:
+    return BridgeConfig(
         cameras=cameras,
         state_topic=args.state,
         command_topic=args.command,
@@ -110,11 +124,9 @@ def run(args: argparse.Namespace) -> int:
         chunk_dt=args.chunk_dt,
         node_name=args.node_name,
     )
-    _require_dds()
-    policy = load_policy(
-        args.policy, list(cameras), args.instruction, args.device, args.load_in_4bit, args.n_action_steps
-    )
 
+
+def _serve(args: argparse.Namespace, config: BridgeConfig, policy: Any) -> int:
     from fastvla.ros2.bridge import PolicyBridge
     from fastvla.ros2.dds import CycloneDDSTransport
 

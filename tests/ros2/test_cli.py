@@ -77,3 +77,12 @@ def test_load_policy_from_factory_and_bad_path() -> None:
     assert hasattr(policy, "select_action") and hasattr(policy, "predict_action_chunk")
     with pytest.raises(SystemExit, match="no such directory"):
         cli.load_policy("/nonexistent/policy_dir", ["front"], "x", None)
+
+
+def test_bad_values_exit_with_a_message_not_a_traceback() -> None:
+    with pytest.raises(SystemExit, match=r"fastvla ros2: rate 0.0 Hz must be > 0"):
+        cli.run(parse([*BRIEF, "--rate", "0"]))
+    with pytest.raises(SystemExit, match=r"--domain-id 300 out of range; ROS 2 uses 0-232"):
+        cli.run(parse([*BRIEF, "--domain-id", "300"]))
+    with pytest.raises(SystemExit, match=r"token '2nd'"):
+        cli.run(parse([*BRIEF, "--command", "/arm/2nd"]))
