@@ -16,7 +16,8 @@ from __future__ import annotations
 from fastvla.eval.baselines import BASELINES, Policy, RandomPolicy, ScriptedPolicy, load_policy
 from fastvla.eval.metrics import EpisodeRecord, aggregate, summarize, wilson_interval
 from fastvla.eval.report import comparison_table, print_summary
-from fastvla.eval.rollout import EnvFactory, EvalResult, evaluate, make_vector_env, run_group
+from fastvla.eval.rollout import EvalResult, evaluate, run_group
+from fastvla.eval.vector import EnvFactory, make_vector_env
 
 __all__ = [
     "BASELINES",

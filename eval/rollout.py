@@ -11,13 +11,10 @@ any batch size.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing as mp
 import re
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from typing import Any
 import numpy as np
 from fastvla.eval.baselines import load_policy
 from fastvla.eval.metrics import EpisodeRecord, aggregate, wilson_interval
+from fastvla.eval.vector import env_groups, is_vector_env, make_vector_env
 from fastvla.eval.video import VideoWriter, get_path, image_keys_of_space
 
 from fastvla.constants import INFO_SUCCESS, INFO_TASK
@@ -32,137 +30,6 @@ from fastvla.constants import INFO_SUCCESS, INFO_TASK
 logger = logging.getLogger(__name__)
 
 EnvLike = str | Callable[[], Any]
-
-
-class EnvFactory:
-    """A picklable ``gym.make(env_id, **kwargs)`` for vector-env workers started with spawn/forkserver.
-
-    ``fastvla/...`` ids import ``fastvla.envs`` first (in the worker process too) so they are registered.
-    """
-
-    def __init__(self, env_id: str, kwargs: Mapping[str, Any] | None = None) -> None:
-        self.env_id = env_id
-        self.kwargs = dict(kwargs or {})
-        self.__name__ = env_id
-
-    def __call__(self) -> Any:
-        import gymnasium as gym
-
-        if self.env_id.startswith("fastvla/"):
-            import fastvla.envs  # noqa: F401  (registers the fastvla/* ids)
-        return gym.make(self.env_id, **self.kwargs)
-
-    def __repr__(self) -> str:
-        return f"EnvFactory({self.env_id!r}, {self.kwargs!r})"
-
-
-def _is_vector_env(env: Any) -> bool:
-    import gymnasium as gym
-
-    return isinstance(env, gym.vector.VectorEnv)
-
-
-def _vector_env_name(vec_env: Any) -> str | None:
-    try:
-        return getattr(vec_env.get_attr("spec")[0], "id", None)
-    except Exception:
-        return None
-
-
-def _env_groups(env: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Normalise ``env`` (id, factory, vector env, list or dict of them) into ``{group name: env}``."""
-    if isinstance(env, Mapping):
-        items = list(env.items())
-    elif isinstance(env, (list, tuple)):
-        items = [(None, e) for e in env]
-    else:
-        items = [(None, env)]
-    if not items:
-        raise ValueError("env is empty; pass an env id like 'fastvla/PickCube-v0', a factory, or a list")
-    groups: dict[str, Any] = {}
-    for i, (name, e) in enumerate(items):
-        if isinstance(e, str):
-            factory: Any = EnvFactory(e, env_kwargs)
-        elif _is_vector_env(e):
-            factory, name = e, name or _vector_env_name(e)
-        elif callable(e):
-            if env_kwargs:
-                raise ValueError("env_kwargs only apply to env ids; bind them into your factory instead")
-            factory = e
-        else:
-            raise TypeError(
-                f"env {e!r} is neither an env id string, a callable returning a gymnasium.Env, "
-                "nor a gymnasium.vector.VectorEnv"
-            )
-        name = (
-            name
-            or getattr(factory, "__name__", None)
-            or getattr(getattr(factory, "func", None), "__name__", None)
-        )
-        name = name or f"env{i}"
-        if name == "<lambda>":
-            name = f"env{i}"
-        if name in groups:
-            name = f"{name}_{i}"
-        groups[str(name)] = factory
-    return groups
-
-
-@contextlib.contextmanager
-def _main_script_not_rerun() -> Iterator[None]:
-    """Keep worker processes started inside the block from re-running the user's ``__main__`` script.
-
-    With spawn/forkserver, multiprocessing re-executes the main *script* in every new process (and in the
-    forkserver) so that objects defined there can be unpickled. A script without an
-    ``if __name__ == "__main__":`` guard would then run its evaluation again in each worker. Env factories
-    reach the workers through cloudpickle, which pickles ``__main__`` objects by value, so the re-run is not
-    needed; hiding ``__main__.__file__`` while the workers start skips it. ``python -m pkg`` entry points
-    (a ``__spec__`` name) are left alone. Reverted on exit.
-    """
-    main = sys.modules.get("__main__")
-    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
-    if main is None or spec_name is not None or not hasattr(main, "__file__"):
-        yield
-        return
-    path = main.__file__
-    del main.__file__
-    try:
-        yield
-    finally:
-        main.__file__ = path
-
-
-def make_vector_env(
-    factory: Callable[[], Any], num_envs: int, vectorization: str = "auto"
-) -> tuple[Any, str]:
-    """A Gymnasium vector env of ``num_envs`` copies: async (forkserver/spawn) when possible, else sync.
-
-    Args:
-        factory: Callable returning one env; pickled (cloudpickle) into the worker processes.
-        num_envs: Number of parallel envs.
-        vectorization: ``"auto"`` (async for more than one env, falling back to sync with a warning),
-            ``"async"`` (fail if the async env can't start) or ``"sync"``.
-
-    Returns:
-        ``(vector env, "async" | "sync")``.
-    """
-    import gymnasium as gym
-
-    if vectorization not in ("auto", "async", "sync"):
-        raise ValueError(f"vectorization={vectorization!r}; use 'auto', 'async' or 'sync'")
-    if vectorization == "async" or (vectorization == "auto" and num_envs > 1):
-        # GL contexts don't survive fork: workers must start from a fresh interpreter.
-        context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        try:
-            with _main_script_not_rerun():
-                return gym.vector.AsyncVectorEnv([factory] * num_envs, context=context), "async"
-        except Exception as err:
-            if vectorization == "async":
-                raise
-            logger.warning(
-                "AsyncVectorEnv failed (%s: %s); falling back to SyncVectorEnv", type(err).__name__, err
-            )
-    return gym.vector.SyncVectorEnv([factory] * num_envs), "sync"
 
 
 def _relative(path: Path, base: Path | None) -> str:
@@ -521,7 +388,7 @@ def evaluate(
         raise ValueError(f"batch_size={batch_size}; must be >= 1")
     policy_spec = policy_name or (policy if isinstance(policy, str) else type(policy).__name__)
     policy = load_policy(policy, **dict(policy_kwargs or {}))
-    groups = _env_groups(env, env_kwargs)
+    groups = env_groups(env, env_kwargs)
     obs_map = getattr(policy, "obs_map", None)
     if camera_keys is None and getattr(obs_map, "cameras", None):
         camera_keys = list(obs_map.cameras.values())  # videos show what the policy sees
@@ -547,7 +414,7 @@ def evaluate(
     with tqdm(total=n_episodes * len(groups), desc="eval", unit="ep", disable=not progress) as bar:
         try:
             for name, factory in groups.items():
-                owned = not _is_vector_env(factory)
+                owned = not is_vector_env(factory)
                 if owned:
                     vec_env, kind = make_vector_env(factory, num_envs, vectorization)
                 else:  # the caller's vector env: its size is the batch size, and it stays open
