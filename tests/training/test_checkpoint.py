@@ -1,0 +1,131 @@
+"""Atomic checkpoints: complete or absent, round trips of every state, clear errors on mismatch."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from fastvla.training import checkpoint as ckpt
+from fastvla.training.config import OptimConfig
+from fastvla.training.optim import build_optimizer, build_scheduler
+
+
+class _Net(nn.Module):
+    def __init__(self, out: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.norm = nn.BatchNorm1d(8)  # running stats are buffers: they must be saved too
+        self.action_head = nn.Linear(8, out)
+        self.frozen = nn.Linear(4, 4).requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.action_head(self.norm(self.body(x)))
+
+
+def _trained(seed: int = 0) -> tuple[_Net, torch.optim.Optimizer, object]:
+    torch.manual_seed(seed)
+    model = _Net()
+    cfg = OptimConfig(warmup_steps=1, head_modules=("action_head",))
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total_steps=10)
+    for _ in range(3):
+        model(torch.randn(5, 4)).pow(2).mean().backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    return model, opt, sched
+
+
+def _save(path: Path, model: nn.Module, opt, sched, step: int = 3) -> Path:
+    return ckpt.save_checkpoint(
+        path,
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        scaler=None,
+        trainer_state={"step": step},
+        rng_states=[ckpt.capture_rng_state()],
+        config_yaml="steps: 10\n",
+        stats={"action": {"mean": np.zeros(3, np.float32)}},
+    )
+
+
+def test_round_trip_restores_model_optimizer_schedule_rng(tmp_path: Path) -> None:
+    model, opt, sched = _trained()
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    path = _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    expected_draws = (random.random(), np.random.rand(), torch.rand(1))
+
+    fresh, fresh_opt, fresh_sched = _trained(seed=1)  # different weights and moments
+    state, rngs = ckpt.load_checkpoint(
+        path, model=fresh, optimizer=fresh_opt, scheduler=fresh_sched, scaler=None
+    )
+    ckpt.restore_rng_state(rngs[0])
+    assert state == {"step": 3}
+    assert (random.random(), np.random.rand()) == expected_draws[:2] and torch.equal(
+        torch.rand(1), expected_draws[2]
+    )
+    for name, tensor in model.state_dict().items():
+        if not name.startswith("frozen."):  # frozen weights come from the model source, not the checkpoint
+            assert torch.equal(fresh.state_dict()[name], tensor), name
+    assert fresh_sched.state_dict() == sched.state_dict()
+    a, b = opt.state_dict()["state"], fresh_opt.state_dict()["state"]
+    assert all(torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
+    saved = load_file(path / ckpt.MODEL_FILE)
+    assert "norm.running_mean" in saved and "frozen.weight" not in saved
+
+
+def test_failure_while_writing_leaves_no_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, opt, sched = _trained()
+    _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    real_save = torch.save
+
+    def crash_on_rng(obj, f, *args, **kwargs):
+        if str(f).endswith("rng.pt"):
+            raise OSError("disk full")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", crash_on_rng)
+    with pytest.raises(OSError, match="disk full"):
+        _save(ckpt.checkpoint_path(tmp_path, 6), model, opt, sched, step=6)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [3]
+    assert ckpt.latest_checkpoint(tmp_path) == ckpt.checkpoint_path(tmp_path, 3)
+    assert sorted(p.name for p in (tmp_path / ckpt.CHECKPOINTS).iterdir()) == ["step_00000003"]
+
+
+def test_killed_writer_leftovers_are_ignored_and_cleaned(tmp_path: Path) -> None:
+    model, opt, sched = _trained()
+    _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    # What a SIGKILL during atomic_directory leaves: a dot-named temporary folder with some files.
+    partial = tmp_path / ckpt.CHECKPOINTS / ".step_00000006.k3j2.tmp"
+    partial.mkdir()
+    (partial / ckpt.MODEL_FILE).write_bytes(b"\0" * 10)
+    # And a folder with the right name but missing files is never treated as a checkpoint.
+    (tmp_path / ckpt.CHECKPOINTS / "step_00000009").mkdir()
+    assert ckpt.latest_checkpoint(tmp_path) == ckpt.checkpoint_path(tmp_path, 3)
+    assert ckpt.remove_stale_temporaries(tmp_path) == [partial]
+    assert not partial.exists()
+
+
+def test_prune_keeps_newest(tmp_path: Path) -> None:
+    model, opt, sched = _trained()
+    for step in (2, 4, 6, 8):
+        _save(ckpt.checkpoint_path(tmp_path, step), model, opt, sched, step=step)
+    ckpt.prune_checkpoints(tmp_path, keep=2)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [6, 8]
+
+
+def test_shape_mismatch_names_the_tensors(tmp_path: Path) -> None:
+    model, opt, sched = _trained()
+    path = _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    other = _Net(out=5)  # another action dimension
+    with pytest.raises(ValueError, match=r"action_head.weight: checkpoint \(3, 8\) vs model \(5, 8\)"):
+        ckpt.load_trainable_state_dict(other, load_file(path / ckpt.MODEL_FILE), source=str(path))
