@@ -7,7 +7,8 @@ and at a fixed rate builds a Gymnasium-style observation ``{"pixels": {cam: uint
 runs the policy and publishes ``std_msgs/Float64MultiArray`` (one action) or
 ``trajectory_msgs/JointTrajectory`` (the predicted chunk). It pauses (publishes nothing) and logs why when
 a topic has never been received, is older than ``max_staleness``, or the sensors' header stamps disagree by
-more than ``max_staleness``; the policy is reset when it resumes and when the instruction changes.
+more than ``max_staleness``, and drops a command whose inputs went stale while the policy computed it;
+the policy is reset when it resumes and when the instruction changes.
 
 Example:
     >>> from fastvla.ros2.transport import InProcessTransport
@@ -223,6 +224,7 @@ class PolicyBridge:
             except ValueError as err:
                 return None, f"bad image on {topic}: {err}", {}
         meta = {
+            "oldest_recv": min(latest[t][0] for t in topics),
             "stamps_ns": {t: stamps[t] for t in topics},
             "recv_ns": {t: latest[t][1] for t in topics},
             "joint_names": list(joint_state.name),
@@ -281,6 +283,14 @@ class PolicyBridge:
             self.stats.policy_errors += 1
             logger.exception("policy failed; commands paused")
             self._pause(f"policy error: {type(err).__name__}: {err}", now)
+            return False
+        age = self.clock() - meta.pop("oldest_recv")
+        if age > self.config.max_staleness:  # inference outlasted the inputs: don't act on old data
+            self._pause(
+                f"slow policy: inputs were {age:.2f} s old when the command was ready "
+                f"(max {self.config.max_staleness} s; raise --max-staleness or use a faster policy)",
+                now,
+            )
             return False
         publish_ns = time.time_ns()  # before write(): a reliable write may deliver before it returns
         self._command_pub.publish(command)

@@ -72,7 +72,7 @@ def _run_processes(
     py = sys.executable
     bridge_stats, robot_out = workdir / "bridge.json", workdir / "robot.json"
     bridge_cmd = [
-        py, "-m", "fastvla", "ros2",
+        py, "-m", "fastvla.ros2",  # = `fastvla ros2`, without importing the other sub-commands
         "--policy", policy, "--device", "cpu",
         "--camera", f"front:={FRONT}", "--camera", f"wrist:={WRIST}",
         "--state", STATE, "--command", COMMAND, "--instruction", FIRST,

@@ -204,3 +204,17 @@ def test_image_encodings() -> None:
     np.testing.assert_array_equal(image_to_rgb(mono), [[[5, 5, 5], [9, 9, 9]]])
     with pytest.raises(ValueError, match="encoding '16UC1' not supported"):
         image_to_rgb(M.Image(height=1, width=1, encoding="16UC1", step=2, data=b"\x00\x00"))
+
+
+def test_command_from_inputs_that_went_stale_during_inference_is_dropped() -> None:
+    bridge, bus, policy, clock, got = make()
+    slow = policy.select_action
+
+    def select_action(obs, task=None):
+        clock.t += 0.7  # inference longer than max_staleness=0.5
+        return slow(obs, task)
+
+    policy.select_action = select_action
+    feed(bus, 1)
+    assert not bridge.tick() and not got
+    assert bridge._paused_reason.startswith("slow policy: inputs were 0.70 s old when the command was ready")
