@@ -5,11 +5,12 @@ A row prints one ``RESULT {json}`` line (a dict, or a list of dicts). Row ids:
 - ``peak`` — measured bf16 matmul rate (the MFU denominator) and device copy bandwidth.
 - ``ckpt:llama`` / ``ckpt:fv-latent`` / ``ckpt:fv-prefix`` — write a random 7B checkpoint to ``--ckpt``.
 - ``base-train:{q|bf16}:B:SEQ[:FLAGS]`` — the HF + PEFT + bitsandbytes QLoRA recipe
-  (``../shared/reference/gpu_baseline.py``, reproduced faithfully); FLAGS: ``train`` also calls
+  (``../shared/reference/gpu_baseline.py``, reproduced faithfully); FLAGS (``+``-joined): ``train`` also calls
   ``model.train()`` (the reference never does, so its gradient checkpointing is inactive), ``prof``.
 - ``base-infer`` — the recipe's inference: one forward and 7-token decoding, 4-bit and bf16.
 - ``fv-train:FUSION:CAMS:B:OPTS`` — FastVLA ``openvla-7b-shape`` in 4-bit + LoRA (r=32 on the decoder);
-  OPTS is ``-`` or a comma list of ``k`` (fused kernels), ``gc`` (gradient checkpointing), ``fp16``
+  OPTS is ``-`` or a ``+``-joined list of ``k`` (fused kernels), ``gc`` (gradient checkpointing), ``g``
+  (the whole step — forward, backward, AdamW — captured once in a CUDA graph and replayed), ``fp16``
   (fp16 weights/autocast + loss scaling), ``mem12`` (allocator capped at 12 GiB), ``bf16w`` (no 4-bit).
 - ``prof`` in FLAGS/OPTS adds a torch.profiler summary of one more step (top ops, time by category).
 - ``fv-infer:FUSION:CAMS:OPTS`` — batch-1 chunk forward, 4-bit vs bf16, eager vs CUDA graph; OPTS ``k``.
@@ -242,7 +243,7 @@ def row_base_infer() -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------ FastVLA
 def _opts(text: str) -> set[str]:
-    return set() if text in ("-", "") else set(text.split(","))
+    return set() if text in ("-", "") else set(text.split("+"))
 
 
 def _fv_model(fusion: str, opts: set[str]) -> Any:
@@ -289,28 +290,40 @@ def row_fv_train(spec: str) -> dict[str, Any]:
         torch.cuda.set_per_process_memory_fraction(12 * 2**30 / total)
     model = _fv_model(fusion, opts)
     if "gc" in opts:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # No RNG to replay (dropout 0), and saving the RNG state would sync inside a CUDA graph capture.
+        kwargs = {"use_reentrant": False, "preserve_rng_state": False}
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
     model.train()
     patch = apply_kernels(model, KernelConfig(enabled="k" in opts))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    graphed = "g" in opts and dtype == torch.bfloat16
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True, capturable=graphed)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     load = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
+    losses: list[torch.Tensor] = []
+    static = _fv_batch(bsz, cams, dtype)
 
-    losses = []
-
-    def step():
-        batch = _fv_batch(bsz, cams, dtype)
-        with torch.autocast("cuda", dtype=dtype):
-            loss = model(**batch).loss
+    def eager_step():
+        for key, value in _fv_batch(bsz, cams, dtype).items():
+            static[key].copy_(value)
+        with torch.autocast("cuda", dtype=dtype, cache_enabled=not graphed):
+            loss = model(**static).loss
         losses.append(loss.detach())
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
+    step = eager_step
+    graph_error = None
+    if graphed:
+        try:
+            step = _graph_train_step(model, opt, static, lambda: _fv_batch(bsz, cams, dtype), losses)
+        except Exception as err:
+            graph_error = f"{type(err).__name__}: {str(err)[:300]}"
+            opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
     times = timed_steps(step, warm=3, steps=8)
     seq = _decoder_tokens(fusion, cams)
     base = model.get_base_model()
@@ -326,6 +339,8 @@ def row_fv_train(spec: str) -> dict[str, Any]:
         "batch": bsz,
         "tokens": seq,
         "opts": sorted(opts),
+        "cuda_graph": graphed and graph_error is None,
+        "graph_error": graph_error,
         "kernels": patch.counts,
         "step_s": round(median(times), 4),
         "samples_per_s": round(bsz / median(times), 2),
@@ -334,12 +349,46 @@ def row_fv_train(spec: str) -> dict[str, Any]:
         "weights_gib": gib(load),
         "trainable_m": round(sum(p.numel() for p in params) / 1e6, 1),
         "model_tflop_per_step": round(flops / 1e12, 2),
+        "first_loss": round(float(losses[0]), 4),
         "last_loss": round(float(losses[-1]), 4),
         "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
     }
     if "prof" in opts:
         row["profile"] = _profile(step, spec)
     return row
+
+
+def _graph_train_step(model: Any, opt: Any, static: dict, new_batch: Any, losses: list) -> Any:
+    """Capture forward + backward + AdamW once (PyTorch's whole-network capture recipe); return a replay step.
+
+    Inputs live in ``static``; each step copies a fresh batch into it and replays. Gradients were None at
+    capture, so the captured backward writes them afresh on every replay (no zeroing needed).
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                loss = model(**static).loss
+            loss.backward()
+            opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    opt.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            static_loss = model(**static).loss
+        static_loss.backward()
+        opt.step()
+
+    def step() -> None:
+        for key, value in new_batch().items():
+            static[key].copy_(value)
+        graph.replay()
+        losses.append(static_loss.detach().clone())
+
+    return step
 
 
 def row_fv_infer(spec: str) -> list[dict[str, Any]]:
@@ -365,7 +414,8 @@ def row_fv_infer(spec: str) -> list[dict[str, Any]]:
                 eager_p50_ms=round(1000 * median(eager), 2), eager_p99_ms=round(1000 * pct(eager, 99), 2)
             )
             try:
-                graph_times = _graph_times(model, batch)
+                graph_times, rel = _graph_times(model, batch)
+                row["graph_vs_eager_rel_err"] = round(rel, 5)
                 row.update(
                     graph_p50_ms=round(1000 * median(graph_times), 2),
                     graph_p99_ms=round(1000 * pct(graph_times, 99), 2),
@@ -383,7 +433,7 @@ def row_fv_infer(spec: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> list[float]:
+def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> tuple[list[float], float]:
     """Capture one forward in a CUDA graph and time its replays (inputs are static buffers)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -396,10 +446,11 @@ def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> list[float]:
         out = model(**batch)
     graph.replay()
     torch.cuda.synchronize()
-    ref = model(**batch).actions
-    if not torch.allclose(out.actions.float(), ref.float(), atol=1e-2, rtol=1e-2):
-        raise RuntimeError("graph replay output differs from eager")
-    return timed_steps(graph.replay, warm=5, steps=100)
+    ref = model(**batch).actions.float()
+    rel = ((out.actions.float() - ref).norm() / ref.norm()).item()  # captured path builds an explicit mask
+    if not rel < 0.05:
+        raise RuntimeError(f"graph replay differs from eager: rel err {rel:.3g}")
+    return timed_steps(graph.replay, warm=5, steps=100), rel
 
 
 # ------------------------------------------------------------------------------------------ profile
@@ -433,6 +484,7 @@ def _profile(step, spec: str) -> dict[str, Any]:
         )
     return {
         "profiled_step_ms": round(1000 * wall, 1),
+        "cpu_self_ms": round(sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e3, 1),
         "gpu_busy_ms": round(busy, 1),
         "categories_ms": _categories(events),
         "top_ops": top,

@@ -43,12 +43,12 @@ BASELINE = [
 ]
 FASTVLA = [
     "fv-train:prefix:1:8:k",
-    "fv-train:prefix:1:8:k,gc",
+    "fv-train:prefix:1:8:k+gc",
     "fv-train:latent:2:8:k",
     "fv-train:latent:2:8:-",
-    "fv-train:latent:2:8:k,gc",
+    "fv-train:latent:2:8:k+gc",
     "fv-infer:latent:2:k",
-    "fv-train:latent:2:8:k,fp16,mem12",
+    "fv-train:latent:2:8:k+fp16+mem12",
 ]
 PLANS = {
     "first": [
@@ -59,7 +59,7 @@ PLANS = {
         "base-train:q:4:536",
         "base-train:bf16:8:280",
         "base-infer",
-        "fv-train:latent:2:8:k,prof",
+        "fv-train:latent:2:8:k+prof",
         "kernels",
     ],
     "baseline": ["peak", *BASELINE, "kernels"],
