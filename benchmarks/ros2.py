@@ -123,6 +123,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             _fmt(lat.get(k, {}), "p50")
             for k in ("image_transport", "wait_for_tick", "policy", "command_transport")
         ]
+        if "p99" in lat.get("policy", {}) and "end_to_end" not in lat:  # real model: show the tail too
+            stages[2] = f"{lat['policy']['p50']:.1f}/{lat['policy']['p99']:.0f}"
         print(
             f"{r['transport']:<26} {size:>7} {r['commands']:>5} {rate:>6} {_fmt(e2e, 'p50'):>8} "
             f"{_fmt(e2e, 'p99'):>8} {stages[0]:>8} {stages[1]:>8} {stages[2]:>7} {stages[3]:>8} {to_pub:>17}"

@@ -141,11 +141,11 @@ def _breakdown(robot: dict[str, Any], bridge: dict[str, Any], echo: bool) -> dic
     """
     # only commands computed while images still flowed (afterwards they act on ever older images)
     last = (robot.get("last_image_ns") or 0) + 100_000_000
-    to_publish = [
-        r["publish_ns"] - r["stamps_ns"][FRONT] for r in bridge["records"] if r["publish_ns"] <= last
-    ]
+    flowing = [r for r in bridge["records"] if r["publish_ns"] <= last]
+    to_publish = [r["publish_ns"] - r["stamps_ns"][FRONT] for r in flowing]
     if not echo:
-        return {"image_to_publish": _stats_ms(to_publish)}
+        policy = [r["publish_ns"] - r["tick_ns"] for r in flowing]
+        return {"image_to_publish": _stats_ms(to_publish), "policy": _stats_ms(policy)}
     by_stamp: dict[int, list[dict[str, Any]]] = {}
     for rec in bridge["records"]:  # several commands may act on the same image: match them in order
         by_stamp.setdefault(rec["stamps_ns"][FRONT], []).append(rec)
