@@ -105,6 +105,8 @@ def load_episode_stats_v30(root: Path) -> dict[int, Stats]:
         for row in table.select(["episode_index", *cols]).to_pylist():
             stats: Stats = {}
             for col in cols:
+                if row[col] is None:  # a stat some episodes lack (e.g. quantiles of converted ones)
+                    continue
                 key, stat = col[len("stats/") :].rsplit("/", 1)
                 stats.setdefault(key, {})[stat] = np.asarray(row[col])
             out[row["episode_index"]] = stats

@@ -48,7 +48,7 @@ def _episode_rows(root: Path) -> list[dict[str, Any]]:
 def _stats_of(row: dict[str, Any]) -> Stats:
     stats: Stats = {}
     for col, value in row.items():
-        if col.startswith("stats/"):
+        if col.startswith("stats/") and value is not None:  # None: stat absent for this episode
             key, stat = col[len("stats/") :].rsplit("/", 1)
             stats.setdefault(key, {})[stat] = np.asarray(value)
     return stats

@@ -60,3 +60,23 @@ def test_cli_info_view_convert(make_dataset, lerobot_fixtures, tmp_path, capsys)
     out = tmp_path / "converted"
     assert main(["dataset", "convert", str(lerobot_fixtures / "sim_2cam_video_v21"), str(out)]) == 0
     assert LeRobotDataset(out).meta.version == "v3.0"
+
+
+def test_append_to_converted_dataset(lerobot_fixtures, tmp_path):
+    """Converted episodes lack image quantiles; appended ones have them: stats still aggregate."""
+    from fastvla.datasets import LeRobotDatasetWriter
+
+    out = convert_v21_to_v30(lerobot_fixtures / "sim_2cam_video_v21", tmp_path / "v30", progress=False)
+    writer = LeRobotDatasetWriter(out)
+    img = np.full((64, 64, 3), 128, np.uint8)
+    for t in range(5):
+        state = np.full(7, t, np.float32)
+        frame = {"observation.images.front": img, "observation.images.wrist": img}
+        writer.add_frame({**frame, "observation.state": state, "action": -state}, task="new task")
+    writer.save_episode()
+    writer.finalize()
+    LeRobotDatasetWriter(out).finalize()  # re-open: recovery re-aggregates from the episodes parquet
+    ds = LeRobotDataset(out)
+    assert ds.num_episodes == 4 and len(ds) == 80 and ds[79]["task"] == "new task"
+    assert ds.meta.stats["observation.state"]["count"].tolist() == [80]
+    assert float(ds[77]["observation.images.front"].mean()) == pytest.approx(128 / 255, abs=0.01)
