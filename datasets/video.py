@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,6 +23,9 @@ CODECS: dict[str, tuple[str, dict[str, str]]] = {
 }
 # Written into meta/info.json: features[key]["info"]["video.codec"].
 CODEC_INFO_NAME = {"av1": "av1", "h264": "h264"}
+
+
+_TORCHCODEC_BROKEN = False  # set after torchcodec failed once in "auto" mode
 
 
 class VideoDecodeError(RuntimeError):
@@ -43,14 +47,15 @@ def _open(path: str | os.PathLike) -> av.container.InputContainer:
         ) from err
 
 
-def _torchcodec_decode(path: Path, timestamps: Sequence[float]) -> np.ndarray | None:
+def _torchcodec_decode(path: Path, timestamps: Sequence[float]) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         from torchcodec.decoders import VideoDecoder  # type: ignore[import-not-found]
     except Exception:
         return None
     decoder = VideoDecoder(str(path), seek_mode="approximate")
     batch = decoder.get_frames_played_at(list(timestamps))
-    return batch.data.permute(0, 2, 3, 1).numpy()  # (N, H, W, 3) uint8
+    gaps = np.abs(batch.pts_seconds.numpy() - np.asarray(timestamps, dtype=np.float64))
+    return batch.data.permute(0, 2, 3, 1).numpy(), gaps  # (N, H, W, 3) uint8, (N,)
 
 
 def decode_frames(
@@ -74,9 +79,23 @@ def decode_frames(
     if backend in ("auto", "torchcodec"):
         if not path.is_file():
             _open(path)  # raises the helpful error
-        out = _torchcodec_decode(path, timestamps)
+        global _TORCHCODEC_BROKEN
+        try:
+            out = None if (_TORCHCODEC_BROKEN and backend == "auto") else _torchcodec_decode(path, timestamps)
+        except Exception as err:  # an incompatible torchcodec/FFmpeg install: fall back to PyAV
+            if backend == "torchcodec":
+                raise
+            warnings.warn(f"torchcodec failed ({err!r}); decoding with PyAV instead", stacklevel=2)
+            _TORCHCODEC_BROKEN, out = True, None
         if out is not None:
-            return out
+            frames, gaps = out
+            if (gaps > tolerance_s).any():
+                bad = int(gaps.argmax())
+                raise VideoDecodeError(
+                    f"frame at t={timestamps[bad]:.4f}s not found in {path} (off by {gaps[bad]:.4f}s, "
+                    f"tolerance {tolerance_s:.4f}s); the video and the metadata disagree."
+                )
+            return frames
         if backend == "torchcodec":
             raise ImportError(
                 "video backend 'torchcodec' requested but not installed; pip install torchcodec"

@@ -132,3 +132,19 @@ def test_split_by_episode_and_normalizer(lerobot_fixtures):
     np.testing.assert_allclose(norm.normalize("action", q), [[-1] * 7, [1] * 7], atol=1e-5)
     mean = np.asarray(stats["observation.state"]["mean"], np.float32)
     np.testing.assert_allclose(norm.normalize("observation.state", mean), 0, atol=1e-6)
+
+
+def test_broken_torchcodec_falls_back_to_pyav(lerobot_fixtures, monkeypatch):
+    from fastvla.datasets import video
+
+    def broken(path, timestamps):
+        raise RuntimeError("libavcodec.so.61: cannot open shared object file")
+
+    monkeypatch.setattr(video, "_torchcodec_decode", broken)
+    monkeypatch.setattr(video, "_TORCHCODEC_BROKEN", False)
+    ds = LeRobotDataset(lerobot_fixtures / "sim_2cam_video_v30")  # video_backend="auto"
+    with pytest.warns(UserWarning, match="decoding with PyAV instead"):
+        item = ds[3]
+    assert item["observation.images.front"].shape == (3, 64, 64)
+    with pytest.raises(RuntimeError, match="libavcodec"):
+        LeRobotDataset(lerobot_fixtures / "sim_2cam_video_v30", video_backend="torchcodec")[3]
