@@ -1,0 +1,37 @@
+"""gymnasium-robotics Fetch: goal-dict observations get rendered cameras, a state and an instruction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gymnasium_robotics", reason="pip install 'fastvla[robotics]' in a separate venv")
+
+from fastvla.envs.thirdparty import fetch_observation_map, make_fetch
+
+pytestmark = pytest.mark.slow
+
+
+def test_fetch_goal_dict_gets_pixels_state_and_instruction() -> None:
+    env = make_fetch("FetchPickAndPlace-v4", image_size=32, render_mode="rgb_array")
+    try:
+        obs, info = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+        assert set(obs) == {"observation", "achieved_goal", "desired_goal", "pixels", "agent_pos"}
+        for cam in ("external_camera_0", "behind"):
+            image = obs["pixels"][cam]
+            assert image.shape == (32, 32, 3) and image.std() > 5  # not a blank frame
+        np.testing.assert_allclose(obs["agent_pos"][:3], obs["observation"][:3], rtol=1e-6)
+        assert info["task"] == "pick up the black block and place it at the red target"
+        obs, _, _, _, info = env.step(env.action_space.sample())
+        assert isinstance(info["is_success"], bool)
+        np.testing.assert_array_equal(env.render(), obs["pixels"]["external_camera_0"])
+    finally:
+        env.close()
+
+
+def test_fetch_observation_map() -> None:
+    pytest.importorskip("fastvla.policies")
+    obs_map = fetch_observation_map("FetchReach-v4")
+    assert obs_map.cameras == {"external_camera_0": "pixels/external_camera_0", "behind": "pixels/behind"}
+    assert obs_map.state == "agent_pos" and obs_map.instruction == "move the gripper to the red target"
