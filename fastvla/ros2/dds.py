@@ -14,6 +14,7 @@ the first participant of the process is created, so :func:`configure_network` mu
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from typing import Any
 
 from fastvla.ros2.msgs import Message, Seq
 from fastvla.ros2.transport import DEFAULT_QOS, QoS, dds_topic_name
+
+logger = logging.getLogger("fastvla.ros2")
 
 INSTALL_HINT = "pip install 'fastvla[ros2]'"
 
@@ -159,6 +162,28 @@ class _TypeRegistry:
         return sample
 
 
+def deliver_samples(
+    reader: Any, topic: str, msg_type: type[Message], callback: Callable[[Message], None]
+) -> int:
+    """Take what ``reader`` holds and pass each decoded message to ``callback``; returns how many.
+
+    Runs on Cyclone's listener thread: a sample that does not decode (a writer with the same type name
+    but another layout; rmw_cyclonedds sends no type information, so DDS cannot catch that) is logged
+    and dropped instead of raising into the C library.
+    """
+    try:
+        samples = reader.take(N=64)
+    except Exception as err:
+        logger.warning("dropped undecodable sample(s) on %s (%s): %s", topic, msg_type.ROS_TYPE, err)
+        return 0
+    delivered = 0
+    for sample in samples:
+        if isinstance(sample, Message):  # skips dispose/unregister notifications
+            callback(sample)
+            delivered += 1
+    return delivered
+
+
 class _DDSPublisher:
     def __init__(self, writer: Any, registry: _TypeRegistry, msg_type: type[Message], topic: str) -> None:
         self._writer, self._registry, self._type, self._topic = writer, registry, msg_type, topic
@@ -227,9 +252,7 @@ class CycloneDDSTransport:
         from cyclonedds.sub import DataReader
 
         def on_data_available(reader: Any) -> None:
-            for sample in reader.take(N=64):
-                if isinstance(sample, Message):
-                    callback(sample)
+            deliver_samples(reader, topic, msg_type, callback)
 
         reader = DataReader(
             self.participant,
@@ -238,14 +261,6 @@ class CycloneDDSTransport:
             listener=Listener(on_data_available=on_data_available),
         )
         self._entities.append(reader)
-
-    def matched_publications(self) -> int:
-        """Number of remote writers matched by this participant's readers (for waiting on discovery)."""
-        return sum(r.get_matched_publications().__len__() for r in self._entities if hasattr(r, "take"))
-
-    def matched_subscriptions(self) -> int:
-        """Number of remote readers matched by this participant's writers."""
-        return sum(len(w.get_matched_subscriptions()) for w in self._entities if hasattr(w, "write"))
 
     def close(self) -> None:
         """Delete the participant and everything it owns."""

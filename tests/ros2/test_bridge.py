@@ -218,3 +218,24 @@ def test_command_from_inputs_that_went_stale_during_inference_is_dropped() -> No
     feed(bus, 1)
     assert not bridge.tick() and not got
     assert bridge._paused_reason.startswith("slow policy: inputs were 0.70 s old when the command was ready")
+
+
+def test_undecodable_dds_samples_are_logged_and_dropped(caplog) -> None:
+    from fastvla.ros2.cdr import CdrError
+    from fastvla.ros2.dds import deliver_samples
+
+    class Reader:
+        def __init__(self, result):
+            self.result = result
+
+        def take(self, N):
+            if isinstance(self.result, Exception):
+                raise self.result
+            return self.result
+
+    got: list[M.Message] = []
+    with caplog.at_level(logging.WARNING, logger="fastvla.ros2"):
+        assert deliver_samples(Reader(CdrError("truncated")), "/js", M.JointState, got.append) == 0
+    assert "dropped undecodable sample(s) on /js (sensor_msgs/msg/JointState): truncated" in caplog.text
+    assert deliver_samples(Reader([joints(), object()]), "/js", M.JointState, got.append) == 1
+    assert len(got) == 1
