@@ -157,41 +157,55 @@ def record(
             robot_type="fastvla_sim",
             codec=codec,
         )
-        obs, info = vec_env.reset(seed=[seed + i for i in range(num_envs)])
-        buffers: list[list[dict[str, Any]]] = [[] for _ in range(num_envs)]
-        tasks = [str(t) for t in info[INFO_TASK]]
-        resetting = np.zeros(num_envs, dtype=bool)  # next step() resets these envs (autoreset NEXT_STEP)
         bar = tqdm(total=episodes, desc=f"recording {env_id}", unit="episode", disable=not progress)
-        while summary.episodes_saved < episodes and summary.episodes_attempted < max_attempts:
-            actions = np.stack([np.asarray(a, dtype=np.float32) for a in vec_env.call("expert_action")])
-            for i in range(num_envs):
-                if not resetting[i]:
-                    buffers[i].append(_frame(obs, i, cameras, actions[i]))
-            obs, _, terminated, truncated, info = vec_env.step(actions)
-            for i in range(num_envs):
-                if resetting[i]:  # this step was the reset: a new episode starts with this observation
-                    resetting[i] = False
-                    tasks[i] = str(info[INFO_TASK][i])
-                    continue
-                if not (terminated[i] or truncated[i]):
-                    continue
-                resetting[i] = True
-                success = bool(info[INFO_SUCCESS][i])
-                summary.episodes_attempted += 1
-                summary.successes += int(success)
-                frames, buffers[i] = buffers[i], []
-                if (success or keep_failed) and summary.episodes_saved < episodes:
-                    for frame in frames:
-                        writer.add_frame(frame, task=tasks[i])
-                    writer.save_episode()
-                    summary.episodes_saved += 1
-                    summary.frames_saved += len(frames)
-                    summary.tasks[tasks[i]] = summary.tasks.get(tasks[i], 0) + 1
-                    bar.update(1)
-                bar.set_postfix(success=f"{summary.success_rate:.0%}", attempts=summary.episodes_attempted)
-        bar.close()
-        writer.finalize()
+        with writer, bar:  # on any exit the writer drops a partial episode and writes its metadata
+            _rollouts(vec_env, writer, summary, bar, cameras, seed, keep_failed, max_attempts)
         summary.seconds = time.perf_counter() - start
         return summary
     finally:
         vec_env.close()
+
+
+def _rollouts(
+    vec_env: Any,
+    writer: LeRobotDatasetWriter,
+    summary: RecordSummary,
+    bar: tqdm,
+    cameras: Sequence[str],
+    seed: int,
+    keep_failed: bool,
+    max_attempts: int,
+) -> None:
+    """Step all envs with the expert until enough episodes are saved (autoreset mode NEXT_STEP)."""
+    num_envs, episodes = vec_env.num_envs, summary.requested
+    obs, info = vec_env.reset(seed=[seed + i for i in range(num_envs)])
+    buffers: list[list[dict[str, Any]]] = [[] for _ in range(num_envs)]
+    tasks = [str(t) for t in info[INFO_TASK]]
+    resetting = np.zeros(num_envs, dtype=bool)  # next step() resets these envs (autoreset NEXT_STEP)
+    while summary.episodes_saved < episodes and summary.episodes_attempted < max_attempts:
+        actions = np.stack([np.asarray(a, dtype=np.float32) for a in vec_env.call("expert_action")])
+        for i in range(num_envs):
+            if not resetting[i]:
+                buffers[i].append(_frame(obs, i, cameras, actions[i]))
+        obs, _, terminated, truncated, info = vec_env.step(actions)
+        for i in range(num_envs):
+            if resetting[i]:  # this step was the reset: a new episode starts with this observation
+                resetting[i] = False
+                tasks[i] = str(info[INFO_TASK][i])
+                continue
+            if not (terminated[i] or truncated[i]):
+                continue
+            resetting[i] = True
+            success = bool(info[INFO_SUCCESS][i])
+            summary.episodes_attempted += 1
+            summary.successes += int(success)
+            frames, buffers[i] = buffers[i], []
+            if (success or keep_failed) and summary.episodes_saved < episodes:
+                for frame in frames:
+                    writer.add_frame(frame, task=tasks[i])
+                writer.save_episode()
+                summary.episodes_saved += 1
+                summary.frames_saved += len(frames)
+                summary.tasks[tasks[i]] = summary.tasks.get(tasks[i], 0) + 1
+                bar.update(1)
+            bar.set_postfix(success=f"{summary.success_rate:.0%}", attempts=summary.episodes_attempted)
