@@ -2,8 +2,9 @@
 
 Every flag maps to a field of :class:`fastvla.training.TrainConfig` (``--optim.lr`` is
 ``config.optim.lr``). A run's resolved config is saved as ``<output-dir>/config.yaml``; pass it back with
-``--config`` to repeat or resume a run. Data-parallel: ``accelerate launch --num_processes N -m fastvla
-train ...``.
+``--config`` to repeat or resume a run. Data-parallel: ``accelerate launch --multi_gpu --num_processes N
+-m fastvla train ...`` (the same command runs gloo DDP over CPU processes on a machine without GPUs;
+accelerate's own ``--cpu`` flag starts a single process).
 
 Examples:
     fastvla train --data.root data/pick --steps 2000 --batch-size 32 --output-dir runs/pick

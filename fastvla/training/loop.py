@@ -182,6 +182,7 @@ class Trainer:
     def validate(self) -> float:
         """Mean loss over (at most ``val_batches``) held-out batches, averaged over all processes."""
         acc = self.accelerator
+        self._sync_buffers()
         # The unwrapped model: a DDP forward would sync buffers, and ranks may see unequal batch counts.
         model = acc.unwrap_model(self.model)
         factory.guard_quantized_eval(model)
@@ -288,6 +289,7 @@ class Trainer:
         from accelerate.utils import gather_object
 
         acc = self.accelerator
+        self._sync_buffers()
         rng_states = gather_object([ckpt.capture_rng_state()])  # one per rank, in rank order
         path = ckpt.checkpoint_path(self.out, self.step)
         if self.is_main:
@@ -307,6 +309,19 @@ class Trainer:
             ckpt.prune_checkpoints(self.out, self.cfg.keep_checkpoints)
         acc.wait_for_everyone()
         return path
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics), as DDP does before each forward.
+
+        Each rank updates its running statistics on its own micro-batches after that broadcast, so
+        without this the ranks would disagree at a checkpoint, and validate with different statistics.
+        """
+        if self.accelerator.num_processes == 1:
+            return
+        import torch.distributed as dist
+
+        for buffer in self.accelerator.unwrap_model(self.model).buffers():
+            dist.broadcast(buffer.data, src=0)
 
     def _maybe_resume(self) -> None:
         if not self.cfg.resume:

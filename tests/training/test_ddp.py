@@ -1,0 +1,81 @@
+"""Two-process data-parallel training on CPU (accelerate launch, gloo): both ranks end with equal weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from fastvla.training import DataConfig, OptimConfig, TrainConfig
+from fastvla.training import checkpoint as ckpt
+
+DRIVER = """
+import sys
+from safetensors.torch import save_file
+from fastvla.training import TrainConfig
+from fastvla.training.checkpoint import trainable_state_dict
+from fastvla.training.loop import Trainer
+
+trainer = Trainer(TrainConfig.load(sys.argv[1]))
+model = trainer.accelerator.unwrap_model(trainer.model)
+rank = trainer.accelerator.process_index
+save_file(trainable_state_dict(model), f"{trainer.out}/initial_rank{rank}.safetensors")
+trainer.fit()
+save_file(trainable_state_dict(model), f"{trainer.out}/final_rank{rank}.safetensors")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = TrainConfig(
+        data=DataConfig(root=str(dataset_root), cache_dir=str(frame_cache), val_episodes=(2,), num_workers=0),
+        output_dir=str(out),
+        steps=6,
+        batch_size=4,
+        save_every=3,
+        val_every=3,
+        log_every=3,
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+        optim=OptimConfig(warmup_steps=1, lr=1e-3, head_lr=1e-3),
+    )
+    config.save(tmp_path / "config.yaml")
+    (tmp_path / "driver.py").write_text(DRIVER)
+    launcher = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(launcher), "launch",
+        # accelerate's --cpu flag means one process; --multi_gpu on a machine without GPUs runs
+        # torchrun, and Accelerator(cpu=True) then sets up MULTI_CPU with gloo.
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+        str(tmp_path / "driver.py"), str(tmp_path / "config.yaml"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+    state = json.loads((ckpt.checkpoint_path(out, 6) / ckpt.STATE_FILE).read_text())
+    assert state["num_processes"] == 2 and state["samples_seen"] == 6 * 4 * 2
+    assert "val loss" in result.stdout
+    initial = load_file(out / "initial_rank0.safetensors")
+    rank0, rank1 = load_file(out / "final_rank0.safetensors"), load_file(out / "final_rank1.safetensors")
+    assert rank0.keys() == rank1.keys() == initial.keys()
+    unequal = [n for n in rank0 if not torch.equal(rank0[n], rank1[n])]
+    assert not unequal, f"ranks disagree on {len(unequal)} tensors, e.g. {unequal[:3]}"
+    assert any(not torch.equal(rank0[n], initial[n]) for n in rank0), "training did not change the weights"
+    saved = load_file(ckpt.checkpoint_path(out, 6) / ckpt.MODEL_FILE)
+    assert all(torch.equal(saved[n], rank0[n]) for n in saved)
