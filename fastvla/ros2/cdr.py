@@ -119,6 +119,10 @@ class CdrReader:
         n = int(self.primitive("I"))
         return bytes(self._take(n))
 
+    def fixed_octets(self, n: int) -> bytes:
+        """Read a fixed-size ``uint8[n]`` array (no length prefix, no alignment)."""
+        return bytes(self._take(n))
+
     def array(self, dtype: str) -> np.ndarray:
         """Read a numeric sequence as a numpy array in native byte order (``dtype`` e.g. ``'<f8'``)."""
         dt = np.dtype(dtype).newbyteorder(self.order)

@@ -30,6 +30,7 @@ from fastvla.ros2.bridge import COMMAND_TYPES, BridgeConfig
 from fastvla.ros2.dds import INSTALL_HINT, NETWORK_MODES, loopback_config
 
 logger = logging.getLogger("fastvla.ros2")
+GID_DISTROS = ("humble", "iron", "jazzy", "kilted", "lyrical")  # fastvla.ros2.graph.GID_SIZES (not imported)
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -136,6 +137,10 @@ def _serve(args: argparse.Namespace, config: BridgeConfig, policy: Any) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         bridge = PolicyBridge(policy, transport, config)
+        if args.ros_distro != "none":  # after the bridge's endpoints exist: they are listed in the message
+            from fastvla.ros2.graph import announce_node
+
+            announce_node(transport, config.node_name, distro=args.ros_distro)
         logger.info(
             "up: domain %d (%s network), cameras %s, state %s -> %s (%s) at %.1f Hz; instruction: %s",
             args.domain_id,
@@ -213,6 +218,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="loopback",
         help="loopback: DDS on 127.0.0.1 only, no multicast (default); env: use $CYCLONEDDS_URI or "
         "Cyclone's defaults (all interfaces, multicast discovery) to reach other machines",
+    )
+    parser.add_argument(
+        "--ros-distro",
+        choices=[*GID_DISTROS, "none"],
+        default=os.environ.get("ROS_DISTRO") if os.environ.get("ROS_DISTRO") in GID_DISTROS else "jazzy",
+        help="distro of the ROS side, for the node announcement on ros_discovery_info (its layout differs "
+        "in Humble); 'none' skips it (default: $ROS_DISTRO or jazzy)",
     )
     parser.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (0: Ctrl-C)"

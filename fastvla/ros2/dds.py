@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fastvla.ros2.msgs import Message, Seq
+from fastvla.ros2.msgs import Message, OctetArray, Seq
 from fastvla.ros2.transport import DEFAULT_QOS, QoS, dds_topic_name
 
 logger = logging.getLogger("fastvla.ros2")
@@ -138,6 +138,8 @@ class _TypeRegistry:
         for name, kind in msg_type.FIELDS:
             if isinstance(kind, Seq):
                 fields[name] = t.sequence[self.idl_type(kind.element)]
+            elif isinstance(kind, OctetArray):
+                fields[name] = t.array[t.uint8, kind.size]
             elif isinstance(kind, type):
                 fields[name] = self.idl_type(kind)
             else:
@@ -221,11 +223,14 @@ class CycloneDDSTransport:
         self._topics: dict[str, Any] = {}
         self._entities: list[Any] = []
         self._lock = threading.Lock()
+        self.gid = self.participant.guid.bytes  # 16-byte DDS GUIDs, as rmw_cyclonedds makes its gids
+        self.reader_gids: list[bytes] = []
+        self.writer_gids: list[bytes] = []
 
-    def _topic(self, topic: str, msg_type: type[Message]) -> Any:
+    def _topic(self, topic: str, msg_type: type[Message], qos: QoS = DEFAULT_QOS) -> Any:
         from cyclonedds.topic import Topic
 
-        name = dds_topic_name(topic)
+        name = dds_topic_name(topic, qos.avoid_ros_namespace_conventions)
         with self._lock:
             if name not in self._topics:
                 self._topics[name] = Topic(self.participant, name, self._registry.idl_type(msg_type))
@@ -236,8 +241,10 @@ class CycloneDDSTransport:
         from cyclonedds.pub import DataWriter
 
         qos_w = _cyclone_qos(qos, writer=True, type_hash=msg_type.TYPE_HASH)
-        writer = DataWriter(self.participant, self._topic(topic, msg_type), qos=qos_w)
+        writer = DataWriter(self.participant, self._topic(topic, msg_type, qos), qos=qos_w)
         self._entities.append(writer)
+        if not qos.avoid_ros_namespace_conventions:  # ROS' own graph topics are not part of a node
+            self.writer_gids.append(writer.guid.bytes)
         return _DDSPublisher(writer, self._registry, msg_type, topic)
 
     def subscribe(
@@ -256,11 +263,13 @@ class CycloneDDSTransport:
 
         reader = DataReader(
             self.participant,
-            self._topic(topic, msg_type),
+            self._topic(topic, msg_type, qos),
             qos=_cyclone_qos(qos, writer=False, type_hash=msg_type.TYPE_HASH),
             listener=Listener(on_data_available=on_data_available),
         )
         self._entities.append(reader)
+        if not qos.avoid_ros_namespace_conventions:
+            self.reader_gids.append(reader.guid.bytes)
 
     def close(self) -> None:
         """Delete the participant and everything it owns."""

@@ -26,7 +26,7 @@ from fastvla.ros2.cdr import CdrReader, CdrWriter
 _M = TypeVar("_M", bound="Message")
 
 # Field kinds: a primitive name, "string", "octets" (uint8[]), "float64[]", "string[]",
-# a Message subclass, or Seq(MessageSubclass) for a sequence of messages.
+# a Message subclass, Seq(MessageSubclass) for a sequence of messages, OctetArray(N) for uint8[N].
 _PRIMITIVES = {"uint8": "B", "int32": "i", "uint32": "I", "float64": "d"}
 
 
@@ -35,6 +35,13 @@ class Seq:
     """Field kind: an unbounded sequence of nested messages."""
 
     element: type[Message]
+
+
+@dataclass(frozen=True)
+class OctetArray:
+    """Field kind: a fixed-size ``uint8[N]`` / ``char[N]`` array (raw bytes, no length prefix)."""
+
+    size: int
 
 
 class Message:
@@ -72,6 +79,11 @@ class Message:
                 w.string(value)
             elif kind == "octets":
                 w.octets(value)
+            elif isinstance(kind, OctetArray):
+                data = bytes(value)
+                if len(data) != kind.size:
+                    raise ValueError(f"{type(self).__name__}.{name} needs {kind.size} bytes, got {len(data)}")
+                w.buf += data
             elif kind == "float64[]":
                 w.array(value, "<f8")
             elif kind == "string[]":
@@ -95,6 +107,8 @@ class Message:
                 values[name] = r.string()
             elif kind == "octets":
                 values[name] = r.octets()
+            elif isinstance(kind, OctetArray):
+                values[name] = r.fixed_octets(kind.size)
             elif kind == "float64[]":
                 values[name] = r.array("<f8")
             elif kind == "string[]":

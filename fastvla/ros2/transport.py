@@ -27,11 +27,14 @@ class QoS:
         reliable: RELIABLE (``True``) or BEST_EFFORT.
         depth: keep-last history depth.
         transient_local: TRANSIENT_LOCAL durability (late joiners get the last samples) instead of VOLATILE.
+        avoid_ros_namespace_conventions: use the topic name as the DDS topic as is (no ``rt`` prefix), as
+            ROS 2 does for its graph topic ``ros_discovery_info``.
     """
 
     reliable: bool = True
     depth: int = 10
     transient_local: bool = False
+    avoid_ros_namespace_conventions: bool = False
 
 
 DEFAULT_QOS = QoS(reliable=True, depth=10)
@@ -70,8 +73,10 @@ def resolve_topic(name: str, node_name: str = "fastvla_bridge", namespace: str =
     return full
 
 
-def dds_topic_name(ros_name: str) -> str:
+def dds_topic_name(ros_name: str, avoid_ros_namespace_conventions: bool = False) -> str:
     """DDS topic of a fully qualified ROS 2 topic: ``/joint_states`` -> ``rt/joint_states``."""
+    if avoid_ros_namespace_conventions:
+        return ros_name
     if not ros_name.startswith("/"):
         raise ValueError(f"expected a fully qualified ROS 2 topic name starting with '/', got {ros_name!r}")
     return "rt" + ros_name

@@ -86,3 +86,11 @@ def test_bad_values_exit_with_a_message_not_a_traceback() -> None:
         cli.run(parse([*BRIEF, "--domain-id", "300"]))
     with pytest.raises(SystemExit, match=r"token '2nd'"):
         cli.run(parse([*BRIEF, "--command", "/arm/2nd"]))
+
+
+def test_ros_distro_choices_match_graph_layouts() -> None:
+    from fastvla.ros2.graph import GID_SIZES
+
+    assert set(cli.GID_DISTROS) == set(GID_SIZES)
+    assert parse(BRIEF).ros_distro in GID_SIZES
+    assert parse([*BRIEF, "--ros-distro", "humble"]).ros_distro == "humble"

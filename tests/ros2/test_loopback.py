@@ -42,6 +42,15 @@ def test_stock_cyclone_app_sees_ros2_names_qos_and_bytes() -> None:
     assert result["stock_received"] == [{"name": ["a", "b"], "position": [0.5, -1.25], "stamp": [12, 345]}]
     assert result["ours_received"] == [[1.0, 2.0, 3.0]]
     assert result["stock_serializer_equals_ours"]
+    # ros_discovery_info names the node and links it to our participant and endpoints, as ROS' graph needs
+    assert result["graph"] == [
+        {
+            "node": [["/", "probe_node"]],
+            "gid_is_participant": True,
+            "writer_is_joint_states": True,
+            "n_readers": 1,
+        }
+    ]
     ep = result["endpoint"]
     assert ep["topic_name"] == "rt/joint_states"
     assert ep["type_name"] == "sensor_msgs::msg::dds_::JointState_"

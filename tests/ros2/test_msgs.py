@@ -152,3 +152,32 @@ def test_type_hashes_match_rosbags() -> None:
     }
     for cls in topic_types:
         assert STORE.hash_rihs01(cls.ROS_TYPE) == cls.TYPE_HASH, cls.ROS_TYPE
+
+
+@pytest.mark.parametrize("distro", ["humble", "jazzy"])
+def test_ros_discovery_info_matches_rosbags(distro: str) -> None:
+    from fastvla.ros2.graph import participant_info
+
+    store = rosbags_typesys.get_typestore(getattr(rosbags_typesys.Stores, f"ROS2_{distro.upper()}"))
+    guid = bytes(range(1, 17))
+    msg = participant_info(
+        guid, "fastvla_bridge", [bytes([7]) * 16, bytes([8]) * 16], [bytes([9]) * 16], distro=distro
+    )
+    size = 24 if distro == "humble" else 16
+    ref_types = store.types
+    gid = lambda b: ref_types["rmw_dds_common/msg/Gid"](data=np.frombuffer(b.ljust(size, b"\0"), np.uint8))  # noqa: E731
+    ref = ref_types["rmw_dds_common/msg/ParticipantEntitiesInfo"](
+        gid=gid(guid),
+        node_entities_info_seq=[
+            ref_types["rmw_dds_common/msg/NodeEntitiesInfo"](
+                node_namespace="/",
+                node_name="fastvla_bridge",
+                reader_gid_seq=[gid(bytes([7]) * 16), gid(bytes([8]) * 16)],
+                writer_gid_seq=[gid(bytes([9]) * 16)],
+            )
+        ],
+    )
+    assert msg.serialize() == bytes(store.serialize_cdr(ref, "rmw_dds_common/msg/ParticipantEntitiesInfo"))
+    assert type(msg).deserialize(msg.serialize()).serialize() == msg.serialize()
+    if distro != "humble":
+        assert store.hash_rihs01("rmw_dds_common/msg/ParticipantEntitiesInfo") == type(msg).TYPE_HASH

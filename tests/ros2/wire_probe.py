@@ -21,11 +21,13 @@ def main(domain_id: int) -> dict:  # no `from __future__ import annotations`: Cy
     from cyclonedds.core import Policy
     from cyclonedds.domain import DomainParticipant
     from cyclonedds.idl import IdlStruct
-    from cyclonedds.idl.types import float64, int32, sequence, uint32
+    from cyclonedds.idl.types import array, float64, int32, sequence, uint8, uint32
     from cyclonedds.pub import DataWriter
     from cyclonedds.qos import Qos
     from cyclonedds.sub import DataReader
     from cyclonedds.topic import Topic
+
+    from fastvla.ros2.graph import announce_node
 
     @dataclass
     class Time_(IdlStruct, typename="builtin_interfaces::msg::dds_::Time_"):
@@ -61,6 +63,22 @@ def main(domain_id: int) -> dict:  # no `from __future__ import annotations`: Cy
         layout: MultiArrayLayout_
         data: sequence[float64]
 
+    @dataclass
+    class Gid_(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
+        data: array[uint8, 16]
+
+    @dataclass
+    class NodeEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
+        node_namespace: str
+        node_name: str
+        reader_gid_seq: sequence[Gid_]
+        writer_gid_seq: sequence[Gid_]
+
+    @dataclass
+    class ParticipantEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"):
+        gid: Gid_
+        node_entities_info_seq: sequence[NodeEntitiesInfo_]
+
     xcdr1 = Policy.DataRepresentation(use_cdrv0_representation=True)
     stock = DomainParticipant(domain_id)
     stock_reader = DataReader(
@@ -74,6 +92,12 @@ def main(domain_id: int) -> dict:  # no `from __future__ import annotations`: Cy
     got_commands: list[M.Float64MultiArray] = []
     ours.subscribe("/arm/commands", M.Float64MultiArray, got_commands.append)
     pub = ours.publisher("/joint_states", M.JointState, SENSOR_QOS)
+    announce_node(ours, "probe_node", distro="jazzy")  # after the node's endpoints exist
+    graph_reader = DataReader(
+        stock,
+        Topic(stock, "ros_discovery_info", ParticipantEntitiesInfo_),
+        qos=Qos(Policy.Reliability.Reliable(0), Policy.Durability.TransientLocal, xcdr1),
+    )
     js = M.JointState(
         header=M.Header(stamp=M.Time(12, 345), frame_id="base"), name=["a", "b"], position=[0.5, -1.25]
     )
@@ -89,6 +113,7 @@ def main(domain_id: int) -> dict:  # no `from __future__ import annotations`: Cy
         )
         time.sleep(0.1)
         stock_js += stock_reader.take(N=10)
+    graph = graph_reader.take(N=10)
     pubs = BuiltinDataReader(stock, BuiltinTopicDcpsPublication).take(N=200)
     ours_js = [p for p in pubs if p.topic_name == "rt/joint_states" and p.participant_key != stock.guid]
     ep = ours_js[0] if ours_js else None
@@ -110,6 +135,16 @@ def main(domain_id: int) -> dict:  # no `from __future__ import annotations`: Cy
         ],
         "ours_received": [list(map(float, c.data)) for c in got_commands[:1]],
         "stock_serializer_equals_ours": bytes(stock_bytes) == js.serialize(),
+        "graph": [
+            {
+                "node": [(n.node_namespace, n.node_name) for n in g.node_entities_info_seq],
+                "gid_is_participant": ep is not None and bytes(g.gid.data) == ep.participant_key.bytes,
+                "writer_is_joint_states": ep is not None
+                and [bytes(w.data) for w in g.node_entities_info_seq[0].writer_gid_seq] == [ep.key.bytes],
+                "n_readers": len(g.node_entities_info_seq[0].reader_gid_seq),
+            }
+            for g in graph[:1]
+        ],
         "endpoint": None
         if ep is None
         else {
