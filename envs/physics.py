@@ -7,14 +7,21 @@ zone are looked up by name in ``envs/assets/tabletop/``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
-from fastvla.envs.rendering import select_backend
+from fastvla.envs.rendering import INSTALL_HINT, select_backend
 
 select_backend()  # must precede `import mujoco`
 
-import mujoco  # noqa: E402
+# PyOpenGL raises AttributeError or OSError inside `import mujoco` when the GL library is missing.
+try:
+    import mujoco
+except (ImportError, AttributeError, OSError) as exc:
+    raise RuntimeError(
+        f"importing mujoco with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} failed ({exc!r}). {INSTALL_HINT}"
+    ) from exc
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SCENE_XML = ASSETS / "tabletop" / "scene.xml"

@@ -15,12 +15,14 @@ Two process-level pitfalls are handled here (see the shared ENVIRONMENT notes):
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import importlib.util
 import os
 import sys
 import warnings
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -100,6 +102,17 @@ def preload_triton() -> bool:
     return True
 
 
+# Open renderers, closed at interpreter exit while GL is still usable (avoids EGL errors in __del__).
+_LIVE: weakref.WeakSet[CameraRenderer] = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
+
+
+def _close_all() -> None:
+    for renderer in list(_LIVE):
+        with contextlib.suppress(Exception):
+            renderer.close()
+
+
 class CameraRenderer:
     """Renders RGB (and optionally depth) images from named cameras of one MuJoCo model.
 
@@ -142,6 +155,12 @@ class CameraRenderer:
             ) from exc
         self._renderer = renderer
         self._pid = os.getpid()
+        _LIVE.add(self)
+        global _ATEXIT_REGISTERED
+        if not _ATEXIT_REGISTERED:
+            # Registered after MuJoCo's own GL teardown hook, so it runs before it (atexit is LIFO).
+            atexit.register(_close_all)
+            _ATEXIT_REGISTERED = True
         return renderer
 
     def _update(self, renderer, data, camera: str) -> None:
@@ -191,5 +210,7 @@ class CameraRenderer:
         self._pid = None
 
     def __del__(self) -> None:
+        if sys.is_finalizing():
+            return
         with contextlib.suppress(Exception):
             self.close()

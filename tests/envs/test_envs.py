@@ -186,3 +186,16 @@ def test_expert_in_joint_pos_mode_and_with_noise():
             break
     assert info["is_success"]
     env.close()
+
+
+def test_env_pickles_for_worker_processes():
+    import pickle
+
+    env = make("fastvla/PushCube-v0", cameras=("side",), num_distractors=0)
+    clone = pickle.loads(pickle.dumps(env.unwrapped))
+    a, _ = env.reset(seed=2)
+    b, _ = clone.reset(seed=2)
+    assert clone.cameras == ("side",) and clone.num_distractors == 0
+    np.testing.assert_array_equal(a["pixels"]["side"], b["pixels"]["side"])
+    env.close()
+    clone.close()
