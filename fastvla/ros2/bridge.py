@@ -80,6 +80,8 @@ class BridgeConfig:
             the trajectory's ``joint_names``.
         chunk_dt: seconds between trajectory points (default ``1 / rate``).
         node_name: ROS node name (``~`` in topic names expands to ``/<node_name>``).
+        check_stamps: also pause when the inputs' header stamps span more than ``max_staleness`` (turn off
+            when sensors stamp with different clocks, e.g. sim time on some and wall time on others).
     """
 
     cameras: dict[str, str]
@@ -93,6 +95,7 @@ class BridgeConfig:
     joint_names: tuple[str, ...] = ()
     chunk_dt: float | None = None
     node_name: str = "fastvla_bridge"
+    check_stamps: bool = True
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -168,7 +171,6 @@ class PolicyBridge:
         self._pending_instruction: str | None = None
         self._paused_reason: str | None = "not started"
         self._last_log = (None, -float("inf"))
-        self._lock = threading.Lock()
         for topic in config.cameras.values():
             msg_type = CompressedImage if topic.endswith("/compressed") else Image
             transport.subscribe(topic, msg_type, self._store(topic), SENSOR_QOS)
@@ -204,7 +206,7 @@ class PolicyBridge:
             if age > cfg.max_staleness:
                 return None, f"stale {topic}: last message {age:.2f} s ago (max {cfg.max_staleness} s)", {}
         stamps = {t: e[2].header.stamp.to_ns() for t, e in latest.items()}
-        if all(stamps.values()):
+        if cfg.check_stamps and all(stamps.values()):
             spread = (max(stamps.values()) - min(stamps.values())) * 1e-9
             if spread > cfg.max_staleness:
                 reason = f"unsynchronised: header stamps span {spread:.2f} s (max {cfg.max_staleness} s)"
