@@ -1,0 +1,164 @@
+"""4-/8-bit loading, LoRA switches, the bitsandbytes CPU repacking guard, and a QLoRA overfit run."""
+
+from __future__ import annotations
+
+import warnings
+
+import bitsandbytes as bnb
+import pytest
+import torch
+
+from fastvla.model import NON_QUANTIZED_MODULES, FastVLAModel, FastVLAProcessor, bnb_config
+from fastvla.model.lora import LoraSettings, add_lora, lora_target_modules
+
+warnings.filterwarnings("ignore", message=".*inputs will be cast.*")
+
+
+def tiny_inputs(b: int = 2, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    proc = FastVLAProcessor.from_preset("tiny")
+    return proc(
+        {
+            "observation.images.front": torch.randint(0, 256, (b, 3, 64, 64), generator=g).to(torch.uint8),
+            "observation.images.wrist": torch.randint(0, 256, (b, 3, 64, 64), generator=g).to(torch.uint8),
+            "observation.state": torch.randn(b, 8, generator=g),
+            "task": ["pick up the red cube", "push the blue block"][:b],
+            "action": torch.rand(b, 8, 7, generator=g) * 2 - 1,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A saved tiny-vit checkpoint (both the tower and the decoder have Linear layers to quantise)."""
+    path = tmp_path_factory.mktemp("tinyvit")
+    torch.manual_seed(0)
+    FastVLAModel.from_preset("tiny-vit").save_pretrained(path)
+    return path
+
+
+def quantized_names(model, cls) -> set[str]:
+    return {n for n, m in model.named_modules() if isinstance(m, cls)}
+
+
+def test_4bit_from_pretrained(saved) -> None:
+    model = FastVLAModel.from_pretrained(
+        saved, quantization_config=bnb_config(4, compute_dtype=torch.float32)
+    )
+    q = quantized_names(model, bnb.nn.Linear4bit)
+    assert any(n.startswith("vision.tower.") for n in q) and any(n.startswith("language_model.") for n in q)
+    assert not any(n.startswith(tuple(NON_QUANTIZED_MODULES)) for n in q)
+    for prefix in ("fusion", "projector", "action_head", "state_proj"):
+        params = [p for n, p in model.named_parameters() if n.startswith(prefix)]
+        assert params and all(p.dtype == torch.float32 for p in params), prefix
+    assert all(
+        m.support_avx512bf16_for_cpu is False for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)
+    )
+    full = FastVLAModel.from_pretrained(saved).eval()
+    assert model.get_memory_footprint() < 0.75 * full.get_memory_footprint()
+    inputs = tiny_inputs()
+    with torch.no_grad():
+        a, b = model.eval()(**inputs).actions, full(**inputs).actions
+    assert (a - b).abs().max() < 0.5 and not torch.equal(a, b)  # NF4 rounding, same function
+
+
+def test_8bit_from_pretrained(saved) -> None:
+    model = FastVLAModel.from_pretrained(saved, quantization_config=bnb_config(8))
+    assert quantized_names(model, bnb.nn.Linear8bitLt)
+    with torch.no_grad():
+        out = model.eval()(**tiny_inputs())
+    assert out.actions.shape == (2, 8, 7) and torch.isfinite(out.actions).all()
+
+
+def test_4bit_lora_forward_backward(saved) -> None:
+    model = FastVLAModel.from_pretrained(
+        saved, quantization_config=bnb_config(4, compute_dtype=torch.float32)
+    )
+    peft_model = add_lora(model, r=8)
+    out = peft_model(**tiny_inputs())
+    out.loss.backward()
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all(("lora_" in n) or ("modules_to_save" in n) for n in trainable)
+    assert all(
+        p.grad is not None for n, p in peft_model.named_parameters() if p.requires_grad and "lora_A" in n
+    )
+    assert any("action_head" in n for n in trainable) and any("fusion" in n for n in trainable)
+
+
+def test_lora_trainable_counts_per_switch() -> None:
+    model = FastVLAModel.from_preset("tiny-vit")
+    r = 8
+    # independent count for the decoder: per layer q,k,v,o (128->128), gate/up (128->256), down (256->128)
+    per_layer_attn, per_layer_mlp = 4 * r * (128 + 128), 2 * r * (128 + 256) + r * (256 + 128)
+    # ViT 2x64: query/key/value/output (64->64) and intermediate (64->128), output (128->64)
+    vit_attn, vit_mlp = 4 * r * (64 + 64), r * (64 + 128) + r * (128 + 64)
+    cases = {
+        "all": ({}, 2 * (per_layer_attn + per_layer_mlp + vit_attn + vit_mlp)),
+        "language only": ({"target_vision": False}, 2 * (per_layer_attn + per_layer_mlp)),
+        "vision only": ({"target_language": False}, 2 * (vit_attn + vit_mlp)),
+        "attention only": ({"mlp": False}, 2 * (per_layer_attn + vit_attn)),
+        "mlp only": ({"attention": False}, 2 * (per_layer_mlp + vit_mlp)),
+    }
+    full_modules = sum(
+        p.numel() for n, p in model.named_parameters() if n.startswith(tuple(NON_QUANTIZED_MODULES))
+    )
+    for name, (switches, expected) in cases.items():
+        fresh = FastVLAModel.from_preset("tiny-vit")
+        peft_model = add_lora(fresh, r=r, **switches)
+        lora = sum(p.numel() for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n)
+        rest = sum(
+            p.numel() for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n
+        )
+        assert lora == expected, name
+        assert rest == full_modules, name  # FastVLA modules always train in full
+    with pytest.raises(ValueError, match="select no layers"):
+        add_lora(FastVLAModel.from_preset("tiny-vit"), target_vision=False, target_language=False)
+    names = lora_target_modules(model, LoraSettings(mlp=False))
+    assert names and all(("attention" in n) or ("self_attn" in n) for n in names)
+
+
+def _lora_grads(peft_model, inputs) -> dict[str, torch.Tensor]:
+    peft_model.train()
+    peft_model.zero_grad()
+    peft_model(**inputs).loss.backward()
+    return {
+        n: p.grad.clone() for n, p in peft_model.named_parameters() if "lora_" in n and p.grad is not None
+    }
+
+
+def _eval_pass_grad_error(saved, guard: bool) -> float:
+    torch.manual_seed(0)
+    model = FastVLAModel.from_pretrained(
+        saved, quantization_config=bnb_config(4, compute_dtype=torch.float32)
+    )
+    peft_model = add_lora(model, r=8, dropout=0.0)
+    if not guard:  # undo the guard to show what it prevents
+        for m in peft_model.modules():
+            if isinstance(m, bnb.nn.Linear4bit):
+                m.support_avx512bf16_for_cpu = True
+    for n, p in peft_model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)  # non-zero B so lora_A gets gradients
+    inputs = tiny_inputs()
+    before = _lora_grads(peft_model, inputs)
+    peft_model.eval()
+    with torch.no_grad():  # a validation pass inside training
+        peft_model(**inputs)
+    after = _lora_grads(peft_model, inputs)
+    return max(((before[k] - after[k]).norm() / before[k].norm().clamp(min=1e-12)).item() for k in before)
+
+
+def test_gradients_after_eval_pass_still_match(saved) -> None:
+    assert _eval_pass_grad_error(saved, guard=True) < 1e-5
+
+
+def test_eval_pass_corrupts_gradients_without_guard(saved) -> None:
+    from bitsandbytes.functional import has_avx512bf16
+
+    if not has_avx512bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes never repacks, nothing to guard")
+    # the pitfall the guard exists for: wrong LoRA gradients, or (depending on layout) a crash
+    try:
+        assert _eval_pass_grad_error(saved, guard=False) > 0.1
+    except RuntimeError as err:
+        assert "in-place" in str(err)
