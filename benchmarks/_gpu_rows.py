@@ -475,7 +475,7 @@ def _profile(step, spec: str) -> dict[str, Any]:
         {"op": e.key[:90], "ms": round(e.self_device_time_total / 1e3, 2), "calls": e.count}
         for e in events[:25]
     ]
-    name = spec.replace(":", "_").replace(",", "-")
+    name = spec.replace(":", "_").replace("+", "-")
     with open(os.path.join(OUT, f"profile_{name}.txt"), "w") as f:
         f.write(
             prof.key_averages().table(
