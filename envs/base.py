@@ -304,16 +304,18 @@ class TabletopEnv(gym.Env, EzPickle):
         rot /= max(1.0, float(np.abs(rot).max()))
         act = np.concatenate([delta, rot, [1.0 if grip_open else -1.0]])
         if self.expert_noise > 0:
-            act[:6] += self.np_random.normal(0.0, self.expert_noise, size=6)
+            # Always draw (keeps the random stream aligned across phases), scale per phase.
+            noise = self.np_random.normal(0.0, self.expert_noise, size=6)
+            act[:6] += noise * self._expert_noise_scale()
         act = np.clip(act, -1.0, 1.0)
         if self.control_mode == "joint_pos":
             act = np.append(self._ee_delta_to_joints(act), act[6])
         return act.astype(np.float32)
 
-    @staticmethod
-    def grasp_yaw(cube_yaw: float) -> float:
-        """Gripper yaw aligned with a cube's faces (the cube's yaw is defined modulo pi/2)."""
-        return float(cube_yaw)
+    def _expert_noise_scale(self) -> float:
+        """Fraction of ``expert_noise`` applied in the current phase (tasks mute it while the gripper
+        closes or opens, where a jolt turns a demonstration into a failure rather than a recovery)."""
+        return 1.0
 
     # --- task hooks ---------------------------------------------------------------------------------
     def _setup_episode(self) -> str:

@@ -47,6 +47,10 @@ class PickAndPlaceExpert:
                 return target, yaw, False
         if self._phase == 3:
             target = np.array([tcp[0], tcp[1], CARRY_Z])
+            if xy_err > 0.015 and self._phase_steps > 0:
+                # Held by an edge: such grasps slip when carried. Put it down and grasp again.
+                self._phase, self._phase_steps = 0, 0
+                return cube_pos + np.array([0.0, 0.0, APPROACH]), yaw, True
             if (
                 p.finger_contacts(cube) < 2
                 and cube_pos[2] < TABLE_Z + CUBE_HALF + 0.01
@@ -61,6 +65,15 @@ class PickAndPlaceExpert:
         if self._phase == 0:
             return cube_pos + np.array([0.0, 0.0, APPROACH]), yaw, True
         return None
+
+    # Phases in which the gripper closes or opens get no expert noise; precise phases a quarter of it.
+    quiet_phases: tuple[int, ...] = (2,)
+    precise_phases: tuple[int, ...] = ()
+
+    def _expert_noise_scale(self) -> float:
+        if self._phase in self.quiet_phases:
+            return 0.0
+        return 0.25 if self._phase in self.precise_phases else 1.0
 
     def _yaw_ok(self, yaw: float) -> bool:
         mat = self.physics.tcp_mat

@@ -52,6 +52,7 @@ class PlaceCubeEnv(PickAndPlaceExpert, TabletopEnv):
 
     n_task_cubes = 1
     default_distractors = 1
+    quiet_phases = (2, 6)
 
     def _setup_episode(self) -> str:
         while True:

@@ -49,6 +49,8 @@ class StackCubeEnv(PickAndPlaceExpert, TabletopEnv):
     """
 
     n_task_cubes = 2
+    quiet_phases = (2, 6)
+    precise_phases = (5,)
     max_distractors = 2
     default_distractors = 1
 
