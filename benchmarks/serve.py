@@ -5,10 +5,11 @@ For each observation size, times ``policy.predict_action_chunk`` in-process (the
 send, server decode, batching queue, policy call in the worker thread, reply), then reports p50/p99 and
 the added latency. A last row runs several
 clients at once to show micro-batching. By default the policy is a constant one (pure serving overhead);
-``--policy PATH`` serves a real checkpoint instead.
+``--policy tiny`` serves an untrained tiny FastVLA model (real CPU inference), ``--policy PATH`` a checkpoint.
 
     python benchmarks/serve.py                 # or: fastvla bench serve
     python benchmarks/serve.py --calls 500 --json benchmarks/results/serve.json
+    python benchmarks/serve.py --policy tiny --calls 50 --json benchmarks/results/serve-tiny.json
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -32,12 +34,13 @@ import numpy as np
 from fastvla.serving.client import RemotePolicy
 from fastvla.utils.io import atomic_write_text
 
-# name -> cameras (name, H, W); state of 8 floats.
+# name -> cameras (observation path, H, W); state "agent_pos" of 8 floats.
 SCENARIOS = {
-    "1 cam 96x96": [("front", 96, 96)],
-    "2 cams 224x224": [("front", 224, 224), ("wrist", 224, 224)],
-    "1 cam 480x640": [("top", 480, 640)],
+    "1 cam 96x96": [("pixels/front", 96, 96)],
+    "2 cams 224x224": [("pixels/front", 224, 224), ("pixels/wrist", 224, 224)],
+    "1 cam 480x640": [("pixels/top", 480, 640)],
 }
+CONCURRENT_SCENARIO = "2 cams 224x224"
 
 
 class ConstantPolicy:
@@ -56,12 +59,45 @@ class ConstantPolicy:
         return self.chunk.copy()
 
 
-def make_obs(cameras: list[tuple[str, int, int]], seed: int = 0) -> dict:
+def make_obs(
+    cameras: list[tuple[str, int, int]], state: str = "agent_pos", state_dim: int = 8, seed: int = 0
+) -> dict:
+    """A random observation with images at the given ``/``-separated paths and a state vector."""
     rng = np.random.default_rng(seed)
-    return {
-        "pixels": {name: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for name, h, w in cameras},
-        "agent_pos": rng.standard_normal(8).astype(np.float32),
+    obs: dict[str, Any] = {state: rng.standard_normal(state_dim).astype(np.float32)}
+    for path, h, w in cameras:
+        *parents, leaf = path.split("/")
+        node = obs
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return obs
+
+
+def save_tiny_policy(path: Path) -> Path:
+    """An untrained tiny FastVLA model (cameras front + wrist at 96x96, 8-D state, 7-D actions)."""
+    import torch
+
+    from fastvla.model import FastVLAModel, FastVLAProcessor
+
+    torch.manual_seed(0)
+    kw = {"camera_names": ["front", "wrist"], "state_dim": 8, "action_dim": 7, "chunk_size": 8}
+    model = FastVLAModel.from_preset("tiny", image_size=96, **kw)
+    stats = {
+        "observation.state": {"mean": [0.0] * 8, "std": [1.0] * 8},
+        "action": {"min": [-1] * 7, "max": [1] * 7},
     }
+    FastVLAProcessor.from_preset("tiny", config=model.config, stats=stats).save_pretrained(path)
+    model.save_pretrained(path)
+    return path
+
+
+def policy_scenarios(policy: Any) -> dict[str, list[tuple[str, int, int]]]:
+    """The observation a FastVLAPolicy expects: its cameras' paths at the model's image size."""
+    config = policy.model.config
+    h, w = (config.image_size, config.image_size) if isinstance(config.image_size, int) else config.image_size
+    cams = [(policy.obs_map.cameras[c], h, w) for c in config.camera_names]
+    return {f"{type(policy).__name__} {len(cams)} cams {h}x{w}": cams}
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
@@ -78,6 +114,19 @@ def time_calls(fn, obs: dict, calls: int, warmup: int = 10) -> list[float]:
         fn(obs, "pick up the cube")
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def time_interleaved(
+    local, remote, obs: dict, calls: int, warmup: int = 10
+) -> tuple[list[float], list[float]]:
+    """Alternate in-process and remote calls so both see the same machine load (this CPU is shared)."""
+    time_calls(local, obs, 0, warmup)
+    time_calls(remote, obs, 0, warmup)
+    local_s, remote_s = [], []
+    for _ in range(calls):
+        local_s += time_calls(local, obs, 1, warmup=0)
+        remote_s += time_calls(remote, obs, 1, warmup=0)
+    return local_s, remote_s
 
 
 def concurrent_clients(url: str, obs: dict, n_clients: int, calls: int) -> dict[str, Any]:
@@ -104,17 +153,23 @@ def concurrent_clients(url: str, obs: dict, n_clients: int, calls: int) -> dict[
 
 
 def serve_forever(port: int, batch_window_ms: float, policy_path: str | None) -> None:
-    """Server process entry point (see :func:`start_server`)."""
+    """Server process entry point (see :func:`start_server`); tuned like ``fastvla serve``."""
+    from fastvla.serving.memory import tune_malloc
     from fastvla.serving.server import PolicyServer
 
+    tune_malloc()
     policy = ConstantPolicy() if policy_path is None else _load(policy_path)
+    if hasattr(policy, "model"):
+        import torch
+
+        torch.set_num_threads(1)  # client and server share 2 cores here: leave one to the client
     PolicyServer(policy, port=port, batch_window_ms=batch_window_ms).run()
 
 
 def _load(path: str) -> Any:
     from fastvla.serving.cli import load_policy
 
-    return load_policy(path)
+    return load_policy(path, device="cpu")
 
 
 def start_server(batch_window_ms: float, policy_path: str | None) -> tuple[subprocess.Popen, str]:
@@ -151,18 +206,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=4, help="clients in the concurrent row")
     parser.add_argument("--policy", default=None, help="checkpoint directory to serve instead of a constant")
     parser.add_argument("--batch-window-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--tune-malloc", action="store_true", help="also call fastvla.serving.tune_malloc() in the client"
+    )
     parser.add_argument("--json", default="benchmarks/results/serve.json", help="where to write results")
     args = parser.parse_args(argv)
+    if args.tune_malloc:
+        from fastvla.serving.memory import tune_malloc
 
+        tune_malloc()
+
+    tmp = None
+    if args.policy == "tiny":
+        tmp = tempfile.TemporaryDirectory(prefix="fastvla-serve-bench-")
+        args.policy = str(save_tiny_policy(Path(tmp.name)))
     policy = ConstantPolicy() if args.policy is None else _load(args.policy)
+    if hasattr(policy, "model"):
+        import torch
+
+        torch.set_num_threads(1)  # as in the server process: the baseline gets the same compute
+    scenarios, state, state_dim = SCENARIOS, "agent_pos", 8
+    if args.policy is not None:
+        scenarios = policy_scenarios(policy)
+        state, state_dim = policy.obs_map.state, policy.model.config.state_dim
     rows = []
     proc, url = start_server(args.batch_window_ms, args.policy)
     try:
         remote = RemotePolicy(url, timeout=60)
-        for name, cameras in SCENARIOS.items():
-            obs = make_obs(cameras)
-            local = percentiles(time_calls(policy.predict_action_chunk, obs, args.calls))
-            served = percentiles(time_calls(remote.predict_action_chunk, obs, args.calls))
+        for name, cameras in scenarios.items():
+            obs = make_obs(cameras, state, state_dim)
+            local_s, remote_s = time_interleaved(
+                policy.predict_action_chunk, remote.predict_action_chunk, obs, args.calls
+            )
+            local, served = percentiles(local_s), percentiles(remote_s)
             server_ms = remote.last_timing.get("server_ms", float("nan"))
             rows.append(
                 {
@@ -176,7 +252,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 }
             )
         remote.close()
-        obs = make_obs(SCENARIOS["2 cams 224x224"])
+        concurrent_name = CONCURRENT_SCENARIO if args.policy is None else next(iter(scenarios))
+        obs = make_obs(scenarios[concurrent_name], state, state_dim)
         single = concurrent_clients(url, obs, 1, args.calls // 2)
         batched_before = remote_stats(url)
         many = concurrent_clients(url, obs, args.clients, args.calls // 2)
@@ -184,13 +261,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         proc.terminate()
         proc.wait(10)
+        if tmp is not None:
+            tmp.cleanup()
     result = {
         "benchmark": "serve",
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "policy": type(policy).__name__,
         "calls": args.calls,
+        "client_tune_malloc": args.tune_malloc,
         "batch_window_ms": args.batch_window_ms,
         "rows": rows,
+        "concurrent_scenario": concurrent_name,
+        "load_average_1min": os.getloadavg()[0],
         "concurrent": {"clients_1": single, f"clients_{args.clients}": many},
         "server_stats_concurrent_row": stats,
     }
@@ -214,22 +296,29 @@ def _request_kib(obs: dict) -> float:
 
 
 def print_table(result: dict[str, Any], n_clients: int) -> None:
-    print(f"policy: {result['policy']}, {result['calls']} calls per row, loopback websockets")
-    header = f"{'scenario':<16} {'KiB':>7} {'local p50':>10} {'local p99':>10} {'remote p50':>11} "
+    print(
+        f"policy: {result['policy']}, {result['calls']} calls per row, client tune_malloc "
+        f"{result['client_tune_malloc']}, server in another process on "
+        f"loopback; 1-min load average {result['load_average_1min']:.1f} on {os.cpu_count()} cores"
+    )
+    width = max(16, *(len(r["scenario"]) for r in result["rows"]))
+    header = f"{'scenario':<{width}} {'KiB':>7} {'local p50':>10} {'local p99':>10} {'remote p50':>11} "
     header += f"{'remote p99':>11} {'added p50':>10} {'added p99':>10}"
     print(header)
     print("-" * len(header))
     for r in result["rows"]:
         loc, rem = r["in_process"], r["remote"]
         print(
-            f"{r['scenario']:<16} {r['request_kib']:>7.0f} {loc['p50_ms']:>8.3f}ms {loc['p99_ms']:>8.3f}ms "
+            f"{r['scenario']:<{width}} {r['request_kib']:>7.0f} "
+            f"{loc['p50_ms']:>8.3f}ms {loc['p99_ms']:>8.3f}ms "
             f"{rem['p50_ms']:>9.3f}ms {rem['p99_ms']:>9.3f}ms "
             f"{r['added_p50_ms']:>8.3f}ms {r['added_p99_ms']:>8.3f}ms"
         )
     stats = result["server_stats_concurrent_row"]
     c = result["concurrent"]
     one, many = c["clients_1"], c[f"clients_{n_clients}"]
-    print(f"\n2 cams 224x224, concurrent clients (batch window {result['batch_window_ms']} ms):")
+    window = result["batch_window_ms"]
+    print(f"\n{result['concurrent_scenario']}, concurrent clients (batch window {window} ms):")
     print(
         f"  1 client : p50 {one['p50_ms']:.3f} ms, p99 {one['p99_ms']:.3f} ms, "
         f"{one['calls_per_s']:.0f} calls/s"

@@ -24,6 +24,7 @@ _EXPORTS = {
     "ServerTimeoutError": "fastvla.serving.protocol",
     "MessageTooLargeError": "fastvla.serving.protocol",
     "ServerError": "fastvla.serving.protocol",
+    "tune_malloc": "fastvla.serving.memory",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -51,8 +51,10 @@ def load_policy(spec: str, load_in_4bit: bool = False, device: str | None = None
 
 def run(args: argparse.Namespace) -> int:
     """Load the policy and serve until interrupted."""
+    from fastvla.serving.memory import tune_malloc
     from fastvla.serving.server import PolicyServer
 
+    tune_malloc()  # this process only serves: reuse large message buffers instead of re-faulting them
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     policy = load_policy(args.policy, load_in_4bit=args.load_in_4bit, device=args.device)
     server = PolicyServer(

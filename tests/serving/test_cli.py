@@ -112,3 +112,13 @@ def test_load_policy_specs(tmp_path: Path) -> None:
     assert isinstance(load_policy("serving_toy_policies:ToyPolicy"), ToyPolicy)
     with pytest.raises(ValueError, match="neither a checkpoint directory"):
         load_policy(str(tmp_path / "missing"))
+
+
+def test_tune_malloc_applies_on_glibc() -> None:
+    import platform
+
+    from fastvla.serving import tune_malloc
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt tuning is glibc-only")
+    assert tune_malloc() is True
