@@ -105,12 +105,14 @@ class ModelConfig:
         "Train LoRA adapters instead of the full backbones; auto = on for backbones, checkpoints and "
         "quantised models, off for presets trained from scratch.",
     )
-    lora_r: int = _f(32, "LoRA rank.")
-    lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r).")
-    lora_dropout: float = _f(0.0, "Dropout on the LoRA input.")
-    lora_target_modules: tuple[str, ...] = _f(
-        ("all-linear",), "Modules that get adapters (PEFT names, or all-linear)."
-    )
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.")
+    lora_vision: bool = _f(True, "Put adapters on the vision tower.")
+    lora_language: bool = _f(True, "Put adapters on the language decoder.")
+    lora_attention: bool = _f(True, "Adapt attention projections.")
+    lora_mlp: bool = _f(True, "Adapt MLP layers (and the convolutions of conv towers).")
+    lora_extra_targets: tuple[str, ...] = _f((), "More module-name suffixes that get adapters.")
     gradient_checkpointing: bool = _f(
         False, "Recompute activations in the backward pass: much less memory, ~30% slower."
     )
@@ -120,7 +122,7 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
-        self.lora_target_modules = tuple(self.lora_target_modules)
+        self.lora_extra_targets = tuple(self.lora_extra_targets)
         _check(
             bool(self.vision_backbone) == bool(self.text_backbone),
             "model.vision_backbone and model.text_backbone go together; got "

@@ -200,30 +200,24 @@ def _backbone_processor(config: Any, mc: ModelConfig) -> Any:
 
 
 def apply_lora(model: nn.Module, mc: ModelConfig, head_modules: tuple[str, ...]) -> nn.Module:
-    """Wrap ``model`` with PEFT LoRA adapters; the fresh head modules stay fully trainable.
+    """Wrap ``model`` with LoRA adapters (:func:`fastvla.model.lora.add_lora`).
 
-    Adapters go on the backbone linears named by ``mc.lora_target_modules``, never on the head
-    modules (those are trained in full, at ``optim.head_lr``).
+    The fresh modules named by ``head_modules`` are trained in full (PEFT ``modules_to_save``).
     """
-    from peft import LoraConfig, get_peft_model
+    from fastvla.model.lora import add_lora
 
-    from fastvla.training.optim import is_head_parameter
-
-    targets = mc.lora_target_modules
-    target: Any = "all-linear" if tuple(targets) == ("all-linear",) else list(targets)
-    exclude = [name for name, _ in model.named_modules() if name and is_head_parameter(name, head_modules)]
-    lora = LoraConfig(
+    return add_lora(
+        model,
         r=mc.lora_r,
-        lora_alpha=mc.lora_alpha,
-        lora_dropout=mc.lora_dropout,
-        target_modules=target,
-        exclude_modules=exclude or None,
+        alpha=mc.lora_alpha,
+        dropout=mc.lora_dropout,
+        target_vision=mc.lora_vision,
+        target_language=mc.lora_language,
+        attention=mc.lora_attention,
+        mlp=mc.lora_mlp,
+        extra_targets=tuple(mc.lora_extra_targets),
+        train_modules=tuple(head_modules),
     )
-    model = get_peft_model(model, lora)
-    for name, param in model.named_parameters():
-        if is_head_parameter(name, head_modules) and param.dtype.is_floating_point:
-            param.requires_grad_(True)
-    return model
 
 
 def model_inputs(processor: Any, batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
@@ -269,15 +263,12 @@ def oom_advice(cfg: TrainConfig) -> Iterator[None]:
 
 
 def _plain_model(model: nn.Module) -> nn.Module:
-    """The FastVLA model with LoRA adapters merged (full-precision bases) or kept (quantised bases)."""
-    merge = getattr(model, "merge_and_unload", None)
-    if merge is None:
-        return model
-    from fastvla.model.quantization import is_quantized
+    """The FastVLA model with LoRA adapters merged in (re-quantised if the base is quantised).
 
-    if is_quantized(model):
-        return model  # save_pretrained of a PEFT model writes the adapters beside the base config
-    return merge()
+    Merging modifies ``model`` in place: call it once training is over.
+    """
+    merge = getattr(model, "merge_and_unload", None)
+    return merge() if merge is not None else model
 
 
 def export_policy(model: nn.Module, processor: Any, spec: Any, cfg: TrainConfig, path: Path) -> Path:
@@ -287,14 +278,18 @@ def export_policy(model: nn.Module, processor: Any, spec: Any, cfg: TrainConfig,
         plain.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         policy_config = {
+            # Read by FastVLAPolicy.from_pretrained; None = its defaults (FastVLA env keys, whole chunks).
+            "obs_map": None,
+            "n_action_steps": None,
+            "temporal_ensemble_coeff": None,
+            # For people reading the folder.
             "camera_names": list(spec.camera_names),
             "state_dim": spec.state_dim,
             "action_dim": spec.action_dim,
             "chunk_size": cfg.data.chunk_size,
-            "n_action_steps": cfg.data.chunk_size,
             "fps": spec.fps,
             "dataset": str(cfg.data.root),
-            "quantization": cfg.model.quantization,
+            "trained_with_quantization": cfg.model.quantization,
         }
         (tmp / POLICY_CONFIG_FILE).write_text(json.dumps(policy_config, indent=2) + "\n")
         cfg.save(tmp / "train_config.yaml")

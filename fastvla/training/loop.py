@@ -99,6 +99,8 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.samples_seen = 0
+        #: Every logged metric dict (with its "step"), main process and others alike.
+        self.history: list[dict[str, float]] = []
         self._maybe_resume()
 
     # ------------------------------------------------------------------------------------------- loop
@@ -141,17 +143,25 @@ class Trainer:
                     self._log_train(tracker, loss_sum, grad_norm, window_steps, elapsed, global_batch)
                     loss_sum.zero_()
                     window_start, window_steps = time.perf_counter(), 0
-                if cfg.val_every and self.step % cfg.val_every == 0 and self.val_loader is not None:
-                    val_loss = self.validate()
-                    tracker.log(self.step, {"val/loss": val_loss})
-                    tracker.message(f"step {self.step}: val loss {val_loss:.4f}")
-                if cfg.eval_every and self.eval_hook is not None and self.step % cfg.eval_every == 0:
-                    self._run_eval_hook(tracker)
-                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps:
-                    self.save_checkpoint()
+                paused = time.perf_counter()
+                self._periodic(tracker)
+                window_start += time.perf_counter() - paused  # samples/s counts training time only
         finally:
             tracker.close()
         return self.export()
+
+    def _periodic(self, tracker: Tracker) -> None:
+        """Validation, the closed-loop eval hook and checkpoints, each at its own interval."""
+        cfg = self.cfg
+        if cfg.val_every and self.step % cfg.val_every == 0 and self.val_loader is not None:
+            val_loss = self.validate()
+            self.history.append({"step": self.step, "val/loss": val_loss})
+            tracker.log(self.step, {"val/loss": val_loss})
+            tracker.message(f"step {self.step}: val loss {val_loss:.4f}")
+        if cfg.eval_every and self.eval_hook is not None and self.step % cfg.eval_every == 0:
+            self._run_eval_hook(tracker)
+        if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps:
+            self.save_checkpoint()
 
     def _update(self, batches: Iterator[dict[str, Any]]) -> torch.Tensor:
         """Forward/backward over ``grad_accum_steps`` micro-batches; returns the update's mean loss."""
@@ -215,7 +225,9 @@ class Trainer:
             finally:
                 model.train()
             if metrics:
-                tracker.log(self.step, {f"eval/{k}": float(v) for k, v in metrics.items()})
+                logged = {f"eval/{k}": float(v) for k, v in metrics.items()}
+                self.history.append({"step": self.step, **logged})
+                tracker.log(self.step, logged)
                 tracker.message(f"step {self.step}: " + " ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
         acc.wait_for_everyone()
 
@@ -244,6 +256,7 @@ class Trainer:
             mem = torch.cuda.max_memory_allocated(acc.device) / 2**30
             metrics["train/peak_mem_gib"] = mem
             show["mem"] = f"{mem:.1f}G"
+        self.history.append({"step": self.step, **metrics})
         if not math.isfinite(loss):
             tracker.message(
                 f"step {self.step}: loss is {loss}; lower --optim.lr or use --mixed-precision bf16/no"

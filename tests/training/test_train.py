@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,16 +78,22 @@ def test_run_folder_has_checkpoint_logs_and_policy(trained) -> None:
     assert json.loads((policy_dir / POLICY_CONFIG_FILE).read_text())["camera_names"] == ["front", "wrist"]
 
 
-def test_exported_model_reloads_with_the_trained_weights(trained) -> None:
-    from fastvla.model import FastVLAModel, FastVLAProcessor
+def test_exported_policy_reloads_with_the_trained_weights(trained) -> None:
+    from fastvla.policies import FastVLAPolicy
 
     trainer, _, after, policy_dir = trained
-    model = FastVLAModel.from_pretrained(policy_dir).eval()
-    processor = FastVLAProcessor.from_pretrained(policy_dir)
+    policy = FastVLAPolicy.from_pretrained(policy_dir, device="cpu")
     batch = torch.utils.data.default_collate([trainer.train_set[i] for i in range(32)])
     with torch.no_grad():
-        loss = model(**processor(batch)).loss.item()
+        loss = policy.model(**policy.processor(batch)).loss.item()
     assert loss == pytest.approx(after, rel=1e-4)
+    sample = trainer.train_set[0]
+    obs = {
+        "pixels": {c: sample[f"observation.images.{c}"].permute(1, 2, 0).numpy() for c in ("front", "wrist")},
+        "agent_pos": sample["observation.state"].numpy(),
+    }
+    chunk = policy.predict_action_chunk(obs, task=sample["task"])  # env units
+    assert chunk.shape == (8, 7) and np.isfinite(chunk).all()
 
 
 def test_validation_under_cpu_4bit_leaves_lora_gradients_intact(
@@ -94,9 +101,8 @@ def test_validation_under_cpu_4bit_leaves_lora_gradients_intact(
 ) -> None:
     import bitsandbytes as bnb
 
-    cfg = _config(
-        dataset_root, frame_cache, tmp_path, steps=2, val_every=1, model=ModelConfig(quantization="4bit")
-    )
+    model_cfg = ModelConfig(quantization="4bit", lora_dropout=0.0)  # no dropout: gradients are reproducible
+    cfg = _config(dataset_root, frame_cache, tmp_path, steps=2, val_every=1, model=model_cfg)
     trainer = Trainer(cfg)
     model = trainer.accelerator.unwrap_model(trainer.model)
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
@@ -131,6 +137,14 @@ def test_validation_under_cpu_4bit_leaves_lora_gradients_intact(
         model.train()
         broken = lora_grads()
         assert any(not torch.allclose(broken[n], before[n], rtol=1e-2, atol=1e-5) for n in before)
+
+    # The QLoRA run exports a folder the policy loads directly (adapters merged into the 4-bit base).
+    from fastvla.policies import FastVLAPolicy
+
+    policy = FastVLAPolicy.from_pretrained(trainer.fit(), device="cpu")
+    pixels = {c: np.zeros((64, 64, 3), np.uint8) for c in ("front", "wrist")}
+    obs = {"pixels": pixels, "agent_pos": np.zeros(7)}
+    assert policy.predict_action_chunk(obs, task="pick the cube").shape == (8, 7)
 
 
 def test_missing_camera_is_a_clear_error(dataset_root: Path, frame_cache: Path, tmp_path: Path) -> None:
