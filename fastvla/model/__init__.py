@@ -4,6 +4,7 @@ Importing this package registers ``FastVLAConfig``/``FastVLAModel`` with ``AutoC
 """
 
 from fastvla.model.configuration import ActionHeadConfig, FastVLAConfig, FusionConfig
+from fastvla.model.lora import LoraSettings, add_lora, merge_and_save
 from fastvla.model.modeling import (
     NON_QUANTIZED_MODULES,
     FastVLAModel,
@@ -25,12 +26,15 @@ __all__ = [
     "FastVLAOutput",
     "FastVLAProcessor",
     "FusionConfig",
+    "LoraSettings",
     "Preset",
+    "add_lora",
     "attn_implementation_map",
     "bnb_config",
     "compute_dtype",
     "default_attn_implementation",
     "get_preset",
     "guard_cpu_4bit",
+    "merge_and_save",
     "preset_config",
 ]

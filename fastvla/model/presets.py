@@ -59,7 +59,7 @@ def _tiny_text() -> LlamaConfig:
 def _tiny() -> dict[str, Any]:
     return {
         "vision": ResNetConfig(
-            embedding_size=32, hidden_sizes=[64, 128], depths=[1, 1], layer_type="basic", hidden_act="relu"
+            embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic", hidden_act="relu"
         ),
         "text": _tiny_text(),
         "fusion": {"mode": "latent", "num_queries": 16, "num_layers": 1, "num_heads": 4, "mlp_ratio": 2},
@@ -130,7 +130,7 @@ def _openvla_7b_shape() -> dict[str, Any]:
 
 #: All presets by name.
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset(_tiny, description="ResNet(64,128) + Llama 2x128; CPU tests and demo, 64x64 images"),
+    "tiny": Preset(_tiny, description="ResNet(16,32,64) + Llama 2x128; CPU tests and demo, 64x64 images"),
     "tiny-vit": Preset(_tiny_vit, description="ViT 2x64 (patch 8) + Llama 2x128; ViT code paths"),
     "openvla-7b-shape": Preset(
         _openvla_7b_shape, description="SigLIP-so400m + Llama-2-7B shapes, random weights (GPU benchmarks)"

@@ -161,3 +161,21 @@ def test_openvla_7b_shape_builds_on_meta() -> None:
     n = sum(p.numel() for p in model.parameters())
     assert 7.0e9 < n < 7.8e9
     assert all(p.device.type == "meta" and p.dtype == torch.bfloat16 for p in model.parameters())
+
+
+def test_gradient_checkpointing_and_autocast() -> None:
+    torch.manual_seed(0)
+    model = FastVLAModel.from_preset("tiny-vit").train()
+    inputs = FastVLAProcessor.from_preset("tiny-vit", stats=STATS)(make_batch(2))
+    model(**inputs).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    assert model.is_gradient_checkpointing
+    model(**inputs).loss.backward()
+    for name, grad in plain.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
+    # the reduced-precision autocast path (fp16 on CUDA GPUs without bf16; bf16 on CPU here)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**inputs)
+    assert torch.isfinite(out.loss) and out.loss.dtype == torch.float32
