@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import itertools
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -81,6 +82,7 @@ class RemotePolicy:
         self.batched = batched
         self.last_timing: dict[str, float] = {}
         self._ws: ClientConnection | None = None
+        self._lock = threading.Lock()  # one request at a time per connection (threads may share a client)
         self._ids = itertools.count(1)
         self._queue: np.ndarray | None = None  # (n_action_steps, A) or (B, n_action_steps, A)
         self._queue_pos = 0
@@ -179,6 +181,10 @@ class RemotePolicy:
             ) from err
 
     def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            return self._request_locked(msg)
+
+    def _request_locked(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self._ws is None:
             self._ws = self._connect()
         request_id = next(self._ids)

@@ -396,7 +396,12 @@ class PolicyServer:
                     break
                 batch.append(item)
                 n_samples += item.n_samples
-            await self._run_batch(batch)
+            try:
+                await self._run_batch(batch)
+            except Exception as err:  # a bug here must fail these requests, not stop the batcher
+                logger.exception("batch of %d requests failed", len(batch))
+                for request in batch:
+                    _resolve(request.future, err)
 
     async def _run_batch(self, batch: list[InferRequest]) -> None:
         now = time.perf_counter()

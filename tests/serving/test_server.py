@@ -210,3 +210,15 @@ def test_unreachable_server_and_bad_arguments() -> None:
         RemotePolicy("http://127.0.0.1:8000")
     with pytest.raises(TypeError, match="predict_action_chunk"):
         PolicyServer(object())
+
+
+def test_a_failing_batch_fails_its_requests_and_the_batcher_lives_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastvla.serving.batching import InferRequest
+
+    original = InferRequest.merge_key
+    with PolicyServer(ToyPolicy(), port=0) as server, RemotePolicy(server.url, timeout=TIMEOUT) as remote:
+        monkeypatch.setattr(InferRequest, "merge_key", lambda self: 1 / 0)
+        with pytest.raises(ServerError, match="ZeroDivisionError"):
+            remote.predict_action_chunk(make_obs(0))
+        monkeypatch.setattr(InferRequest, "merge_key", original)
+        assert remote.predict_action_chunk(make_obs(0)).shape == (4, 3)
