@@ -94,3 +94,15 @@ def test_ros_distro_choices_match_graph_layouts() -> None:
     assert set(cli.GID_DISTROS) == set(GID_SIZES)
     assert parse(BRIEF).ros_distro in GID_SIZES
     assert parse([*BRIEF, "--ros-distro", "humble"]).ros_distro == "humble"
+
+
+def test_network_modes_set_or_keep_cyclonedds_uri(monkeypatch) -> None:
+    from fastvla.ros2.dds import configure_network
+
+    monkeypatch.setenv("CYCLONEDDS_URI", "file:///etc/my_robot_lan.xml")
+    configure_network("env")  # the user's own config (e.g. to reach a robot on the LAN) is left alone
+    assert cli.os.environ["CYCLONEDDS_URI"] == "file:///etc/my_robot_lan.xml"
+    configure_network("loopback")
+    assert "<AllowMulticast>false</AllowMulticast>" in cli.os.environ["CYCLONEDDS_URI"]
+    with pytest.raises(ValueError, match="network 'lan' not supported"):
+        configure_network("lan")
