@@ -392,45 +392,67 @@ def _graph_train_step(model: Any, opt: Any, static: dict, new_batch: Any, losses
 
 
 def row_fv_infer(spec: str) -> list[dict[str, Any]]:
+    """Batch-1 chunk forward: nf4 through bitsandbytes, nf4 with the fused NF4 kernel, bf16 weights."""
     from fastvla.kernels import KernelConfig, apply_kernels
 
     _, fusion, cams, opts = spec.split(":")
     cams, opts = int(cams), _opts(opts)
     rows = []
-    for quant in ("nf4", "bf16"):
-        model = _fv_model(fusion, set() if quant == "nf4" else {"bf16w"}).eval()
-        apply_kernels(model, KernelConfig(enabled="k" in opts))
+    reference = None
+    variants = [
+        ("nf4", KernelConfig(enabled="k" in opts, nf4_inference=False)),
+        ("nf4+fused-nf4-matmul", KernelConfig(enabled=True)),
+        ("bf16", KernelConfig(enabled="k" in opts)),
+    ]
+    model = None
+    for name, config in variants:
+        if model is None or name == "bf16":
+            del model
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            model = _fv_model(fusion, set() if name.startswith("nf4") else {"bf16w"}).eval()
+        patch = apply_kernels(model, config)
+        torch.manual_seed(0)
         batch = _fv_batch(1, cams, torch.bfloat16, with_targets=False)
-        row: dict[str, Any] = {
-            "row": spec,
-            "system": "fastvla",
-            "quant": quant,
-            "fusion": fusion,
-            "cameras": cams,
-        }
-        with torch.inference_mode():
-            eager = timed_steps(lambda model=model, batch=batch: model(**batch), warm=5, steps=50)
-            row.update(
-                eager_p50_ms=round(1000 * median(eager), 2), eager_p99_ms=round(1000 * pct(eager, 99), 2)
-            )
-            try:
-                graph_times, rel = _graph_times(model, batch)
-                row["graph_vs_eager_rel_err"] = round(rel, 5)
-                row.update(
-                    graph_p50_ms=round(1000 * median(graph_times), 2),
-                    graph_p99_ms=round(1000 * pct(graph_times, 99), 2),
-                )
-            except Exception as err:
-                row["graph_error"] = f"{type(err).__name__}: {str(err)[:200]}"
-        best = min(row.get("graph_p50_ms", 1e9), row["eager_p50_ms"])
-        row["actions_per_s"] = round(8 * 1000 / best, 1)
+        row: dict[str, Any] = {"row": spec, "system": "fastvla", "quant": name, "fusion": fusion}
+        row.update(cameras=cams, kernels=patch.counts)
+        try:
+            row.update(_infer_times(model, batch, reference))
+            reference = reference if reference is not None else row.pop("_actions")
+            row.pop("_actions", None)
+        except Exception as err:  # a failing variant must not hide the others
+            row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
         row["peak_gib"] = gib(torch.cuda.max_memory_allocated())
         rows.append(row)
-        del model
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        patch.revert()
     return rows
+
+
+def _infer_times(
+    model: Any, batch: dict[str, torch.Tensor], reference: torch.Tensor | None
+) -> dict[str, Any]:
+    """Eager and CUDA-graph latency of one chunk forward; error against the first variant's actions."""
+    out: dict[str, Any] = {}
+    with torch.inference_mode():
+        actions = model(**batch).actions.float()
+        ref = actions if reference is None else reference
+        out["vs_first_variant_rel_err"] = round(((actions - ref).norm() / ref.norm()).item(), 5)
+        out["_actions"] = actions
+        eager = timed_steps(lambda: model(**batch), warm=5, steps=50)
+        out.update(eager_p50_ms=round(1000 * median(eager), 2), eager_p99_ms=round(1000 * pct(eager, 99), 2))
+        try:
+            graph_times, rel = _graph_times(model, batch)
+            out["graph_vs_eager_rel_err"] = round(rel, 5)
+            out.update(
+                graph_p50_ms=round(1000 * median(graph_times), 2),
+                graph_p99_ms=round(1000 * pct(graph_times, 99), 2),
+            )
+        except Exception as err:
+            out["graph_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+    best = min(out.get("graph_p50_ms", 1e9), out["eager_p50_ms"])
+    out["actions_per_s"] = round(8 * 1000 / best, 1)
+    return out
 
 
 def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> tuple[list[float], float]:
@@ -573,6 +595,45 @@ def row_kernels() -> list[dict[str, Any]]:
         row["max_rel_err"] = max(((o.double() - r).norm() / r.norm()).item() for o, r in zip(got, ref))
         row["triton_fwd_gbps"] = round(fwd_bytes / (row["triton_fwd_us"] * 1e3), 1)
         rows.append(row)
+    rows += _nf4_rows()
+    return rows
+
+
+def _nf4_rows() -> list[dict[str, Any]]:
+    """Fused NF4 matmul vs bitsandbytes (dequantise + cuBLAS) vs a bf16 weight, at action-chunk sizes."""
+    import bitsandbytes as bnb
+    from triton.testing import do_bench
+
+    from fastvla.kernels import nf4_linear
+
+    rows = []
+    for tokens, n, k in ((88, 11008, 4096), (88, 4096, 11008), (88, 4096, 4096), (1, 11008, 4096)):
+        layer = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+        layer = layer.to(torch.bfloat16).cuda()
+        w = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)  # (N, K) bf16
+        x = torch.randn(tokens, k, device="cuda", dtype=torch.bfloat16)
+        state = layer.weight.quant_state
+        with torch.no_grad():
+            ref = (x.float() @ w.float().t()).double()
+            got = nf4_linear(x, layer.weight, state)
+            times = {
+                name: round(1000 * do_bench(fn, warmup=25, rep=200, return_mode="median"), 1)
+                for name, fn in (
+                    ("bnb_us", lambda layer=layer, x=x: layer(x)),
+                    ("fused_us", lambda x=x, layer=layer, state=state: nf4_linear(x, layer.weight, state)),
+                    ("bf16_us", lambda x=x, w=w: x @ w.t()),
+                )
+            }
+        packed_bytes = n * k // 2
+        rows.append(
+            {
+                "row": "kernels",
+                "op": f"nf4 matmul {tokens}x{k} @ {n}x{k}",
+                **times,
+                "fused_weight_gbps": round(packed_bytes / (times["fused_us"] * 1e3), 1),
+                "max_rel_err": ((got.double() - ref).norm() / ref.norm()).item(),
+            }
+        )
     return rows
 
 

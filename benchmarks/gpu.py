@@ -168,7 +168,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"p99 {r['eager_p99_ms']}; {graph} ms; "
                 f"{r['actions_per_s']} actions/s (chunk 8)"
             )
-    kern = [r for r in rows if r.get("row") == "kernels" and "op" in r]
+    kern = [r for r in rows if r.get("row") == "kernels" and "eager_fwd_us" in r]
     if kern:
         lines += ["", "## Kernels (us, fwd | fwd+bwd)"]
         for r in kern:
@@ -177,6 +177,13 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"compile {r['compile_fwd_us']}|{r['compile_fwdbwd_us']}  "
                 f"triton {r['triton_fwd_us']}|{r['triton_fwdbwd_us']}  "
                 f"({r['triton_fwd_gbps']} GB/s, err {r['max_rel_err']:.1e})"
+            )
+    for r in rows:
+        if "fused_us" in r:
+            lines.append(
+                f"{r['op']:34} bnb {r['bnb_us']} us, fused {r['fused_us']} us "
+                f"({r['fused_weight_gbps']} GB/s of packed weight), bf16 weight {r['bf16_us']} us, "
+                f"err {r['max_rel_err']:.1e}"
             )
     for r in rows:
         prof = r.get("profile")

@@ -3,6 +3,7 @@
 - :func:`rms_norm` — RMSNorm forward + backward in one pass per row (``rmsnorm.py``).
 - :func:`swiglu` — ``silu(gate) * up`` forward + backward (``glu.py``).
 - :func:`apply_rope` — rotary embedding of queries and keys (``rope.py``).
+- :func:`nf4_linear` — bitsandbytes NF4 dequantisation fused into the matmul, for inference (``nf4.py``).
 - :func:`apply_kernels` / :func:`kernels_enabled` — swap them into a Hugging Face model, reversibly,
   switched by :class:`KernelConfig` (``patch.py``). Nothing is patched on import.
 
@@ -11,6 +12,7 @@ this package; for tests). Elsewhere every function silently uses its reference, 
 """
 
 from .glu import swiglu, swiglu_reference
+from .nf4 import nf4_linear, nf4_linear_reference
 from .patch import KernelConfig, KernelPatch, apply_kernels, kernels_enabled
 from .rmsnorm import rms_norm, rms_norm_reference
 from .rope import apply_rope, apply_rope_reference
@@ -22,6 +24,8 @@ __all__ = [
     "apply_rope",
     "apply_rope_reference",
     "kernels_enabled",
+    "nf4_linear",
+    "nf4_linear_reference",
     "rms_norm",
     "rms_norm_reference",
     "swiglu",

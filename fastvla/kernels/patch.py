@@ -7,6 +7,9 @@ Nothing is patched on import. :func:`apply_kernels` replaces, on the instances i
   :func:`~fastvla.kernels.rmsnorm.rms_norm`,
 - ``forward`` of every gated MLP with ``gate_proj``/``up_proj``/``down_proj`` and a SiLU activation with
   ``down_proj(swiglu(gate_proj(x), up_proj(x)))``,
+- ``forward`` of every bitsandbytes NF4 ``Linear4bit`` with one that, for calls without autograd (inference)
+  of up to :data:`~fastvla.kernels.nf4.MAX_TOKENS` tokens, runs :func:`~fastvla.kernels.nf4.nf4_linear`
+  (dequantisation fused into the matmul) and otherwise defers to bitsandbytes,
 - and, while the patch is active, the module-level ``apply_rotary_pos_emb`` of each modeling file those
   blocks come from (attention calls it through the module's globals) with
   :func:`~fastvla.kernels.rope.apply_rope`; partial-rotary calls fall through to the original.
@@ -34,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import nf4
+from ._triton import use_triton
 from .glu import swiglu
 from .rmsnorm import rms_norm
 from .rope import apply_rope
@@ -48,12 +53,14 @@ class KernelConfig:
         rms_norm: fused RMSNorm for Llama-style ``*RMSNorm`` modules.
         swiglu: fused ``silu(gate) * up`` inside gated MLPs with a SiLU activation.
         rope: fused rotary embedding in place of the modeling file's ``apply_rotary_pos_emb``.
+        nf4_inference: fused NF4 dequantise-matmul for bitsandbytes 4-bit layers in no-grad calls.
     """
 
     enabled: bool = True
     rms_norm: bool = True
     swiglu: bool = True
     rope: bool = True
+    nf4_inference: bool = True
 
 
 def _rms_norm_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -66,6 +73,28 @@ def _gated_mlp_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(gate.dtype, up.dtype)
         gate, up = gate.to(dtype), up.to(dtype)
     return self.down_proj(swiglu(gate, up))
+
+
+def _nf4_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    state = getattr(self.weight, "quant_state", None)
+    tokens = x.numel() // max(x.shape[-1], 1)
+    if (
+        torch.is_grad_enabled()
+        or state is None
+        or getattr(state, "quant_type", None) != "nf4"
+        or tokens > nf4.MAX_TOKENS
+        or args
+        or kwargs
+        or not use_triton(x)
+    ):
+        return type(self).forward(self, x, *args, **kwargs)
+    dtype = getattr(self, "compute_dtype", None) or x.dtype
+    return nf4.nf4_linear(x.to(dtype), self.weight, state, self.bias).to(x.dtype)
+
+
+def _is_bnb_4bit(module: nn.Module) -> bool:
+    bnb = sys.modules.get("bitsandbytes")  # never import it just to look: nothing can be 4-bit without it
+    return bnb is not None and isinstance(module, bnb.nn.Linear4bit)
 
 
 def _is_llama_rms_norm(module: nn.Module) -> bool:
@@ -132,7 +161,7 @@ class KernelPatch:
         counts: how many modules (or modeling files, for ``rope``) each kernel replaced.
     """
 
-    counts: dict[str, int] = field(default_factory=lambda: {"rms_norm": 0, "swiglu": 0, "rope": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"rms_norm": 0, "swiglu": 0, "rope": 0, "nf4": 0})
     _modules: list[nn.Module] = field(default_factory=list, repr=False)
     _rope_modules: list[str] = field(default_factory=list, repr=False)
     _active: bool = field(default=True, repr=False)
@@ -183,6 +212,10 @@ def apply_kernels(model: nn.Module, config: KernelConfig | None = None) -> Kerne
             _bind(module, _gated_mlp_forward)
             patch._modules.append(module)
             patch.counts["swiglu"] += 1
+        elif config.nf4_inference and _is_bnb_4bit(module):
+            _bind(module, _nf4_forward)
+            patch._modules.append(module)
+            patch.counts["nf4"] += 1
         file = sys.modules.get(type(module).__module__)
         if config.rope and hasattr(file, "apply_rotary_pos_emb") and hasattr(file, "rotate_half"):
             rope_files.add(type(module).__module__)

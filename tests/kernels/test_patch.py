@@ -46,7 +46,12 @@ def test_patched_model_matches_eager(device):
     ids = torch.randint(0, 100, (2, 7), device=device)
     ref_logits, ref_grads = _loss_and_grads(model, ids)
     with kernels_enabled(model) as patch:
-        assert patch.counts == {"rms_norm": 5, "swiglu": 2, "rope": 1}  # 2 layers x 2 norms + final norm
+        assert patch.counts == {
+            "rms_norm": 5,
+            "swiglu": 2,
+            "rope": 1,
+            "nf4": 0,
+        }  # 2 layers x 2 norms + final norm
         logits, grads = _loss_and_grads(model, ids)
     assert rel_err(logits, ref_logits) < 1e-5
     for g, g_ref in zip(grads, ref_grads):  # norm weights included: their dw comes from the kernel
@@ -78,10 +83,10 @@ def test_nested_patches_keep_rope_until_the_last_revert():
 def test_config_switches():
     model = _tiny_llama()
     with kernels_enabled(model, KernelConfig(enabled=False)) as patch:
-        assert patch.counts == {"rms_norm": 0, "swiglu": 0, "rope": 0}
+        assert patch.counts == {"rms_norm": 0, "swiglu": 0, "rope": 0, "nf4": 0}
         assert all("forward" not in m.__dict__ for m in model.modules())
     with kernels_enabled(model, KernelConfig(rms_norm=False, rope=False)) as patch:
-        assert patch.counts == {"rms_norm": 0, "swiglu": 2, "rope": 0}
+        assert patch.counts == {"rms_norm": 0, "swiglu": 2, "rope": 0, "nf4": 0}
 
 
 def test_revert_on_error():

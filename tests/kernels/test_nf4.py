@@ -1,0 +1,84 @@
+"""Fused NF4 dequantise-matmul against bitsandbytes' own dequantisation, and its inference-only patch."""
+
+import pytest
+import torch
+
+from fastvla.kernels import KernelConfig, apply_kernels
+from fastvla.kernels import nf4 as K
+
+from .conftest import rel_err
+
+bnb = pytest.importorskip("bitsandbytes")
+F = pytest.importorskip("bitsandbytes.functional")
+
+
+def _quantized(n: int, k: int, nested: bool, device: torch.device):
+    w = torch.randn(n, k, device=device)
+    packed, state = F.quantize_4bit(w, blocksize=64, compress_statistics=nested, quant_type="nf4")
+    return packed, state, F.dequantize_4bit(packed, state).double()
+
+
+def _dtypes(device: torch.device) -> list[torch.dtype]:
+    # Triton's CPU interpreter computes bf16 dots wrongly (numpy has no bf16); bf16 is covered on CUDA.
+    return [torch.float32, torch.float16] + ([torch.bfloat16] if device.type == "cuda" else [])
+
+
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("shape", [(5, 48, 192), (3, 40, 136), (1, 70, 640)])  # K=136: blocks span rows
+def test_matches_bitsandbytes_dequantize(device, shape, nested):
+    torch.manual_seed(0)
+    m, n, k = shape
+    packed, state, w64 = _quantized(n, k, nested, device)
+    assert rel_err(K.nf4_dequantize_reference(packed, state), w64) == 0.0
+    bias = torch.randn(n, device=device)
+    for dtype in _dtypes(device):
+        x = torch.randn(m, k, device=device).to(dtype)
+        with torch.no_grad():
+            y = K.nf4_linear(x, packed, state, bias.to(dtype))
+        assert y.dtype == dtype and y.shape == (m, n)
+        tol = {
+            torch.float32: 1e-5 if device.type == "cpu" else 2e-3,
+            torch.float16: 2e-3,
+            torch.bfloat16: 1.6e-2,
+        }
+        assert rel_err(y, x.double() @ w64.t() + bias.double()) < tol[dtype]
+
+
+def test_split_k_accumulates_every_chunk(device):
+    torch.manual_seed(1)
+    packed, state, w64 = _quantized(64, 2048, True, device)  # one N block: K is split across programs
+    x = torch.randn(4, 2048, device=device)
+    with torch.no_grad():
+        y = K.nf4_linear(x, packed, state)
+    assert rel_err(y, x.double() @ w64.t()) < (1e-5 if device.type == "cpu" else 2e-3)
+
+
+def test_patch_routes_only_no_grad_calls(device, monkeypatch):
+    torch.manual_seed(2)
+    calls = []
+    real = K.nf4_linear
+    monkeypatch.setattr(K, "nf4_linear", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    layer = bnb.nn.Linear4bit(128, 64, bias=True, compute_dtype=torch.float32, quant_type="nf4").to(device)
+    layer.support_avx512bf16_for_cpu = False  # keep bitsandbytes' own CPU path in the trainable layout
+    x = torch.randn(3, 128, device=device)
+    with torch.no_grad():
+        expected = layer(x)
+    model = torch.nn.Sequential(layer)
+    with torch.no_grad():
+        patch = apply_kernels(model, KernelConfig())
+        assert patch.counts["nf4"] == 1
+        got = layer(x)
+    assert calls == [1]  # the fused kernel ran
+    assert rel_err(got, expected) < (1e-5 if device.type == "cpu" else 2e-3)
+    xg = x.clone().requires_grad_()
+    layer(xg).sum().backward()  # training calls go through bitsandbytes' autograd
+    assert calls == [1]
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+    patch.revert()
+    assert "forward" not in layer.__dict__
+
+
+def test_rejects_other_quant_types():
+    packed, state = F.quantize_4bit(torch.randn(8, 64), blocksize=64, quant_type="fp4")
+    with pytest.raises(ValueError, match="quant_type='fp4'"):
+        K.nf4_linear(torch.randn(2, 64), packed, state)
