@@ -61,7 +61,7 @@ class DataConfig:
         "", "Folder of the decoded-frame cache (uint8, memory-mapped); empty = <output-dir>/frame_cache."
     )
     num_workers: int = _f(
-        -1, "DataLoader worker processes per training process; -1 = auto (1 on <= 2 cores, else up to 8)."
+        -1, "DataLoader worker processes per training process; -1 = auto (0 on <= 2 cores, else up to 8)."
     )
 
     def __post_init__(self) -> None:
