@@ -382,7 +382,7 @@ class FastVLAModel(FastVLAPreTrainedModel):
         if attn is None or isinstance(attn, str):
             kwargs["attn_implementation"] = attn_implementation_map(attn, kwargs.get("device_map"))
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        if quant is not None:
+        if quant is not None or getattr(model, "is_quantized", False):  # also pre-quantised checkpoints
             after_quantized_load(model)
         return model
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastvla.model import NON_QUANTIZED_MODULES, FastVLAModel, FastVLAProcessor, bnb_config
-from fastvla.model.lora import LoraSettings, add_lora, lora_target_modules
+from fastvla.model.lora import LoraSettings, add_lora, lora_target_modules, merge_and_save
 
 warnings.filterwarnings("ignore", message=".*inputs will be cast.*")
 
@@ -162,3 +162,78 @@ def test_eval_pass_corrupts_gradients_without_guard(saved) -> None:
         assert _eval_pass_grad_error(saved, guard=False) > 0.1
     except RuntimeError as err:
         assert "in-place" in str(err)
+
+
+def synthetic_episode(length: int = 16) -> dict:
+    """One short episode: a bright block slides across both cameras; 7-D actions vary smoothly with time."""
+    t = torch.linspace(0, 1, length)
+    images = torch.full((length, 3, 64, 64), 60, dtype=torch.uint8)
+    for i in range(length):
+        x = int(8 + 40 * t[i])
+        images[i, :, 20:28, x : x + 8] = 230
+    acts = torch.stack(
+        [
+            torch.sin(3 * t),
+            torch.cos(2 * t),
+            2 * t - 1,
+            0.5 * torch.sin(5 * t),
+            t,
+            -t,
+            torch.full_like(t, 0.3),
+        ],
+        1,
+    )  # (length, 7)
+    steps = torch.arange(length)[:, None] + torch.arange(8)[None]  # (length, chunk)
+    return {
+        "observation.images.front": images,
+        "observation.images.wrist": images.flip(-1),
+        "observation.state": torch.cat([acts, t[:, None]], 1),
+        "task": ["pick up the red cube"] * length,
+        "action": acts[steps.clamp(max=length - 1)],  # (length, chunk, 7)
+        "action_is_pad": steps >= length,
+    }
+
+
+def masked_l1(pred: torch.Tensor, inputs: dict) -> float:
+    valid = (~inputs["action_is_pad"]).float()[..., None]
+    return ((pred - inputs["actions"]).abs() * valid).sum().item() / (valid.sum().item() * pred.shape[-1])
+
+
+@pytest.mark.slow
+def test_qlora_overfits_one_episode_and_survives_merge(tmp_path) -> None:
+    torch.manual_seed(0)
+    FastVLAModel.from_preset("tiny").save_pretrained(tmp_path / "base")
+    model = FastVLAModel.from_pretrained(
+        tmp_path / "base", quantization_config=bnb_config(4, compute_dtype=torch.float32)
+    )
+    peft_model = add_lora(model, r=16, alpha=32, dropout=0.0)
+    processor = FastVLAProcessor.from_preset("tiny")
+    inputs = processor(synthetic_episode())
+
+    def evaluate(m) -> tuple[float, torch.Tensor]:
+        m.eval()
+        with torch.no_grad():  # an eval pass inside training: the 4-bit CPU guard keeps gradients right
+            pred = m(**inputs).actions
+        m.train()
+        return masked_l1(pred, inputs), pred
+
+    initial, _ = evaluate(peft_model)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=3e-3)
+    for step in range(300):
+        loss = peft_model(**inputs).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 10 == 9 and evaluate(peft_model)[0] < initial / 12:
+            break
+    final, before_merge = evaluate(peft_model)
+    assert final < initial / 10, (initial, final, step)
+
+    merged = merge_and_save(peft_model, tmp_path / "merged", processor)
+    merged_l1, after_merge = evaluate(merged)
+    assert merged_l1 < initial / 8  # re-quantising the merged weights moves predictions only a little
+    assert (after_merge - before_merge).abs().max() < 0.1
+    reloaded = FastVLAModel.from_pretrained(tmp_path / "merged").eval()
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in reloaded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).actions, after_merge, rtol=0, atol=1e-5)
