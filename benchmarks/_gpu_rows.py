@@ -401,7 +401,7 @@ def row_fv_infer(spec: str) -> list[dict[str, Any]]:
     reference = None
     variants = [
         ("nf4", KernelConfig(enabled="k" in opts, nf4_inference=False)),
-        ("nf4+fused-nf4-matmul", KernelConfig(enabled=True)),
+        ("nf4+fused-nf4-matmul", KernelConfig(enabled=True, nf4_inference=True)),
         ("bf16", KernelConfig(enabled="k" in opts)),
     ]
     model = None

@@ -24,7 +24,6 @@ from ._triton import jit, next_power_of_2, tl, use_triton
 
 MAX_TOKENS = 256  # beyond this the matmul is compute-bound and dequantise-then-cuBLAS wins
 BLOCK_N = 64
-BLOCK_K = 64
 
 
 @jit
@@ -35,50 +34,52 @@ def _nf4_matmul_kernel(
     CODE,
     ABSMAX2,
     CODE2,
+    OFFSET,
     Y,
     M,
     N,
     K,
     K_SPLIT,
-    OFFSET,
     stride_xm,
-    QBLOCK: tl.constexpr,
-    QBLOCK2: tl.constexpr,
+    LOG2_QBLOCK2: tl.constexpr,
     NESTED: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
     ATOMIC: tl.constexpr,
 ):
+    # One quantisation block (64 elements of a row, K % 64 == 0) per K step: one absmax per weight row.
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, 64)
     m_mask = rm < M
     n_mask = rn < N
+    blocks_per_row = K >> 6
+    row_bytes = WQ + rn.to(tl.int64)[:, None] * (K >> 1)  # (BLOCK_N, 1) packed rows
+    shift = 4 - 4 * (rk & 1)  # even columns: high nibble
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if NESTED:
+        offset = tl.load(OFFSET)  # a device scalar: reading it on the host would sync
     k_start = pid_k * K_SPLIT
-    offset = tl.load(OFFSET)  # a device scalar: reading it on the host would sync (and break graph capture)
-    for k_off in range(0, K_SPLIT, BLOCK_K):
-        rk = k_start + k_off + tl.arange(0, BLOCK_K)
-        k_mask = rk < K
+    for k_off in range(0, K_SPLIT, 64):
+        k0 = k_start + k_off
+        cols = k0 + rk
+        k_mask = cols < K  # the last split may run past K: x is zero there, so w only has to be finite
         x = tl.load(
-            X + rm[:, None] * stride_xm + rk[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0
+            X + rm[:, None] * stride_xm + cols[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0
         )
-        w_mask = n_mask[:, None] & k_mask[None, :]
-        flat = rn[:, None].to(tl.int64) * K + rk[None, :]  # (BLOCK_N, BLOCK_K) element index in W
-        byte = tl.load(WQ + flat // 2, mask=w_mask, other=0).to(tl.int32)
-        nibble = (byte >> ((1 - (flat % 2)) * 4).to(tl.int32)) & 0xF
-        w = tl.load(CODE + nibble)
-        block = flat // QBLOCK
+        byte = tl.load(row_bytes + (cols >> 1)[None, :], mask=n_mask[:, None] & k_mask[None, :], other=0)
+        w = tl.load(CODE + ((byte.to(tl.int32) >> shift[None, :]) & 0xF))  # (BLOCK_N, 64) NF4 values
+        block = rn.to(tl.int64) * blocks_per_row + (tl.minimum(k0, K - 64) >> 6)  # (BLOCK_N,) in bounds
         if NESTED:
-            a_q = tl.load(ABSMAX + block, mask=w_mask, other=0).to(tl.int32)
-            scale2 = tl.load(ABSMAX2 + block // QBLOCK2, mask=w_mask, other=0.0)
+            a_q = tl.load(ABSMAX + block, mask=n_mask, other=0).to(tl.int32)
+            scale2 = tl.load(ABSMAX2 + (block >> LOG2_QBLOCK2), mask=n_mask, other=0.0)
             absmax = tl.load(CODE2 + a_q) * scale2 + offset
         else:
-            absmax = tl.load(ABSMAX + block, mask=w_mask, other=0.0)
-        w = (w * absmax).to(X.dtype.element_ty)
+            absmax = tl.load(ABSMAX + block, mask=n_mask, other=0.0)
+        w = (w * absmax[:, None]).to(X.dtype.element_ty)
         acc += tl.dot(x, tl.trans(w))
     y_ptr = Y + rm[:, None] * N + rn[None, :]
     y_mask = m_mask[:, None] & n_mask[None, :]
@@ -106,6 +107,18 @@ def _state_tensors(quant_state, device: torch.device) -> tuple:
     return absmax, code, absmax, code, torch.zeros(1, device=device), 1, False
 
 
+def supported(quant_state) -> bool:
+    """Whether the kernel handles this weight: NF4 in blocks of 64 that never span two rows."""
+    k = int(quant_state.shape[1])
+    block2 = int(quant_state.state2.blocksize) if getattr(quant_state, "nested", False) else 1
+    return (
+        getattr(quant_state, "quant_type", None) == "nf4"
+        and int(quant_state.blocksize) == 64
+        and k % 64 == 0
+        and block2 & (block2 - 1) == 0
+    )
+
+
 def _launch(x2: torch.Tensor, packed: torch.Tensor, quant_state) -> torch.Tensor:
     m, k = x2.shape
     n = int(quant_state.shape[0])
@@ -114,8 +127,8 @@ def _launch(x2: torch.Tensor, packed: torch.Tensor, quant_state) -> torch.Tensor
     grid_n, grid_m = -(-n // BLOCK_N), -(-m // block_m)
     # Enough programs to fill the GPU: few tokens give few output tiles, so split K (fp32 atomic adds).
     programs = 4 * (torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 1)
-    split = max(1, min(8, programs // (grid_n * grid_m), k // (4 * BLOCK_K)))
-    k_split = -(-k // (split * BLOCK_K)) * BLOCK_K
+    split = max(1, min(8, programs // (grid_n * grid_m), k // (4 * 64)))
+    k_split = -(-k // (split * 64)) * 64
     split = -(-k // k_split)
     atomic = split > 1
     y = torch.zeros((m, n), device=x2.device, dtype=torch.float32) if atomic else x2.new_empty((m, n))
@@ -126,19 +139,17 @@ def _launch(x2: torch.Tensor, packed: torch.Tensor, quant_state) -> torch.Tensor
         code,
         absmax2,
         code2,
+        offset,
         y,
         m,
         n,
         k,
         k_split,
-        offset,
         x2.stride(0),
-        QBLOCK=int(quant_state.blocksize),
-        QBLOCK2=block2,
+        LOG2_QBLOCK2=block2.bit_length() - 1,
         NESTED=nested,
         BLOCK_M=block_m,
         BLOCK_N=BLOCK_N,
-        BLOCK_K=BLOCK_K,
         ATOMIC=atomic,
         num_warps=4,
         num_stages=3,
@@ -198,7 +209,10 @@ def nf4_linear(
         raise ValueError(f"nf4_linear: x has {x.shape[-1]} features but the weight expects {k}")
     x2 = x.reshape(-1, k)  # (tokens, K)
     use_kernel = (
-        use_triton(x) and x2.shape[0] <= MAX_TOKENS and not (torch.is_grad_enabled() and x.requires_grad)
+        use_triton(x)
+        and x2.shape[0] <= MAX_TOKENS
+        and supported(quant_state)
+        and not (torch.is_grad_enabled() and x.requires_grad)
     )
     if not use_kernel or x2.shape[0] == 0:
         return nf4_linear_reference(x, packed, quant_state, bias)

@@ -53,14 +53,15 @@ class KernelConfig:
         rms_norm: fused RMSNorm for Llama-style ``*RMSNorm`` modules.
         swiglu: fused ``silu(gate) * up`` inside gated MLPs with a SiLU activation.
         rope: fused rotary embedding in place of the modeling file's ``apply_rotary_pos_emb``.
-        nf4_inference: fused NF4 dequantise-matmul for bitsandbytes 4-bit layers in no-grad calls.
+        nf4_inference: fused NF4 dequantise-matmul for bitsandbytes 4-bit layers in no-grad calls. Off by
+            default: on the H100 it has not yet beaten bitsandbytes (see benchmarks/NOTES.md).
     """
 
     enabled: bool = True
     rms_norm: bool = True
     swiglu: bool = True
     rope: bool = True
-    nf4_inference: bool = True
+    nf4_inference: bool = False
 
 
 def _rms_norm_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ def _dtypes(device: torch.device) -> list[torch.dtype]:
 
 
 @pytest.mark.parametrize("nested", [True, False])
-@pytest.mark.parametrize("shape", [(5, 48, 192), (3, 40, 136), (1, 70, 640)])  # K=136: blocks span rows
+@pytest.mark.parametrize("shape", [(5, 48, 192), (3, 40, 136), (1, 70, 640)])  # K=136: reference fallback
 def test_matches_bitsandbytes_dequantize(device, shape, nested):
     torch.manual_seed(0)
     m, n, k = shape
@@ -65,7 +65,7 @@ def test_patch_routes_only_no_grad_calls(device, monkeypatch):
         expected = layer(x)
     model = torch.nn.Sequential(layer)
     with torch.no_grad():
-        patch = apply_kernels(model, KernelConfig())
+        patch = apply_kernels(model, KernelConfig(nf4_inference=True))
         assert patch.counts["nf4"] == 1
         got = layer(x)
     assert calls == [1]  # the fused kernel ran
@@ -76,6 +76,17 @@ def test_patch_routes_only_no_grad_calls(device, monkeypatch):
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
     patch.revert()
     assert "forward" not in layer.__dict__
+
+
+def test_nf4_inference_is_opt_in():
+    layer = bnb.nn.Linear4bit(64, 64, quant_type="nf4")
+    assert apply_kernels(torch.nn.Sequential(layer)).counts["nf4"] == 0
+
+
+def test_supported_shapes():
+    _, state = F.quantize_4bit(torch.randn(8, 192), blocksize=64, quant_type="nf4")
+    _, odd = F.quantize_4bit(torch.randn(8, 136), blocksize=64, quant_type="nf4")
+    assert K.supported(state) and not K.supported(odd)
 
 
 def test_rejects_other_quant_types():
