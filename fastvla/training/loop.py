@@ -59,6 +59,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, eval_hook: EvalHook | None = None) -> None:
         self.cfg = cfg = config
         self.eval_hook = eval_hook
+        if eval_hook is not None and cfg.eval_every:
+            _preload_triton()
         self.out = cfg.output_path
         self.accelerator = factory.make_accelerator(cfg)
         acc = self.accelerator
@@ -382,6 +384,15 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
         return path
+
+
+def _preload_triton() -> None:
+    """Import Triton before an eval hook creates a GL context (Mesa + a later Triton import segfault)."""
+    try:
+        from fastvla.envs.rendering import preload_triton
+    except ImportError:  # envs not installed: the hook cannot render FastVLA envs either
+        return
+    preload_triton()
 
 
 def _local_world_size(acc: Any) -> int:

@@ -47,8 +47,16 @@ def _mean_loss(trainer: Trainer, n: int = 32) -> float:
 @pytest.fixture(scope="module")
 def trained(dataset_root: Path, frame_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("run")
-    cfg = _config(dataset_root, frame_cache, out, val_every=30, data={"num_workers": 1})
-    trainer = Trainer(cfg)
+    cfg = _config(dataset_root, frame_cache, out, val_every=30, eval_every=15, data={"num_workers": 1})
+    calls: list[tuple[int, bool]] = []
+
+    def eval_hook(*, step: int, model, processor, output_dir: Path) -> dict[str, float]:
+        calls.append((step, model.training))
+        assert output_dir == out and processor is trainer.processor
+        return {"success_rate": step / 100}
+
+    trainer = Trainer(cfg, eval_hook=eval_hook)
+    trainer.hook_calls = calls
     before = _mean_loss(trainer)
     policy_dir = trainer.fit()
     return trainer, before, _mean_loss(trainer), policy_dir
@@ -57,6 +65,14 @@ def trained(dataset_root: Path, frame_cache: Path, tmp_path_factory: pytest.Temp
 def test_tiny_training_lowers_the_loss(trained) -> None:
     _, before, after, _ = trained
     assert after < 0.5 * before, (before, after)
+
+
+def test_eval_hook_runs_on_schedule_in_eval_mode(trained) -> None:
+    trainer = trained[0]
+    assert trainer.hook_calls == [(15, False), (30, False)]  # the model is in eval mode inside the hook
+    logged = [(h["step"], h["eval/success_rate"]) for h in trainer.history if "eval/success_rate" in h]
+    assert logged == [(15, 0.15), (30, 0.3)]
+    assert trainer.model.training  # and back in training mode after it
 
 
 def test_run_folder_has_checkpoint_logs_and_policy(trained) -> None:
