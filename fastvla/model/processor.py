@@ -282,6 +282,20 @@ class FastVLAProcessor:
             self.normalizer.save(str(path / DATASET_STATS_FILE))
         self.tokenizer.save_pretrained(str(path))
 
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> Any:
+        """Upload the processor files to a Hub model repo (next to ``model.push_to_hub(repo_id)``)."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="fastvla-processor-") as tmp:
+            self.save_pretrained(tmp)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=tmp, commit_message="Upload FastVLAProcessor"
+            )
+
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> FastVLAProcessor:
         """Load a processor saved with :meth:`save_pretrained` (local folder)."""
