@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -37,6 +38,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     config = TrainConfig(

@@ -49,6 +49,7 @@ def _weights(out: Path, step: int) -> dict[str, torch.Tensor]:
     return load_file(ckpt.checkpoint_path(out, step) / ckpt.MODEL_FILE)
 
 
+@pytest.mark.slow
 def test_kill_then_resume_matches_uninterrupted_run(
     dataset_root: Path, frame_cache: Path, tmp_path: Path
 ) -> None:
