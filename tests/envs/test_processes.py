@@ -38,6 +38,9 @@ def test_render_then_optimizer_step_does_not_crash():
     """Mesa's LLVM and Triton's clash if Triton loads after a GL context; the env preloads Triton."""
     script = textwrap.dedent(
         """
+        import importlib.util
+        import sys
+
         import gymnasium as gym
         import torch
         import fastvla.envs
@@ -47,6 +50,8 @@ def test_render_then_optimizer_step_does_not_crash():
         for _ in range(20):
             env.step(env.unwrapped.expert_action())
         env.close()
+        if importlib.util.find_spec("triton") is not None:
+            assert "triton" in sys.modules, "renderer did not preload triton"
         model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 7))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         loss = model(torch.randn(4, 8)).pow(2).mean()
