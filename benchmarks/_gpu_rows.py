@@ -532,111 +532,6 @@ def _categories(events: list[Any]) -> dict[str, float]:
     return cats
 
 
-# ------------------------------------------------------------------------------------------ kernels
-def row_kernels() -> list[dict[str, Any]]:
-    from triton.testing import do_bench
-
-    from fastvla import kernels as K
-
-    torch.manual_seed(0)
-    rows = []
-    tokens = 8 * 280
-    x = torch.randn(tokens, 4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    w = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
-    g = torch.randn(tokens, 11008, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    u = torch.randn(tokens, 11008, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    q = torch.randn(8, 280, 32, 128, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
-    k = torch.randn(8, 280, 32, 128, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
-    cos = torch.randn(8, 280, 128, device="cuda", dtype=torch.bfloat16)
-    sin = torch.randn(8, 280, 128, device="cuda", dtype=torch.bfloat16)
-
-    def hf_rms(x, w):  # Hugging Face LlamaRMSNorm.forward
-        xf = x.float()
-        return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype)
-
-    def hf_swiglu(g, u):
-        return torch.nn.functional.silu(g) * u
-
-    def hf_rope(q, k, cos, sin):
-        c, s = cos.unsqueeze(1), sin.unsqueeze(1)
-        return q * c + K.rope.rotate_half(q) * s, k * c + K.rope.rotate_half(k) * s
-
-    cases = {
-        "rms_norm (2240x4096)": (hf_rms, lambda x, w: K.rms_norm(x, w, 1e-5), (x, w), 2 * x.numel() * 2),
-        "swiglu (2240x11008)": (hf_swiglu, K.swiglu, (g, u), 3 * g.numel() * 2),
-        "rope q+k (8x32x280x128)": (hf_rope, K.apply_rope, (q, k, cos, sin), 4 * q.numel() * 2),
-    }
-    for name, (eager, fused, args, fwd_bytes) in cases.items():
-        compiled = torch.compile(eager)
-        row: dict[str, Any] = {"row": "kernels", "op": name, "fwd_min_mb": round(fwd_bytes / 1e6, 1)}
-        for label, fn in (("eager", eager), ("compile", compiled), ("triton", fused)):
-            out = fn(*args)
-            outs = out if isinstance(out, tuple) else (out,)
-            grads = [torch.randn_like(o) for o in outs]
-            inputs = [a for a in args if a.requires_grad]
-
-            def fwd(fn=fn, args=args):
-                return fn(*args)
-
-            def fwd_bwd(fn=fn, args=args, grads=grads, inputs=inputs):
-                o = fn(*args)
-                torch.autograd.grad(o if isinstance(o, tuple) else (o,), inputs, grads)
-
-            with torch.no_grad():
-                row[f"{label}_fwd_us"] = round(
-                    1000 * do_bench(fwd, warmup=25, rep=200, return_mode="median"), 1
-                )
-            row[f"{label}_fwdbwd_us"] = round(
-                1000 * do_bench(fwd_bwd, warmup=25, rep=200, return_mode="median"), 1
-            )
-        ref = eager(*[a.detach().double() if a.is_floating_point() else a for a in args])
-        got = fused(*args)
-        ref, got = (ref if isinstance(ref, tuple) else (ref,)), (got if isinstance(got, tuple) else (got,))
-        row["max_rel_err"] = max(((o.double() - r).norm() / r.norm()).item() for o, r in zip(got, ref))
-        row["triton_fwd_gbps"] = round(fwd_bytes / (row["triton_fwd_us"] * 1e3), 1)
-        rows.append(row)
-    rows += _nf4_rows()
-    return rows
-
-
-def _nf4_rows() -> list[dict[str, Any]]:
-    """Fused NF4 matmul vs bitsandbytes (dequantise + cuBLAS) vs a bf16 weight, at action-chunk sizes."""
-    import bitsandbytes as bnb
-    from triton.testing import do_bench
-
-    from fastvla.kernels import nf4_linear
-
-    rows = []
-    for tokens, n, k in ((88, 11008, 4096), (88, 4096, 11008), (88, 4096, 4096), (1, 11008, 4096)):
-        layer = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
-        layer = layer.to(torch.bfloat16).cuda()
-        w = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)  # (N, K) bf16
-        x = torch.randn(tokens, k, device="cuda", dtype=torch.bfloat16)
-        state = layer.weight.quant_state
-        with torch.no_grad():
-            ref = (x.float() @ w.float().t()).double()
-            got = nf4_linear(x, layer.weight, state)
-            times = {
-                name: round(1000 * do_bench(fn, warmup=25, rep=200, return_mode="median"), 1)
-                for name, fn in (
-                    ("bnb_us", lambda layer=layer, x=x: layer(x)),
-                    ("fused_us", lambda x=x, layer=layer, state=state: nf4_linear(x, layer.weight, state)),
-                    ("bf16_us", lambda x=x, w=w: x @ w.t()),
-                )
-            }
-        packed_bytes = n * k // 2
-        rows.append(
-            {
-                "row": "kernels",
-                "op": f"nf4 matmul {tokens}x{k} @ {n}x{k}",
-                **times,
-                "fused_weight_gbps": round(packed_bytes / (times["fused_us"] * 1e3), 1),
-                "max_rel_err": ((got.double() - ref).norm() / ref.norm()).item(),
-            }
-        )
-    return rows
-
-
 # --------------------------------------------------------------------------------------------- main
 def main(row: str) -> Any:
     kind = row.split(":")[0]
@@ -653,6 +548,8 @@ def main(row: str) -> Any:
     if kind == "fv-infer":
         return row_fv_infer(row)
     if kind == "kernels":
+        from _gpu_kernels import row_kernels  # beside this file (the script's folder is on sys.path)
+
         return row_kernels()
     raise SystemExit(f"unknown row {row!r}; see this file's docstring for the row ids")
 

@@ -13,8 +13,14 @@ its own; random 7B checkpoints are written once per run to local disk and reused
 - the 2xT4 budget emulated: fp16 + loss scaling with the allocator capped at 12 GiB;
 - fused kernels vs eager vs ``torch.compile``.
 
-    python benchmarks/gpu.py --plan all            # on a GPU machine (device tool), ~10 min
+    python benchmarks/gpu.py --plan fastvla        # on a GPU machine, ~8 min; --plan all ~10 min
     python benchmarks/gpu.py --rows peak,kernels   # a subset; see _gpu_rows.py for the row ids
+
+Through the device tool (its image has torch, triton, peft, transformers 5.17 but no bitsandbytes, and
+``fastvla.model`` needs transformers >= 5.24): download ``bitsandbytes==0.50.2``, ``transformers==5.24.0``
+and ``regex`` wheels for Python 3.12 into an ignored ``.wheels/``, carry it, and start the command with
+``pip install --no-index --no-deps --target /tmp/site .wheels/*.whl`` and
+``PYTHONPATH=/tmp/site:<a folder holding a link to fastvla/>`` (benchmarks/NOTES.md has the exact line).
 
 Prints a table last and writes JSON (``--json``; default ``$OUT/gpu.json`` under the device tool, else
 ``benchmarks/results/gpu-<card>-<date>.json``).
@@ -42,27 +48,17 @@ BASELINE = [
     "base-infer",
 ]
 FASTVLA = [
-    "fv-train:prefix:1:8:k",
-    "fv-train:prefix:1:8:k+gc",
+    "fv-train:prefix:1:8:k+g",
+    "fv-train:prefix:1:8:k+gc+g",
+    "fv-train:latent:2:8:k+g",
+    "fv-train:latent:2:8:g",
     "fv-train:latent:2:8:k",
-    "fv-train:latent:2:8:-",
-    "fv-train:latent:2:8:k+gc",
+    "fv-train:latent:2:16:k+g",
     "fv-infer:latent:2:k",
     "fv-train:latent:2:8:k+fp16+mem12",
 ]
 PLANS = {
-    "first": [
-        "peak",
-        "base-train:q:8:280:prof",
-        "base-train:q:8:536",
-        "base-train:q:4:280",
-        "base-train:q:4:536",
-        "base-train:bf16:8:280",
-        "base-infer",
-        "fv-train:latent:2:8:k+prof",
-        "kernels",
-    ],
-    "baseline": ["peak", *BASELINE, "kernels"],
+    "baseline": ["peak", *BASELINE, "base-train:q:8:280:prof", "kernels"],
     "fastvla": ["peak", "base-train:q:8:280", "base-train:q:8:536", *FASTVLA],
     "all": ["peak", *BASELINE, *FASTVLA, "kernels"],
 }
@@ -222,7 +218,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA GPU: run it through the device tool")
     card = torch.cuda.get_device_name(0)
-    rows_wanted = [*PLANS.get(args.plan or "", []), *[r for r in args.rows.split(",") if r]]
+    plan = args.plan or ("" if args.rows else "fastvla")
+    rows_wanted = [*PLANS.get(plan, []), *[r for r in args.rows.split(",") if r]]
     rows_wanted = list(dict.fromkeys(rows_wanted))  # keep order, drop repeats
     out_dir = Path(os.environ.get("OUT", HERE / "results"))
     slug = "h100" if "H100" in card else ("h200" if "H200" in card else card.split()[-1].lower())
