@@ -121,6 +121,10 @@ class Trainer:
         )
         global_batch = cfg.batch_size * cfg.grad_accum_steps * acc.num_processes
         batches = self._batches()
+        if self.eval_hook is not None and cfg.eval_every and self.val_loader is not None:
+            # Fork the (persistent) validation workers now: once the eval hook has created a GL
+            # context, a forked child would deadlock. Training workers start with the first batch.
+            iter(self.val_loader)
         self.model.train()
         loss_sum = torch.zeros((), device=acc.device)
         grad_norm = torch.zeros((), device=acc.device)
