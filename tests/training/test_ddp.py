@@ -46,6 +46,7 @@ def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, 
         output_dir=str(out),
         steps=6,
         batch_size=4,
+        grad_accum_steps=2,  # exercises no_sync on all but the last micro-batch
         save_every=3,
         val_every=3,
         log_every=3,
@@ -71,7 +72,7 @@ def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, 
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
     state = json.loads((ckpt.checkpoint_path(out, 6) / ckpt.STATE_FILE).read_text())
-    assert state["num_processes"] == 2 and state["samples_seen"] == 6 * 4 * 2
+    assert state["num_processes"] == 2 and state["samples_seen"] == 6 * 4 * 2 * 2
     assert "val loss" in result.stdout
     initial = load_file(out / "initial_rank0.safetensors")
     rank0, rank1 = load_file(out / "final_rank0.safetensors"), load_file(out / "final_rank1.safetensors")
