@@ -20,6 +20,7 @@ from fastvla.policies.ensemble import ActionQueue, TemporalEnsembler
 from fastvla.policies.observation_map import ObservationMap, lookup
 
 from fastvla.constants import OBS_STATE, POLICY_CONFIG_FILE, TASK, depth_key, image_key
+from fastvla.model.quantization import is_quantized
 
 
 class FastVLAPolicy:
@@ -59,7 +60,7 @@ class FastVLAPolicy:
     ):
         config = model.config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model if getattr(model, "is_quantized", False) else model.to(self.device)
+        self.model = model if is_quantized(model) else model.to(self.device)
         self.model.eval()
         self.processor = processor
         self.processor.resize_images = resize_images

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from fastvla.model.modeling import NON_QUANTIZED_MODULES
-from fastvla.model.quantization import guard_cpu_4bit
+from fastvla.model.quantization import guard_cpu_4bit, is_quantized
 
 #: Linear-layer name endings that belong to attention blocks (Llama/Qwen/Gemma, SigLIP/CLIP, ViT/DINOv2).
 ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "query", "key", "value", "qkv")
@@ -163,7 +163,7 @@ def merge_and_save(
         The merged model.
     """
     merged = peft_model.merge_and_unload()
-    if dequantize and getattr(merged, "is_quantized", False):
+    if dequantize and is_quantized(merged):
         merged = merged.dequantize()
     merged.save_pretrained(save_directory)
     if processor is not None:

@@ -373,7 +373,7 @@ class FastVLAModel(FastVLAPreTrainedModel):
         bitsandbytes' inference repacking (see :func:`fastvla.model.quantization.guard_cpu_4bit`).
         ``attn_implementation`` defaults to :func:`default_attn_implementation`.
         """
-        from fastvla.model.quantization import after_quantized_load, prepare_bnb_config
+        from fastvla.model.quantization import after_quantized_load, is_quantized, prepare_bnb_config
 
         quant = kwargs.get("quantization_config")
         if quant is not None:
@@ -382,7 +382,7 @@ class FastVLAModel(FastVLAPreTrainedModel):
         if attn is None or isinstance(attn, str):
             kwargs["attn_implementation"] = attn_implementation_map(attn, kwargs.get("device_map"))
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        if quant is not None or getattr(model, "is_quantized", False):  # also pre-quantised checkpoints
+        if quant is not None or is_quantized(model):  # also pre-quantised checkpoints
             after_quantized_load(model)
         return model
 

@@ -7,6 +7,7 @@ Quantisation is configuration, not a separate code path: pass a ``transformers.B
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any
 
 import torch
@@ -70,10 +71,10 @@ def guard_cpu_4bit(model: nn.Module) -> int:
     right but LoRA gradients are silently wrong (relative error ~0.9). Disabling the fast path keeps the
     weights in the trainable layout. Harmless on CUDA.
     """
-    try:
-        import bitsandbytes as bnb
-    except ImportError:  # pragma: no cover - bitsandbytes is a core dependency
+    if "bitsandbytes" not in sys.modules:  # nothing can be quantised; skip the slow import
         return 0
+    import bitsandbytes as bnb
+
     count = 0
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
@@ -84,6 +85,8 @@ def guard_cpu_4bit(model: nn.Module) -> int:
 
 def is_quantized(model: nn.Module) -> bool:
     """Whether any layer of ``model`` is a bitsandbytes 4- or 8-bit linear."""
+    if "bitsandbytes" not in sys.modules:  # nothing can be quantised; skip the slow import
+        return False
     import bitsandbytes as bnb
 
     return any(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in model.modules())
