@@ -33,6 +33,9 @@ class FusionConfig(PreTrainedConfig):
         mlp_ratio: MLP width as a multiple of the fusion width.
         film: FiLM-condition the visual tokens on the instruction before fusion (scale and shift per
             channel, zero-initialised so it starts as identity).
+        keypoints: conv towers only: spatial-softmax keypoints (expected x, y of every channel of each
+            camera's feature map) are projected and added to every action query, a position-explicit
+            readout that needs no learned attention (learns from pixels quickly; Levine et al. 2016).
         dropout: dropout on attention outputs and MLPs.
     """
 
@@ -45,6 +48,7 @@ class FusionConfig(PreTrainedConfig):
     hidden_size: int | None = None
     mlp_ratio: int = 4
     film: bool = True
+    keypoints: bool = False
     dropout: float = 0.0
 
     def __post_init__(self, **kwargs):

@@ -33,7 +33,9 @@ class LoraSettings:
         attention: adapt attention projections.
         mlp: adapt MLP / feed-forward layers (and convolutions of conv towers).
         extra_targets: more module names (suffixes) to adapt.
-        train_modules: module names trained in full (default: the FastVLA-specific modules).
+        train_modules: module names trained in full. The FastVLA-specific modules
+            (:data:`~fastvla.model.NON_QUANTIZED_MODULES`) are always included: they start from random
+            weights, so freezing them would never make sense.
         use_rslora: rank-stabilised scaling ``alpha / sqrt(r)``.
     """
 
@@ -127,7 +129,9 @@ def add_lora(model: nn.Module, settings: LoraSettings | None = None, **overrides
     if overrides:
         settings = LoraSettings(**{**settings.__dict__, **overrides})
     targets = lora_target_modules(model, settings)
-    train = _train_module_names(model, tuple(settings.train_modules))
+    train = _train_module_names(
+        model, tuple(dict.fromkeys([*NON_QUANTIZED_MODULES, *settings.train_modules]))
+    )
     if not targets:
         raise ValueError(
             f"LoRA settings select no layers (target_vision={settings.target_vision}, target_language="

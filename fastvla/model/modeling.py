@@ -40,6 +40,7 @@ NON_QUANTIZED_MODULES = [
     "vision.film_out",
     "vision.camera_embedding",
     "vision.depth_embed",
+    "keypoint_proj",
 ]
 
 
@@ -159,6 +160,9 @@ class FastVLAModel(FastVLAPreTrainedModel):
         self.state_proj = nn.Linear(config.state_dim, dim)
         self.action_queries = nn.Embedding(config.chunk_size, dim)
         self.action_head = ActionHead(config.action_head, dim, config.action_dim)
+        self.keypoint_proj = None
+        if config.fusion.keypoints and config.vision_kind == "conv":
+            self.keypoint_proj = nn.Linear(config.num_cameras * 2 * vision_feature_dim(config), dim)
         self.post_init()
 
     # ----------------------------------------------------------------------------------------- forward
@@ -196,6 +200,15 @@ class FastVLAModel(FastVLAPreTrainedModel):
         fusion_dtype = _module_dtype(self.fusion) if self.fusion.mode == "latent" else visual.dtype
         cond = instruction.to(fusion_dtype) if instruction is not None else None
         return self.fusion(visual.to(fusion_dtype), cond)
+
+    def _keypoint_summary(self, batch: int) -> torch.Tensor:
+        """(B, D) projection of all cameras' spatial-softmax keypoints (missing cameras count as zeros)."""
+        kp = self.vision.last_keypoints  # (B, cams, 2 * Dv)
+        full = self.config.num_cameras
+        if kp.shape[1] < full:
+            kp = torch.cat([kp, kp.new_zeros(batch, full - kp.shape[1], kp.shape[2])], dim=1)
+        weight = self.keypoint_proj.weight
+        return self.keypoint_proj(kp.flatten(1).to(weight.dtype))  # (B, D)
 
     def forward(
         self,
@@ -235,6 +248,8 @@ class FastVLAModel(FastVLAPreTrainedModel):
         )  # (B,1,D)
         steps = torch.arange(self.config.chunk_size, device=input_ids.device)
         queries = self.action_queries(steps)[None].expand(batch, -1, -1).to(embed_dtype)  # (B, T, D)
+        if self.keypoint_proj is not None:
+            queries = queries + self._keypoint_summary(batch).to(embed_dtype)[:, None]
         inputs = torch.cat([visual, text, state_tok, queries], dim=1)  # (B, Q + L + 1 + T, D)
         ones = attention_mask.new_ones
         mask = torch.cat(

@@ -62,7 +62,14 @@ def _tiny() -> dict[str, Any]:
             embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic", hidden_act="relu"
         ),
         "text": _tiny_text(),
-        "fusion": {"mode": "latent", "num_queries": 16, "num_layers": 1, "num_heads": 4, "mlp_ratio": 2},
+        "fusion": {
+            "mode": "latent",
+            "num_queries": 16,
+            "num_layers": 1,
+            "num_heads": 4,
+            "mlp_ratio": 2,
+            "keypoints": True,
+        },
         "action_head": {"hidden_size": 128, "num_blocks": 2},
         "camera_names": ["front", "wrist"],
         "state_dim": 8,

@@ -62,6 +62,19 @@ class FiLM(nn.Module):
         return x * (1 + gamma.reshape(shape)) + beta.reshape(shape)
 
 
+def spatial_softmax(features: torch.Tensor) -> torch.Tensor:
+    """Expected (x, y) in [-1, 1] of every channel's softmax over positions: (B, C, h, w) -> (B, C * 2)."""
+    b, c, h, w = features.shape
+    attn = features.float().flatten(2).softmax(-1)  # (B, C, h*w)
+    ys, xs = torch.meshgrid(
+        torch.linspace(-1, 1, h, device=features.device),
+        torch.linspace(-1, 1, w, device=features.device),
+        indexing="ij",
+    )
+    grid = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)  # (h*w, 2)
+    return (attn @ grid).reshape(b, c * 2).to(features.dtype)  # (B, C*2)
+
+
 def _find_stem(tower: nn.Module, in_channels: int) -> nn.Conv2d:
     for module in tower.modules():
         if isinstance(module, nn.Conv2d) and module.in_channels == in_channels:
@@ -103,8 +116,7 @@ class VisionEncoder(nn.Module):
             self._stages = list(self.tower.encoder.stages)
             self.film_stages = nn.ModuleList(FiLM(cond_dim, c) for c in config.vision.hidden_sizes)
         self.film_out = FiLM(cond_dim, self.out_dim) if config.fusion.film and self.kind == "vit" else None
-        self._cond: torch.Tensor | None = None
-        self._depth: torch.Tensor | None = None
+        self.last_keypoints: torch.Tensor | None = None  # (B, cams, 2 * Dv) of the last conv forward
 
     @contextlib.contextmanager
     def _hooks(self, cond: torch.Tensor | None, depth: torch.Tensor | None) -> Iterator[None]:
@@ -153,6 +165,7 @@ class VisionEncoder(nn.Module):
         flat_cond = cond.repeat_interleave(n_cams, dim=0) if cond is not None else None  # (B*cams, Dc)
         with self._hooks(flat_cond, flat_depth):
             out = self.tower(pixel_values=flat).last_hidden_state
+        self.last_keypoints = spatial_softmax(out).unflatten(0, (b, n_cams)) if out.dim() == 4 else None
         if out.dim() == 4:  # conv feature map (B*cams, Dv, h, w) -> tokens (B*cams, h*w, Dv)
             h, w = out.shape[-2:]
             out = out.flatten(2).transpose(1, 2)
