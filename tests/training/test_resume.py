@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from fastvla.training import checkpoint as ckpt
 
-STEPS, SAVE_EVERY = 14, 4
+STEPS, SAVE_EVERY = 10, 3
 
 
 def _command(dataset_root: Path, frame_cache: Path, out: Path, *extra: str) -> list[str]:
@@ -55,8 +55,13 @@ def test_kill_then_resume_matches_uninterrupted_run(
 ) -> None:
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     cwd = tmp_path  # not the repo root (its datasets/ folder would shadow Hugging Face's)
-    subprocess.run(
-        _command(dataset_root, frame_cache, reference), check=True, cwd=cwd, env=_env(), capture_output=True
+    # The uninterrupted reference run goes alongside the one that gets killed.
+    ref = subprocess.Popen(
+        _command(dataset_root, frame_cache, reference),
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
     proc = subprocess.Popen(
@@ -75,6 +80,7 @@ def test_kill_then_resume_matches_uninterrupted_run(
     proc.wait()
     done = [step for step, _ in ckpt.list_checkpoints(interrupted)]
     assert done and STEPS not in done, f"kill did not land mid-run (checkpoints: {done})"
+    assert ref.wait() == 0, ref.stderr.read().decode()[-3000:]
     # Whatever the kill interrupted, every checkpoint folder is complete and readable.
     for name in (interrupted / ckpt.CHECKPOINTS).iterdir():
         if not name.name.startswith("."):
