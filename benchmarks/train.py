@@ -93,21 +93,28 @@ def _batch(config: Any, batch_size: int) -> dict[str, Any]:
     return batch
 
 
-def _time_steps(step: Any, device: Any, warmup: int, steps: int) -> tuple[list[float], list[float]]:
+def _time_steps(
+    step: Any, device: Any, warmup: int, steps: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Wall seconds, CPU seconds (all threads of this process) and losses of the timed steps.
+
+    CPU seconds per step are robust to other processes sharing the machine; wall time is not.
+    """
     import torch
 
-    times, losses = [], []
+    times, cpu, losses = [], [], []
     for i in range(warmup + steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
             losses.append(float(loss))
-    return times, losses
+    return times, cpu, losses
 
 
 def run_step_row(args: argparse.Namespace, kind: str, batch_size: int) -> dict[str, Any]:
@@ -160,13 +167,16 @@ def run_step_row(args: argparse.Namespace, kind: str, batch_size: int) -> dict[s
             opt.zero_grad(set_to_none=True)
             return loss.detach()
 
-    times, losses = _time_steps(step, device, args.warmup, args.steps)
+    times, cpu, losses = _time_steps(step, device, args.warmup, args.steps)
     median = sorted(times)[len(times) // 2]
+    cpu_median = sorted(cpu)[len(cpu) // 2]
     row = {
         "row": kind,
         "batch_size": batch_size,
         "step_s": round(median, 4),
         "samples_per_s": round(batch_size / median, 2),
+        "cpu_s_per_step": round(cpu_median, 4),
+        "samples_per_cpu_s": round(batch_size / max(cpu_median, 1e-9), 2),
         "loss_first": round(losses[0], 4),
         "loss_last": round(losses[-1], 4),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -200,7 +210,9 @@ def run_train_row(args: argparse.Namespace, batch_size: int) -> dict[str, Any]:
             device=args.device,
         )
         trainer = Trainer(cfg)
+        start_cpu = time.process_time()
         trainer.fit()
+        fit_cpu = time.process_time() - start_cpu  # whole fit: both windows, final checkpoint, export
         last = [h for h in trainer.history if "train/samples_per_s" in h][-1]
         workers = trainer.train_loader.num_workers
     samples_per_s = last["train/samples_per_s"]
@@ -209,6 +221,7 @@ def run_train_row(args: argparse.Namespace, batch_size: int) -> dict[str, Any]:
         "batch_size": batch_size,
         "step_s": round(batch_size / samples_per_s, 4),
         "samples_per_s": round(samples_per_s, 2),
+        "samples_per_cpu_s": round(trainer.samples_seen / max(fit_cpu, 1e-9), 2),
         "loss_last": round(last["train/loss"], 4),
         "num_workers": workers,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -265,7 +278,10 @@ def _child(args: argparse.Namespace, row: str, extra: list[str]) -> dict[str, An
 def _table(rows: list[dict[str, Any]], title: str) -> str:
     mem_key = "peak_gib" if any("peak_gib" in r for r in rows) else "peak_rss_mib"
     unit = "GiB" if mem_key == "peak_gib" else "MiB RSS"
-    lines = [title, f"{'row':<15}{'batch':>6}{'step s':>10}{'samples/s':>11}{'peak ' + unit:>16}  notes"]
+    header = (
+        f"{'row':<15}{'batch':>6}{'step s':>10}{'samples/s':>11}{'samples/cpu-s':>15}{'peak ' + unit:>16}"
+    )
+    lines = [title, header + "  notes"]
     base = {r["batch_size"]: r.get("samples_per_s") for r in rows if r["row"] == "baseline"}
     for r in rows:
         if "error" in r:
@@ -278,7 +294,7 @@ def _table(rows: list[dict[str, Any]], title: str) -> str:
             note += f"{', ' if note else ''}{r['num_workers']} loader workers"
         lines.append(
             f"{r['row']:<15}{r['batch_size']:>6}{r['step_s']:>10.3f}{r['samples_per_s']:>11.1f}"
-            f"{r.get(mem_key, float('nan')):>16.1f}  {note}"
+            f"{r.get('samples_per_cpu_s', float('nan')):>15.1f}{r.get(mem_key, float('nan')):>16.1f}  {note}"
         )
     return "\n".join(lines)
 
