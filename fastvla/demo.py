@@ -38,6 +38,7 @@ class DemoConfig:
         steps: optimizer updates of the tiny model.
         batch_size: training batch size.
         lr: peak learning rate.
+        n_action_steps: actions executed per predicted chunk before re-planning (closed-loop feedback).
         eval_episodes: closed-loop episodes per precision.
         eval_seed: seed of the first evaluation episode (disjoint from the recorded seeds).
         eval_batch_size: parallel environments during evaluation.
@@ -56,6 +57,7 @@ class DemoConfig:
     steps: int = 1500
     batch_size: int = 32
     lr: float = 1e-3
+    n_action_steps: int = 2
     eval_episodes: int = 50
     eval_seed: int = 100_000
     eval_batch_size: int = 2
@@ -112,7 +114,9 @@ def _evaluate(cfg: DemoConfig, policy_dir: Path, label: str, load_in_4bit: bool,
     from fastvla.eval import evaluate, load_policy
 
     print(f"[3/3] evaluating the {label} policy on {cfg.eval_episodes} episodes -> {out}")
-    policy = load_policy(str(policy_dir), load_in_4bit=load_in_4bit, device="cpu")
+    policy = load_policy(
+        str(policy_dir), load_in_4bit=load_in_4bit, device="cpu", n_action_steps=cfg.n_action_steps
+    )
     return evaluate(
         policy,
         cfg.task,
@@ -185,6 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         env_kwargs=json.loads(args.env_kwargs),
         episodes=args.episodes,
         steps=args.steps,
+        n_action_steps=args.n_action_steps,
         eval_episodes=args.eval_episodes,
         skip_4bit=args.skip_4bit,
     )
@@ -206,6 +211,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--env-kwargs", default="{}", help="JSON object of extra env constructor arguments")
     parser.add_argument("--episodes", type=int, default=d.episodes, help="demonstrations to record")
     parser.add_argument("--steps", type=int, default=d.steps, help="training steps")
+    parser.add_argument(
+        "--n-action-steps", type=int, default=d.n_action_steps, help="actions executed per predicted chunk"
+    )
     parser.add_argument("--eval-episodes", type=int, default=d.eval_episodes, help="episodes per precision")
     parser.add_argument("--skip-4bit", action="store_true", help="evaluate the fp32 policy only")
     parser.set_defaults(func=_run)
