@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import fastvla.envs
 import gymnasium as gym
 import mujoco
 import numpy as np
-from fastvla.envs.rendering import CameraRenderer
 from tqdm import tqdm
 
+import fastvla.envs
+from fastvla.envs.rendering import CameraRenderer
 from fastvla.utils.io import atomic_write_text
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "envs.json"

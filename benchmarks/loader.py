@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastvla.datasets import LeRobotDataset, LeRobotDatasetWriter, TrainingDataset
 
+from fastvla.datasets import LeRobotDataset, LeRobotDatasetWriter, TrainingDataset
 from fastvla.utils.io import atomic_write_text
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "loader.json"

@@ -12,9 +12,10 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     """Record, then print a summary table."""
-    from fastvla.datasets.recorder import record
     from rich.console import Console
     from rich.table import Table
+
+    from fastvla.datasets.recorder import record
 
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     summary = record(

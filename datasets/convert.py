@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from fastvla.constants import TASK_INDEX
 from fastvla.datasets.features import DEFAULT_FEATURES
 from fastvla.datasets.metadata import DatasetFormatError, DatasetMeta, read_parquet
 from fastvla.datasets.video import CODEC_INFO_NAME, video_info
 from fastvla.datasets.writer import LeRobotDatasetWriter
-from tqdm.auto import tqdm
-
-from fastvla.constants import TASK_INDEX
 from fastvla.utils.io import atomic_directory
 
 

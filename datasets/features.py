@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from fastvla.datasets.video import CODEC_INFO_NAME
 
 from fastvla.constants import EPISODE_INDEX, FRAME_INDEX, INDEX, TASK, TASK_INDEX, TIMESTAMP
+from fastvla.datasets.video import CODEC_INFO_NAME
 
 # Features every LeRobot dataset carries, filled in by the writer (lerobot's DEFAULT_FEATURES).
 DEFAULT_FEATURES: dict[str, dict[str, Any]] = {

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from fastvla.constants import EPISODE_INDEX, TASK, TASK_INDEX, TIMESTAMP
 from fastvla.datasets.metadata import DatasetFormatError, DatasetMeta, read_parquet
 from fastvla.datasets.stats import numeric_stats
 from fastvla.datasets.video import decode_frames
-
-from fastvla.constants import EPISODE_INDEX, TASK, TASK_INDEX, TIMESTAMP
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from fastvla.datasets.stats import Stats, aggregate_stats, stats_from_json
 
 SUPPORTED_VERSIONS = ("v3.0", "v2.1")

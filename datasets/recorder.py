@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastvla.datasets.writer import LeRobotDatasetWriter
 from tqdm.auto import tqdm
 
 from fastvla.constants import ACTION, GYM_PIXELS, GYM_STATE, INFO_SUCCESS, INFO_TASK, OBS_STATE, image_key
+from fastvla.datasets.writer import LeRobotDatasetWriter
 
 EE_DELTA_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
 
@@ -51,8 +51,9 @@ class RecordSummary:
 
 
 def _make_env(env_id: str, kwargs: Mapping[str, Any]) -> Any:
-    import fastvla.envs  # noqa: F401  (registers the ids inside worker processes)
     import gymnasium as gym
+
+    import fastvla.envs  # noqa: F401  (registers the ids inside worker processes)
 
     return gym.make(env_id, **kwargs)
 

@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from fastvla.datasets.metadata import EPISODES_DIR, TASKS_PATH, load_tasks_v30, read_parquet
 from fastvla.datasets.stats import Stats, aggregate_stats
-
 from fastvla.utils.io import atomic_write_bytes
 
 STAGING = ".staging"

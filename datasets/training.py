@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastvla.datasets.augment import Augment
-from fastvla.datasets.lerobot_dataset import LeRobotDataset
-from fastvla.datasets.video import VideoDecodeError, iter_frames
 from tqdm.auto import tqdm
 
 from fastvla.constants import ACTION, ACTION_IS_PAD, OBS_STATE, TASK, TASK_INDEX, TIMESTAMP, image_key
+from fastvla.datasets.augment import Augment
+from fastvla.datasets.lerobot_dataset import LeRobotDataset
+from fastvla.datasets.video import VideoDecodeError, iter_frames
 from fastvla.utils.io import atomic_directory
 
 CACHE_FORMAT = 1

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastvla.datasets.lerobot_dataset import LeRobotDataset
-from fastvla.datasets.metadata import DatasetMeta
 
 from fastvla.constants import ACTION, OBS_STATE, TIMESTAMP
+from fastvla.datasets.lerobot_dataset import LeRobotDataset
+from fastvla.datasets.metadata import DatasetMeta
 
 
 def _dir_size(root: Path) -> int:

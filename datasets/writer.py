@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from fastvla.constants import EPISODE_INDEX, FRAME_INDEX, INDEX, TASK, TASK_INDEX, TIMESTAMP
 from fastvla.datasets import recovery
 from fastvla.datasets.features import DEFAULT_FEATURES, normalize_features, validate_frame
 from fastvla.datasets.metadata import (
@@ -42,8 +44,6 @@ from fastvla.datasets.metadata import (
 )
 from fastvla.datasets.stats import STAT_KEYS, aggregate_stats, image_stats, numeric_stats, stats_to_json
 from fastvla.datasets.video import VideoEncoder, concat_videos
-
-from fastvla.constants import EPISODE_INDEX, FRAME_INDEX, INDEX, TASK, TASK_INDEX, TIMESTAMP
 from fastvla.utils.io import atomic_write_bytes, atomic_write_text
 
 STAGING = ".staging"

@@ -20,8 +20,9 @@ import functools
 from typing import Any
 
 import gymnasium as gym
-from fastvla.envs.rendering import select_backend
 from gymnasium.envs.registration import register, registry
+
+from fastvla.envs.rendering import select_backend
 
 # id -> (entry point, max_episode_steps at 10 Hz)
 TASKS: dict[str, tuple[str, int]] = {

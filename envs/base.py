@@ -14,6 +14,9 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import EzPickle
+
 from fastvla.envs.physics import (
     CUBE_HALF,
     FINGER_MAX,
@@ -25,8 +28,6 @@ from fastvla.envs.physics import (
     rotvec_to_mat,
 )
 from fastvla.envs.rendering import CameraRenderer
-from gymnasium import spaces
-from gymnasium.utils import EzPickle
 
 CAMERAS = ("front", "side", "wrist")
 CONTROL_MODES = ("ee_delta", "joint_pos")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from fastvla.envs import ENV_IDS
-from fastvla.envs.base import CAMERAS
 from PIL import Image
 from tqdm import tqdm
 
+from fastvla.envs import ENV_IDS
+from fastvla.envs.base import CAMERAS
 from fastvla.utils.io import atomic_write_bytes
 
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from fastvla.envs.rendering import INSTALL_HINT, select_backend
 
 select_backend()  # must precede `import mujoco`

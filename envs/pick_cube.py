@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from fastvla.envs.base import TabletopEnv
 from fastvla.envs.physics import CUBE_HALF, TABLE_Z
 

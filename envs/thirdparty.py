@@ -36,11 +36,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from fastvla.envs.rendering import preload_triton
 from gymnasium import spaces
 from gymnasium.envs.registration import register, registry
 
 from fastvla.constants import GYM_PIXELS, GYM_STATE, INFO_SUCCESS, INFO_TASK
+from fastvla.envs.rendering import preload_triton
 
 ENVIRONMENT_STATE = "environment_state"
 """Key under which :class:`RenderCameras` keeps a vector observation (LeRobot's name for it)."""

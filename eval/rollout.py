@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fastvla.constants import INFO_SUCCESS, INFO_TASK
 from fastvla.eval.baselines import load_policy
 from fastvla.eval.metrics import EpisodeRecord, aggregate, wilson_interval
 from fastvla.eval.vector import env_groups, is_vector_env, make_vector_env
 from fastvla.eval.video import VideoWriter, get_path, image_keys_of_space
-
-from fastvla.constants import INFO_SUCCESS, INFO_TASK
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastvla.policies.ensemble import ActionQueue, TemporalEnsembler
-from fastvla.policies.observation_map import ObservationMap, lookup
 
 from fastvla.constants import OBS_STATE, POLICY_CONFIG_FILE, TASK, depth_key, image_key
 from fastvla.model.quantization import is_quantized
+from fastvla.policies.ensemble import ActionQueue, TemporalEnsembler
+from fastvla.policies.observation_map import ObservationMap, lookup
 
 
 class FastVLAPolicy:

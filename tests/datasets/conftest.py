@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
 from fastvla.datasets import LeRobotDatasetWriter
 
 FPS = 10

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 from fastvla.datasets import DatasetFormatError, LeRobotDataset, LeRobotDatasetWriter, VideoDecodeError
 
 

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+
+from fastvla.cli import main
 from fastvla.datasets import LeRobotDataset
 from fastvla.datasets.convert import convert_v21_to_v30
 from fastvla.datasets.video import video_info
-
-from fastvla.cli import main
 
 
 def test_convert_v21_matches_lerobot_read_back(lerobot_fixtures, helpers, tmp_path):

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+
 from fastvla.datasets import LeRobotDataset, LeRobotDatasetWriter
 from fastvla.datasets.video import video_info
 

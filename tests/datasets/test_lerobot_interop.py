@@ -19,6 +19,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+
 from fastvla.datasets import LeRobotDataset, LeRobotDatasetWriter
 from fastvla.datasets.convert import convert_v21_to_v30
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from fastvla.datasets import LeRobotDataset
 
 FIXTURES = ["sim_2cam_video_v30", "sim_2cam_video_v21"]
@@ -112,7 +113,6 @@ def test_bad_delta_timestamps(lerobot_fixtures):
 
 def test_split_by_episode_and_normalizer(lerobot_fixtures):
     from fastvla.datasets import split_episodes
-
     from fastvla.normalize import Normalizer
 
     train, val = split_episodes(10, val_fraction=0.2, seed=3)

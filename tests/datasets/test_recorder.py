@@ -8,10 +8,9 @@ import pytest
 pytest.importorskip("mujoco")
 envs = pytest.importorskip("fastvla.envs")
 
+from fastvla.cli import main  # noqa: E402
 from fastvla.datasets import LeRobotDataset  # noqa: E402
 from fastvla.datasets.recorder import record  # noqa: E402
-
-from fastvla.cli import main  # noqa: E402
 
 ENV = "fastvla/ReachCube-v0"
 

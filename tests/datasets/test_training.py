@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from fastvla.datasets import LeRobotDataset, TrainingDataset
 from fastvla.datasets import training as training_module
 from fastvla.datasets.augment import ColorJitter, RandomCrop, RandomShift, default_augment

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from fastvla.datasets import DatasetMeta, FrameValidationError, LeRobotDataset, LeRobotDatasetWriter
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import fastvla.envs
 import gymnasium as gym
 import numpy as np
 import pytest
-from fastvla.envs import ENV_IDS
 from gymnasium.utils.env_checker import check_env
+
+import fastvla.envs
+from fastvla.envs import ENV_IDS
 
 SMALL = {"image_size": 32}
 

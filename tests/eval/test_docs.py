@@ -15,8 +15,7 @@ def test_docstring_examples(module: str) -> None:
 
 
 def test_top_level_lazy_export() -> None:
-    from fastvla.eval import evaluate
-
     import fastvla
+    from fastvla.eval import evaluate
 
     assert fastvla.evaluate is evaluate

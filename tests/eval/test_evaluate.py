@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fastvla.eval import EvalResult, comparison_table, evaluate
 from fastvla.eval.toy import ToyReachEnv
 from fastvla.eval.video import count_frames
@@ -232,6 +233,7 @@ def test_async_workers_do_not_rerun_an_unguarded_main_script(tmp_path: Path) -> 
 
 def test_policy_observation_map_picks_video_cameras_and_default_instruction(tmp_path: Path) -> None:
     import av
+
     from fastvla.eval.video import FrameComposer
 
     observation_map = pytest.importorskip("fastvla.policies.observation_map")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from fastvla.eval import evaluate
 from fastvla.eval.video import count_frames
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from fastvla.eval import evaluate
 from fastvla.eval.toy import ToyReachEnv
 from fastvla.eval.video import count_frames
@@ -18,9 +19,9 @@ pytest.importorskip("fastvla.model", reason="fastvla.model not available")
 @pytest.mark.slow
 def test_checkpoint_path_on_env_with_other_keys(tmp_path: Path) -> None:
     import torch
-    from fastvla.policies import FastVLAPolicy, ObservationMap
 
     from fastvla.model import FastVLAModel, FastVLAProcessor
+    from fastvla.policies import FastVLAPolicy, ObservationMap
 
     torch.manual_seed(0)
     model = FastVLAModel.from_preset("tiny", camera_names=["front"], state_dim=4, action_dim=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from fastvla.eval.metrics import EpisodeRecord, aggregate, summarize, wilson_interval
 
 

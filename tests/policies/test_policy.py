@@ -9,10 +9,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from fastvla.policies import FastVLAPolicy, ObservationMap, TemporalEnsembler
 from gymnasium import spaces
 
 from fastvla.model import FastVLAModel, FastVLAProcessor
+from fastvla.policies import FastVLAPolicy, ObservationMap, TemporalEnsembler
 
 
 def save_tiny(path, cameras, state_dim, action_dim, image_size=64, chunk_size=8, low=-1.0, high=1.0):

@@ -10,8 +10,9 @@ import pytest
 
 pytest.importorskip("gym_aloha", reason="pip install 'fastvla[aloha]' in a separate venv")
 
-from fastvla.envs.thirdparty import aloha_observation_map, make_aloha
 from thirdparty_helpers import save_tiny_policy
+
+from fastvla.envs.thirdparty import aloha_observation_map, make_aloha
 
 pytestmark = pytest.mark.slow
 

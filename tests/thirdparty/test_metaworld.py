@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("metaworld", reason="pip install 'fastvla[metaworld]' in a separate venv")
 
-from fastvla.envs.thirdparty import make_metaworld, metaworld_observation_map
 from thirdparty_helpers import save_tiny_policy
+
+from fastvla.envs.thirdparty import make_metaworld, metaworld_observation_map
 
 pytestmark = pytest.mark.slow
 
