@@ -120,7 +120,7 @@ def main() -> None:
             "seconds": time.perf_counter() - start,
         }
 
-    outcomes = {k: np.array([e["success"] for e in r.episodes]) for k, r in results.items()}
+    outcomes = {k: np.array([e.success for e in r.episodes]) for k, r in results.items()}
     disagree = int((outcomes["fp32"] != outcomes["nf4"]).sum())
     l1_rel = abs(rows["nf4"]["action_l1"] - rows["fp32"]["action_l1"]) / rows["fp32"]["action_l1"]
     gap_pp = 100 * abs(rows["nf4"]["success"] - rows["fp32"]["success"])
