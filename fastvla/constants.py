@@ -28,6 +28,21 @@ GYM_STATE = "agent_pos"  # float32 (n_joints + 1,)
 INFO_TASK = "task"  # info["task"]: the language instruction of the episode
 INFO_SUCCESS = "is_success"
 
+# Module-name prefixes of FastVLA's freshly initialised modules: never quantised, always trained, and given
+# the head learning rate (the model's NON_QUANTIZED_MODULES and the optimizer's head_modules).
+FRESH_MODULES = (
+    "projector",
+    "fusion",
+    "state_proj",
+    "action_queries",
+    "action_head",
+    "vision.film_stages",
+    "vision.film_out",
+    "vision.camera_embedding",
+    "vision.depth_embed",
+    "keypoint_proj",
+)
+
 # Files saved beside a trained policy.
 DATASET_STATS_FILE = "dataset_stats.json"
 POLICY_CONFIG_FILE = "policy_config.json"

@@ -24,24 +24,14 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from fastvla.constants import FRESH_MODULES
 from fastvla.model.action_head import ActionHead
 from fastvla.model.configuration import FastVLAConfig
 from fastvla.model.fusion import Fusion, Projector
 from fastvla.model.vision import VisionEncoder, vision_feature_dim
 
 #: Modules never quantised (small, trainable, kept in higher precision). Patterns match module-name prefixes.
-NON_QUANTIZED_MODULES = [
-    "projector",
-    "fusion",
-    "state_proj",
-    "action_queries",
-    "action_head",
-    "vision.film_stages",
-    "vision.film_out",
-    "vision.camera_embedding",
-    "vision.depth_embed",
-    "keypoint_proj",
-]
+NON_QUANTIZED_MODULES = list(FRESH_MODULES)
 
 
 @dataclass

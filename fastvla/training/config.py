@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fastvla.constants import FRESH_MODULES
 from fastvla.utils.io import atomic_write_text
 
 
@@ -174,17 +175,7 @@ class OptimConfig:
     lr: float = _f(5e-4, "Peak learning rate of LoRA adapters and pretrained/backbone parameters.")
     head_lr: float = _f(1e-3, "Peak learning rate of the freshly initialised fusion module and action head.")
     head_modules: tuple[str, ...] = _f(
-        (
-            "projector",
-            "fusion",
-            "state_proj",
-            "action_queries",
-            "action_head",
-            "vision.film_stages",
-            "vision.film_out",
-            "vision.camera_embedding",
-            "vision.depth_embed",
-        ),
+        FRESH_MODULES,
         "Module paths of the freshly initialised modules (they get --optim.head-lr).",
     )
     weight_decay: float = _f(0.01, "Decoupled weight decay on matrices (never on biases, norms, embeddings).")
