@@ -6,6 +6,8 @@ Rows, per batch size, each in its own process (so every peak-memory figure is it
   ``torch.optim.AdamW`` over the trainable parameters, autocast, forward/backward/step;
 * ``fastvla-step``: FastVLA's training step — Accelerate, parameter groups (LoRA vs head learning rates),
   gradient clipping, warm-up/cosine schedule — on the same synthetic batches;
+* ``fastvla-graphed`` (CUDA): the update ``fastvla train`` runs on a GPU — fused Triton kernels in the
+  decoder and the whole update captured in CUDA graphs (:class:`fastvla.training.graphed.GraphedTrainStep`);
 * ``fastvla-train`` (CPU, when a dataset is available): ``fastvla.train`` end to end on a recorded LeRobot
   dataset, data loading included (samples/s of the last logging window).
 
@@ -66,6 +68,9 @@ def _train_config(args: argparse.Namespace, batch_size: int) -> Any:
         checkpoint=args.checkpoint or "",
         quantization="4bit" if args.load_in_4bit else "none",
         gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing_layers=args.checkpoint_layers,
+        lora_dropout=0.0,  # every row alike; graphs + checkpointing need it (no RNG replay)
+        kernels="on" if args.kernels else "off",
     )
     return TrainConfig(
         model=model,
@@ -151,6 +156,27 @@ def run_step_row(args: argparse.Namespace, kind: str, batch_size: int) -> dict[s
             opt.step()
             opt.zero_grad(set_to_none=True)
             return loss.detach()
+
+    elif kind == "fastvla-graphed":
+        from fastvla.training.graphed import GraphedTrainStep, pad_text
+
+        opt = build_optimizer(model, cfg.optim)
+        sched = build_scheduler(opt, cfg.optim, cfg.steps)
+        length = int(processor.max_instruction_tokens)
+        amp = factory.resolve_mixed_precision(cfg.mixed_precision, device.type)
+        graphed = GraphedTrainStep(
+            model,
+            opt,
+            pad_text(factory.model_inputs(processor, batch, device), length),
+            max_grad_norm=cfg.optim.max_grad_norm,
+            autocast_dtype=torch.bfloat16 if amp == "bf16" else None,
+        )
+
+        def step() -> torch.Tensor:
+            inputs = pad_text(factory.model_inputs(processor, batch, device), length)
+            loss, _ = graphed.update([inputs])
+            sched.step()
+            return loss
 
     else:
         opt = build_optimizer(model, cfg.optim)
@@ -316,6 +342,15 @@ def main() -> None:
         default=None,
         help="default: on for 4-bit on GPU",
     )
+    parser.add_argument(
+        "--checkpoint-layers", type=int, default=0, help="checkpoint the first N decoder layers (0=all)"
+    )
+    parser.add_argument(
+        "--kernels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fused kernels (default on CUDA)",
+    )
     parser.add_argument("--dataset", type=Path, default=FIXTURE, help="LeRobot dataset (end-to-end row)")
     parser.add_argument("--num-workers", type=int, default=-1, help="DataLoader workers (end-to-end row)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON results")
@@ -329,6 +364,8 @@ def main() -> None:
     args.steps = args.steps or (5 if cuda else 10)
     if args.gradient_checkpointing is None:
         args.gradient_checkpointing = bool(cuda and args.load_in_4bit)
+    if args.kernels is None:
+        args.kernels = cuda
     if args.row:
         kind, _, bs = args.row.partition(":")
         if kind == "fastvla-train":
@@ -344,6 +381,8 @@ def main() -> None:
         "--device", args.device, "--optimizer", args.optimizer, "--num-workers", str(args.num_workers),
         "--dataset", str(args.dataset),
         "--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing",
+        "--checkpoint-layers", str(args.checkpoint_layers),
+        "--kernels" if args.kernels else "--no-kernels",
     ]  # fmt: skip
     if args.load_in_4bit:
         passthrough.append("--load-in-4bit")
@@ -354,7 +393,7 @@ def main() -> None:
             _write_checkpoint(args.preset, Path(tmp))
             passthrough += ["--checkpoint", tmp]
         for bs in sizes:
-            kinds = ["baseline", "fastvla-step"]
+            kinds = ["baseline", "fastvla-step"] + (["fastvla-graphed"] if cuda else [])
             if not cuda and not args.load_in_4bit and args.dataset.is_dir():
                 kinds.append("fastvla-train")
             for kind in kinds:

@@ -117,6 +117,15 @@ class ModelConfig:
     gradient_checkpointing: bool = _f(
         False, "Recompute activations in the backward pass: much less memory, ~30% slower."
     )
+    gradient_checkpointing_layers: int = _f(
+        0,
+        "With gradient checkpointing: recompute only the first N decoder layers (0 = all). Trades memory "
+        "for speed in steps of one layer.",
+    )
+    kernels: Literal["auto", "on", "off"] = _f(
+        "auto",
+        "Fused Triton kernels (RMSNorm, SwiGLU, RoPE, MLP recomputation) in the decoder; auto = on CUDA.",
+    )
     preset_overrides: str = _f(
         "",
         'JSON object of FastVLAConfig fields overriding the preset, e.g. {"fusion": {"num_queries": 16}}.',
@@ -143,6 +152,15 @@ class ModelConfig:
             f"model.quantization {self.quantization!r} unknown; use none, 4bit or 8bit",
         )
         _check(self.lora in ("auto", "on", "off"), f"model.lora {self.lora!r} unknown; use auto, on or off")
+        _check(
+            self.kernels in ("auto", "on", "off"),
+            f"model.kernels {self.kernels!r} unknown; use auto, on or off",
+        )
+        _check(
+            self.gradient_checkpointing_layers >= 0,
+            "model.gradient_checkpointing_layers must be >= 0 (0 = all), got "
+            f"{self.gradient_checkpointing_layers}",
+        )
         if self.preset_overrides:
             try:
                 parsed = json.loads(self.preset_overrides)
@@ -252,6 +270,13 @@ class TrainConfig:
     ddp_find_unused_parameters: bool = _f(
         False, "DDP: tolerate parameters that get no gradient (slower; only if DDP complains)."
     )
+    cuda_graphs: Literal["auto", "on", "off"] = _f(
+        "auto",
+        "Capture each update (forward, backward, all-reduce, clip, AdamW) in CUDA graphs and replay it: "
+        "removes Python/launch overhead (3x faster for a 4-bit 7B model on an H100). auto = on CUDA when "
+        "the run allows it (optim.optimizer adamw, bf16/no precision, no LoRA dropout under gradient "
+        "checkpointing), falling back to eager if capture fails; on = required (error otherwise).",
+    )
 
     def __post_init__(self) -> None:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig)):
@@ -271,6 +296,13 @@ class TrainConfig:
         for name in ("log_every", "save_every", "keep_checkpoints", "val_every", "val_batches", "eval_every"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        _check(
+            self.cuda_graphs in ("auto", "on", "off"),
+            f"cuda_graphs {self.cuda_graphs!r} unknown; use auto, on or off",
+        )
+        if self.cuda_graphs == "on":
+            problem = graph_incompatibility(self)
+            _check(problem is None, f"--cuda-graphs on: {problem}")
         _check(
             not (self.resume and self.overwrite),
             "resume and overwrite exclude each other: --resume continues the run, --overwrite deletes it",
@@ -305,6 +337,32 @@ class TrainConfig:
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir)
+
+
+def graph_incompatibility(cfg: TrainConfig) -> str | None:
+    """Why this run cannot be captured in CUDA graphs (with the fix), or ``None`` if it can.
+
+    The device is not checked here (``device=auto`` resolves at run time); the trainer checks it.
+    """
+    if cfg.device == "cpu":
+        return "CUDA graphs need a CUDA GPU, and device is cpu; use --cuda-graphs off (or auto)"
+    if cfg.mixed_precision == "fp16":
+        return (
+            "fp16 needs a loss scaler, which syncs with the host every step; use --mixed-precision bf16, "
+            "or --cuda-graphs off"
+        )
+    if cfg.optim.optimizer != "adamw":
+        return (
+            f"optim.optimizer {cfg.optim.optimizer} is not capturable; use --optim.optimizer adamw, "
+            "or --cuda-graphs off"
+        )
+    m = cfg.model
+    if m.gradient_checkpointing and m.use_lora and m.lora_dropout > 0:
+        return (
+            f"gradient checkpointing would redraw LoRA dropout masks (model.lora_dropout={m.lora_dropout}) "
+            "in the recomputation; use --model.lora-dropout 0, or --cuda-graphs off"
+        )
+    return None
 
 
 def load_config_dict(path: str | Path) -> dict[str, Any]:

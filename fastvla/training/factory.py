@@ -159,12 +159,64 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
         processor = FastVLAProcessor.from_preset(mc.preset, config=model.config)
     processor.set_stats(spec.stats)
     if mc.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Saving the RNG state would sync with the host inside a CUDA-graph capture; it is only needed
+        # for dropout inside checkpointed layers, which graph mode rules out (config.graph_incompatibility).
+        preserve_rng = not use_cuda_graphs(cfg, device)[0]
+        kwargs = {"use_reentrant": False, "preserve_rng_state": preserve_rng}
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if mc.gradient_checkpointing_layers:
+            from fastvla.model import set_checkpointed_layers
+
+            set_checkpointed_layers(model, mc.gradient_checkpointing_layers)
     if mc.use_lora:
         model = apply_lora(model, mc, cfg.optim.head_modules)
     elif quant is not None:
         raise ValueError("a quantised model can only be trained with LoRA adapters: drop --model.lora off")
-    return model.to(device) if quant is None else model, processor
+    model = model.to(device) if quant is None else model
+    if use_kernels(cfg, device):
+        from fastvla.kernels import apply_kernels
+
+        apply_kernels(model)
+    return model, processor
+
+
+def use_kernels(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the fused Triton kernels go into the model (``model.kernels``; auto = on CUDA).
+
+    Raises:
+        ValueError: ``on`` where Triton cannot run (no CUDA device).
+    """
+    mode = cfg.model.kernels
+    if mode == "on" and device.type != "cuda":
+        raise ValueError(
+            f"--model.kernels on needs a CUDA GPU (Triton kernels); this run is on {device.type}. "
+            "Use --model.kernels auto or off"
+        )
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+def use_cuda_graphs(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """``(attempt, required)``: whether to capture updates in CUDA graphs, and whether failing is an error.
+
+    Raises:
+        ValueError: ``--cuda-graphs on`` for a run that cannot be captured (the message names the fix).
+    """
+    from fastvla.training.config import graph_incompatibility
+
+    if cfg.cuda_graphs == "off":
+        return False, False
+    problem = graph_incompatibility(cfg)
+    if problem is None and device.type != "cuda":
+        problem = (
+            f"CUDA graphs need a CUDA GPU; this run is on {device.type}. Use --cuda-graphs off (or auto)"
+        )
+    if problem is None and resolve_mixed_precision(cfg.mixed_precision, device.type) == "fp16":
+        problem = "mixed precision resolves to fp16 here (no bf16; loss scaling syncs); use --cuda-graphs off"
+    if problem is not None:
+        if cfg.cuda_graphs == "on":
+            raise ValueError(f"--cuda-graphs on: {problem}")
+        return False, False
+    return True, cfg.cuda_graphs == "on"
 
 
 def _compute_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:

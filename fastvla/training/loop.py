@@ -25,6 +25,7 @@ from fastvla.training import checkpoint as ckpt
 from fastvla.training import data as data_lib
 from fastvla.training import factory
 from fastvla.training.config import TrainConfig
+from fastvla.training.graphed import GraphedTrainStep, pad_text, try_graphed_step
 from fastvla.training.optim import build_optimizer, build_scheduler
 from fastvla.training.tracking import Tracker
 
@@ -91,10 +92,16 @@ class Trainer:
             val_sampler = data_lib.ShardedEvalSampler(len(self.val_set), cfg.batch_size, world, rank)
             self.val_loader = data_lib.make_loader(self.val_set, val_sampler, min(workers, 1), pin, cfg.seed)
 
-        # Optimiser and schedule.
+        # Optimiser and schedule. With CUDA graphs the model is not wrapped in DDP: the graphed update
+        # all-reduces the flat gradient buffers itself (fastvla.training.graphed).
         optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(optimizer, cfg.optim, cfg.steps)
-        self.model, self.optimizer = acc.prepare(self.model, optimizer)
+        self.graphs, self.graphs_required = factory.use_cuda_graphs(cfg, acc.device)
+        self.graphed: GraphedTrainStep | None = None
+        if self.graphs:
+            self.optimizer = acc.prepare(optimizer)
+        else:
+            self.model, self.optimizer = acc.prepare(self.model, optimizer)
 
         # Counters and data position; overwritten by a resume.
         self.step = 0
@@ -132,13 +139,18 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 with factory.oom_advice(cfg):
-                    loss_sum += self._update(batches)
-                    if cfg.optim.max_grad_norm > 0:
-                        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
-                    self.optimizer.step()
-                    if not acc.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule in place
+                    if self.graphs:
+                        loss, grad_norm = self._graphed_update(batches)
+                        loss_sum += loss
                         self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                    else:
+                        loss_sum += self._update(batches)
+                        if cfg.optim.max_grad_norm > 0:
+                            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
+                        self.optimizer.step()
+                        if not acc.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule in place
+                            self.scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 self.samples_seen += global_batch
                 window_steps += 1
@@ -182,6 +194,42 @@ class Trainer:
                 self.accelerator.backward(loss)
             total += loss.detach()
         return total
+
+    def _graphed_update(self, batches: Iterator[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update through :class:`GraphedTrainStep` (captured at the first call); (loss, grad norm)."""
+        device = self.accelerator.device
+        length = int(self.processor.max_instruction_tokens)
+        pad_id = getattr(self.processor.tokenizer, "pad_token_id", None) or 0
+        micro = [
+            pad_text(factory.model_inputs(self.processor, next(batches), device), length, pad_id)
+            for _ in range(self.cfg.grad_accum_steps)
+        ]
+        if self.graphed is None:
+            self.graphed = self._make_graphed_step(micro[0])
+        return self.graphed.update(micro)
+
+    def _make_graphed_step(self, example: dict[str, torch.Tensor]) -> GraphedTrainStep:
+        cfg, acc = self.cfg, self.accelerator
+        mode = factory.resolve_mixed_precision(cfg.mixed_precision, acc.device.type)
+        dtype = torch.bfloat16 if mode == "bf16" else None
+        model = acc.unwrap_model(self.model)
+        optimizer = self.optimizer.optimizer
+
+        def make(capture: bool) -> GraphedTrainStep:
+            return GraphedTrainStep(
+                model,
+                optimizer,
+                example,
+                accum=cfg.grad_accum_steps,
+                max_grad_norm=cfg.optim.max_grad_norm,
+                autocast_dtype=dtype,
+                capture=capture,
+            )
+
+        step = try_graphed_step(make, self.graphs_required, log=print if self.is_main else lambda _: None)
+        if self.is_main and step.captured:
+            print("fastvla train: update captured in CUDA graphs (forward, backward, clip, AdamW)")
+        return step
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         """Endless stream of training batches from the saved position; keeps the position counters."""
