@@ -38,6 +38,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROWS = HERE / "_gpu_rows.py"
+DDP_ROWS = HERE / "_gpu_ddp.py"
 
 BASELINE = [
     "base-train:q:4:280",
@@ -57,10 +58,18 @@ FASTVLA = [
     "fv-infer:latent:2:k",
     "fv-train:latent:2:8:k+fp16+mem12",
 ]
+#: Data parallel (needs 2 GPUs): per-GPU batch 8 on 1 vs 2 GPUs (scaling), and global batch 16 on 1 GPU vs
+#: 2 x 8 (the same samples: losses must agree update by update).
+DDP = [
+    "fv-ddp:1:latent:2:8:k+g",
+    "fv-ddp:2:latent:2:8:k+g",
+    "fv-ddp:1:latent:2:16:k+g",
+]
 PLANS = {
     "baseline": ["peak", *BASELINE, "base-train:q:8:280:prof", "kernels"],
     "fastvla": ["peak", "base-train:q:8:280", "base-train:q:8:536", *FASTVLA],
     "all": ["peak", *BASELINE, *FASTVLA, "kernels"],
+    "ddp": ["peak", *DDP],
 }
 #: Rough seconds per row, to skip rows that cannot finish inside --budget-s.
 COST = {"peak": 15, "kernels": 90, "ckpt": 60, "base-infer": 70, "fv-infer": 80}
@@ -75,6 +84,8 @@ def _with_checkpoints(rows: list[str]) -> list[str]:
             need = "ckpt:llama"
         elif row.startswith(("fv-train", "fv-infer")):
             need = f"ckpt:fv-{row.split(':')[1]}"
+        elif row.startswith("fv-ddp"):
+            need = f"ckpt:fv-{row.split(':')[2]}"
         if need and need not in out:
             out.append(need)
         if row not in out:
@@ -85,11 +96,13 @@ def _with_checkpoints(rows: list[str]) -> list[str]:
 def run_row(row: str, timeout: float, log: Path) -> Any:
     """Run one row in a fresh process; its ``RESULT`` line, or an error record."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROWS), row]
+    if row.startswith("fv-ddp:"):  # one process per GPU
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd = [*launcher, f"--nproc-per-node={row.split(':')[1]}", str(DDP_ROWS), row]
     t = time.time()
     try:
-        proc = subprocess.run(
-            [sys.executable, str(ROWS), row], capture_output=True, text=True, timeout=timeout, env=env
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         out, err, rc = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -138,6 +151,27 @@ def add_derived(rows: list[dict[str, Any]]) -> None:
                 r["vs_baseline_row"] = f"base-train:q:{r['batch']}:{ref_tokens}"
 
 
+def add_ddp(rows: list[dict[str, Any]]) -> None:
+    """Scaling of each multi-GPU row against the 1-GPU row of the same per-GPU batch, and the largest loss
+    difference against the 1-GPU row of the same global batch (the same samples)."""
+    ddp = [r for r in rows if r.get("system") == "fastvla-ddp" and "samples_per_s" in r]
+    for r in ddp:
+        if r["gpus"] == 1:
+            continue
+        same_batch = next((o for o in ddp if o["gpus"] == 1 and o["batch"] == r["batch"]), None)
+        if same_batch:
+            r["scaling_vs_1gpu"] = round(r["samples_per_s"] / same_batch["samples_per_s"], 3)
+        one = [o for o in ddp if o["gpus"] == 1]
+        same_global = next((o for o in one if o["global_batch"] == r["global_batch"]), None)
+        if same_global:
+            n = min(len(r["losses"]), len(same_global["losses"]))
+            diffs = [abs(a - b) for a, b in zip(r["losses"][:n], same_global["losses"][:n])]
+            r["loss_max_abs_diff_vs_1gpu"] = round(max(diffs), 6)
+            r["loss_max_rel_diff_vs_1gpu"] = round(
+                max(d / max(abs(b), 1e-9) for d, b in zip(diffs, same_global["losses"])), 6
+            )
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["", "## Training (one process per row)"]
     lines.append(f"{'row':36} {'samples/s':>9} {'step ms':>8} {'peak GiB':>8} {'MFU':>6} {'vs base':>7}")
@@ -147,6 +181,20 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{r['row']:36} {r['samples_per_s']:>9} {1000 * r['step_s']:>8.0f} {r['peak_gib']:>8} "
                 f"{r.get('mfu', ''):>6} {r.get('vs_baseline', ''):>7}"
             )
+    ddp = [r for r in rows if r.get("system") == "fastvla-ddp" and "samples_per_s" in r]
+    if ddp:
+        lines += ["", "## Data parallel (NCCL all-reduce between graphed forward/backward and AdamW)"]
+        for r in ddp:
+            extra = ""
+            if "scaling_vs_1gpu" in r:
+                extra += f" scaling {r['scaling_vs_1gpu']}x"
+            if "loss_max_abs_diff_vs_1gpu" in r:
+                extra += f" loss diff vs 1 GPU (same samples) max {r['loss_max_abs_diff_vs_1gpu']}"
+            lines.append(
+                f"{r['row']:30} {r['gpus']} GPU x batch {r['batch']}: {r['samples_per_s']} samples/s, "
+                f"{1000 * r['step_s']:.0f} ms/update, peak {r['peak_gib']} GiB;{extra}"
+            )
+            lines.append(f"{'':30} losses {r['losses'][:6]}")
     lines += ["", "## Inference, batch 1"]
     for r in rows:
         if "forward_p50_ms" in r:
@@ -241,6 +289,7 @@ def main() -> int:
 
     def save() -> None:
         add_derived(results)
+        add_ddp(results)
         tmp = json_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({**meta, "rows": results}, indent=1))
         tmp.replace(json_path)
