@@ -250,7 +250,7 @@ def _fv_model(fusion: str, opts: set[str]) -> Any:
     from fastvla.model import FastVLAModel, bnb_config
 
     dtype = torch.float16 if "fp16" in opts else torch.bfloat16
-    quant = None if "bf16w" in opts else bnb_config(4, compute_dtype=dtype)
+    quant = None if "bf16w" in opts else bnb_config(4, compute_dtype=dtype, double_quant="dq0" not in opts)
     return FastVLAModel.from_pretrained(
         os.path.join(CKPT, f"fv-{fusion}"),
         quantization_config=quant,
@@ -399,19 +399,23 @@ def row_fv_infer(spec: str) -> list[dict[str, Any]]:
     cams, opts = int(cams), _opts(opts)
     rows = []
     reference = None
+    # (name, kernels, weights): "nf4" double-quantised absmax (QLoRA's default), "nf4-dq0" plain fp32 absmax
+    # (one bitsandbytes kernel fewer per layer, +0.4 bit/weight), "bf16" unquantised.
     variants = [
-        ("nf4", KernelConfig(enabled="k" in opts, nf4_inference=False)),
-        ("nf4+fused-nf4-matmul", KernelConfig(enabled=True, nf4_inference=True)),
-        ("bf16", KernelConfig(enabled="k" in opts)),
+        ("nf4", KernelConfig(enabled="k" in opts, nf4_inference=False), set()),
+        ("nf4+fused-nf4-matmul", KernelConfig(enabled=True, nf4_inference=True), set()),
+        ("nf4-dq0", KernelConfig(enabled="k" in opts, nf4_inference=False), {"dq0"}),
+        ("nf4-dq0+fused-nf4-matmul", KernelConfig(enabled=True, nf4_inference=True), {"dq0"}),
+        ("bf16", KernelConfig(enabled="k" in opts), {"bf16w"}),
     ]
-    model = None
-    for name, config in variants:
-        if model is None or name == "bf16":
+    model, loaded = None, None
+    for name, config, weights in variants:
+        if weights != loaded:
             del model
             gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-            model = _fv_model(fusion, set() if name.startswith("nf4") else {"bf16w"}).eval()
+            model, loaded = _fv_model(fusion, weights).eval(), weights
         patch = apply_kernels(model, config)
         torch.manual_seed(0)
         batch = _fv_batch(1, cams, torch.bfloat16, with_targets=False)
