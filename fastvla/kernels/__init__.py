@@ -2,6 +2,8 @@
 
 - :func:`rms_norm` — RMSNorm forward + backward in one pass per row (``rmsnorm.py``).
 - :func:`swiglu` — ``silu(gate) * up`` forward + backward (``glu.py``).
+- :func:`swiglu_down` — SwiGLU into a frozen/4-bit + LoRA ``down_proj``, recomputing the SwiGLU output in
+  backward instead of saving it (``lora_mlp.py``).
 - :func:`apply_rope` — rotary embedding of queries and keys (``rope.py``).
 - :func:`nf4_linear` — bitsandbytes NF4 dequantisation fused into the matmul, for inference (``nf4.py``).
 - :func:`apply_kernels` / :func:`kernels_enabled` — swap them into a Hugging Face model, reversibly,
@@ -12,6 +14,7 @@ this package; for tests). Elsewhere every function silently uses its reference, 
 """
 
 from .glu import swiglu, swiglu_reference
+from .lora_mlp import swiglu_down, swiglu_down_fallback_reason
 from .nf4 import nf4_linear, nf4_linear_reference
 from .patch import KernelConfig, KernelPatch, apply_kernels, kernels_enabled
 from .rmsnorm import rms_norm, rms_norm_reference
@@ -29,5 +32,7 @@ __all__ = [
     "rms_norm",
     "rms_norm_reference",
     "swiglu",
+    "swiglu_down",
+    "swiglu_down_fallback_reason",
     "swiglu_reference",
 ]

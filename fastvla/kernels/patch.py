@@ -6,7 +6,10 @@ Nothing is patched on import. :func:`apply_kernels` replaces, on the instances i
   ``variance_epsilon``: Llama, Mistral, Qwen2, SmolLM…; not Gemma's ``1 + weight`` variant) with
   :func:`~fastvla.kernels.rmsnorm.rms_norm`,
 - ``forward`` of every gated MLP with ``gate_proj``/``up_proj``/``down_proj`` and a SiLU activation with
-  ``down_proj(swiglu(gate_proj(x), up_proj(x)))``,
+  ``down_proj(swiglu(gate_proj(x), up_proj(x)))``; with ``mlp_recompute`` (on by default) the last two
+  steps run as :func:`~fastvla.kernels.lora_mlp.swiglu_down`, which recomputes the SwiGLU output in the
+  backward instead of keeping it (a frozen/4-bit ``down_proj`` with one LoRA adapter; other layers take the
+  unfused path, decided on every call),
 - ``forward`` of every bitsandbytes NF4 ``Linear4bit`` with one that, for calls without autograd (inference)
   of up to :data:`~fastvla.kernels.nf4.MAX_TOKENS` tokens, runs :func:`~fastvla.kernels.nf4.nf4_linear`
   (dequantisation fused into the matmul) and otherwise defers to bitsandbytes,
@@ -40,6 +43,7 @@ from torch import nn
 from . import nf4
 from ._triton import use_triton
 from .glu import swiglu
+from .lora_mlp import swiglu_down
 from .rmsnorm import rms_norm
 from .rope import apply_rope
 
@@ -55,6 +59,12 @@ class KernelConfig:
         rope: fused rotary embedding in place of the modeling file's ``apply_rotary_pos_emb``.
         nf4_inference: fused NF4 dequantise-matmul for bitsandbytes 4-bit layers in no-grad calls. Off by
             default: on the H100 it has not yet beaten bitsandbytes (see benchmarks/NOTES.md).
+        mlp_recompute: inside MLPs patched by ``swiglu`` (ignored when ``swiglu=False``), feed
+            ``down_proj`` through :func:`~fastvla.kernels.lora_mlp.swiglu_down`, which saves only
+            ``gate``, ``up`` and the rank-r ``lora_A`` output and recomputes ``silu(gate) * up`` in the
+            backward: ``tokens x intermediate`` activations fewer per layer (49 MB per Llama-2-7B layer at
+            2240 tokens in bf16) for one extra elementwise pass. Same forward bits and gradients to
+            rounding as the unfused path; unsupported ``down_proj`` layers fall back to it per call.
     """
 
     enabled: bool = True
@@ -62,6 +72,7 @@ class KernelConfig:
     swiglu: bool = True
     rope: bool = True
     nf4_inference: bool = False
+    mlp_recompute: bool = True
 
 
 def _rms_norm_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -74,6 +85,14 @@ def _gated_mlp_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(gate.dtype, up.dtype)
         gate, up = gate.to(dtype), up.to(dtype)
     return self.down_proj(swiglu(gate, up))
+
+
+def _gated_mlp_recompute_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    if gate.dtype != up.dtype:  # as in _gated_mlp_forward
+        dtype = torch.promote_types(gate.dtype, up.dtype)
+        gate, up = gate.to(dtype), up.to(dtype)
+    return swiglu_down(gate, up, self.down_proj)
 
 
 def _nf4_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -108,9 +127,10 @@ def _is_llama_rms_norm(module: nn.Module) -> bool:
 
 
 def _is_silu_gated_mlp(module: nn.Module) -> bool:
-    if not all(hasattr(module, name) for name in ("gate_proj", "up_proj", "down_proj")):
+    # Own children only: PEFT wrappers forward attribute lookups to the model they wrap.
+    if not all(name in module._modules for name in ("gate_proj", "up_proj", "down_proj")):
         return False
-    act = getattr(module, "act_fn", None)
+    act = module._modules.get("act_fn", getattr(module, "act_fn", None))
     return isinstance(act, nn.SiLU) or type(act).__name__ in ("SiLU", "SiLUActivation")
 
 
@@ -159,10 +179,15 @@ class KernelPatch:
     """Handle of an applied patch; :meth:`revert` undoes exactly what :func:`apply_kernels` did.
 
     Attributes:
-        counts: how many modules (or modeling files, for ``rope``) each kernel replaced.
+        counts: how many modules (or modeling files, for ``rope``) each kernel replaced;
+            ``mlp_recompute`` counts the ``swiglu`` MLPs whose ``down_proj`` goes through
+            :func:`~fastvla.kernels.lora_mlp.swiglu_down` (which still falls back per call for unsupported
+            layers: :func:`~fastvla.kernels.lora_mlp.swiglu_down_fallback_reason` says why).
     """
 
-    counts: dict[str, int] = field(default_factory=lambda: {"rms_norm": 0, "swiglu": 0, "rope": 0, "nf4": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"rms_norm": 0, "swiglu": 0, "rope": 0, "nf4": 0, "mlp_recompute": 0}
+    )
     _modules: list[nn.Module] = field(default_factory=list, repr=False)
     _rope_modules: list[str] = field(default_factory=list, repr=False)
     _active: bool = field(default=True, repr=False)
@@ -210,9 +235,10 @@ def apply_kernels(model: nn.Module, config: KernelConfig | None = None) -> Kerne
             patch._modules.append(module)
             patch.counts["rms_norm"] += 1
         elif config.swiglu and _is_silu_gated_mlp(module):
-            _bind(module, _gated_mlp_forward)
+            _bind(module, _gated_mlp_recompute_forward if config.mlp_recompute else _gated_mlp_forward)
             patch._modules.append(module)
             patch.counts["swiglu"] += 1
+            patch.counts["mlp_recompute"] += int(config.mlp_recompute)
         elif config.nf4_inference and _is_bnb_4bit(module):
             _bind(module, _nf4_forward)
             patch._modules.append(module)
