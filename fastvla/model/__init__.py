@@ -3,6 +3,7 @@
 Importing this package registers ``FastVLAConfig``/``FastVLAModel`` with ``AutoConfig``/``AutoModel``.
 """
 
+from fastvla.model.checkpointing import decoder_layers, set_checkpointed_layers
 from fastvla.model.configuration import ActionHeadConfig, FastVLAConfig, FusionConfig
 from fastvla.model.lora import LoraSettings, add_lora, merge_and_save
 from fastvla.model.modeling import (
@@ -32,9 +33,11 @@ __all__ = [
     "attn_implementation_map",
     "bnb_config",
     "compute_dtype",
+    "decoder_layers",
     "default_attn_implementation",
     "get_preset",
     "guard_cpu_4bit",
     "merge_and_save",
     "preset_config",
+    "set_checkpointed_layers",
 ]
