@@ -15,6 +15,7 @@ A row prints one ``RESULT {json}`` line (a dict, or a list of dicts). Row ids:
 - ``prof`` in FLAGS/OPTS adds a torch.profiler summary of one more step (top ops, time by category).
 - ``fv-infer:FUSION:CAMS:OPTS`` — batch-1 chunk forward, 4-bit vs bf16, eager vs CUDA graph; OPTS ``k``.
 - ``kernels`` — fused kernel vs eager vs ``torch.compile`` on the 7B shapes.
+- ``nf4`` — only the fused NF4 matmul rows of ``kernels`` (decoder and SigLIP shapes, 1/88/256 tokens).
 """
 
 import gc
@@ -460,23 +461,17 @@ def _infer_times(
 
 
 def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> tuple[list[float], float]:
-    """Capture one forward in a CUDA graph and time its replays (inputs are static buffers)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            model(**batch)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = model(**batch)
-    graph.replay()
+    """Replay the forward from a CUDA graph as ``FastVLAPolicy`` does (``fastvla.policies.graphed``)."""
+    from fastvla.policies.graphed import GraphedForward
+
+    graphed = GraphedForward(lambda **kw: model(**kw).actions)
+    out = graphed(**batch)  # captures
     torch.cuda.synchronize()
     ref = model(**batch).actions.float()
-    rel = ((out.actions.float() - ref).norm() / ref.norm()).item()  # captured path builds an explicit mask
+    rel = ((out.float() - ref).norm() / ref.norm()).item()
     if not rel < 0.05:
         raise RuntimeError(f"graph replay differs from eager: rel err {rel:.3g}")
-    return timed_steps(graph.replay, warm=5, steps=100), rel
+    return timed_steps(lambda: graphed(**batch), warm=5, steps=100), rel
 
 
 # ------------------------------------------------------------------------------------------ profile
@@ -555,6 +550,10 @@ def main(row: str) -> Any:
         from _gpu_kernels import row_kernels  # beside this file (the script's folder is on sys.path)
 
         return row_kernels()
+    if kind == "nf4":
+        from _gpu_kernels import _nf4_rows
+
+        return _nf4_rows()
     raise SystemExit(f"unknown row {row!r}; see this file's docstring for the row ids")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ class FastVLAPolicy:
         resize_images: resize camera images of another size to the model's (False: raise instead).
         action_space: the env's action space, checked against the model's action size; Box bounds clip
             the actions.
+        cuda_graphs: replay the chunk forward from CUDA graphs (one per batch size; instructions padded to
+            the processor's ``max_instruction_tokens``). ``"auto"`` (default): on CUDA, falling back to eager
+            with a warning if capture fails; ``True``: required; ``False``: eager.
 
     Example:
         >>> import gymnasium as gym, fastvla.envs  # doctest: +SKIP
@@ -57,6 +61,7 @@ class FastVLAPolicy:
         device: str | torch.device | None = None,
         resize_images: bool = True,
         action_space: Any = None,
+        cuda_graphs: bool | str = "auto",
     ):
         config = model.config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -92,6 +97,16 @@ class FastVLAPolicy:
         self._low = self._high = None
         if action_space is not None:
             self.check_action_space(action_space)
+        if cuda_graphs not in (True, False, "auto"):
+            raise ValueError(f"cuda_graphs must be True, False or 'auto'; got {cuda_graphs!r}")
+        if cuda_graphs is True and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device; the policy runs on {self.device}")
+        self._graphs_required = cuda_graphs is True
+        self._graphed = None
+        if cuda_graphs and self.device.type == "cuda":
+            from fastvla.policies.graphed import GraphedForward
+
+            self._graphed = GraphedForward(lambda **inputs: self.model(**inputs).actions)
 
     # ------------------------------------------------------------------------------------ construction
     @classmethod
@@ -107,6 +122,7 @@ class FastVLAPolicy:
         dtype: torch.dtype | None = None,
         resize_images: bool = True,
         action_space: Any = None,
+        cuda_graphs: bool | str = "auto",
     ) -> FastVLAPolicy:
         """Load a policy from a folder holding a FastVLA model and processor (e.g. a training output).
 
@@ -125,6 +141,7 @@ class FastVLAPolicy:
             dtype: weights dtype (default: bf16/fp16 on GPU, fp32 on CPU).
             resize_images: resize mismatched camera images (False: raise).
             action_space: the env's action space to check against.
+            cuda_graphs: replay the forward from CUDA graphs (see the class docstring).
         """
         from fastvla.model import FastVLAModel, FastVLAProcessor, bnb_config, compute_dtype
 
@@ -162,6 +179,7 @@ class FastVLAPolicy:
             device=device,
             resize_images=resize_images,
             action_space=action_space,
+            cuda_graphs=cuda_graphs,
         )
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
@@ -254,11 +272,31 @@ class FastVLAPolicy:
     @torch.inference_mode()
     def _predict(self, batch: dict[str, Any]) -> np.ndarray:
         inputs = self.processor(batch, device=self.device)
-        actions = self.model(**inputs).actions.float().cpu().numpy()  # (B, T, A) normalised
+        actions = self._forward(inputs).float().cpu().numpy()  # (B, T, A) normalised
         actions = self.processor.unnormalize_actions(actions)
         if self._low is not None:
             actions = np.clip(actions, self._low, self._high)
         return actions.astype(np.float32)
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._graphed is None:
+            return self.model(**inputs).actions
+        from fastvla.model.processor import pad_text
+
+        pad_id = getattr(self.processor.tokenizer, "pad_token_id", None) or 0
+        inputs = pad_text(inputs, int(self.processor.max_instruction_tokens), pad_id)
+        try:
+            return self._graphed(**inputs)
+        except Exception as err:
+            if self._graphs_required:
+                raise
+            warnings.warn(
+                f"CUDA-graph capture of the policy forward failed ({type(err).__name__}: {err}); "
+                "running eagerly (pass cuda_graphs=False to skip the attempt)",
+                stacklevel=3,
+            )
+            self._graphed = None
+            return self.model(**inputs).actions
 
     def predict_action_chunk(
         self, obs: Mapping[str, Any], task: str | Sequence[str] | None = None

@@ -313,3 +313,38 @@ class FastVLAProcessor:
         stats_file = path / DATASET_STATS_FILE
         normalizer = Normalizer.load(str(stats_file)) if stats_file.is_file() else None
         return cls(AutoTokenizer.from_pretrained(str(path)), normalizer=normalizer, **settings)
+
+
+def pad_text(inputs: Mapping[str, torch.Tensor], length: int, pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """``inputs`` with ``input_ids``/``attention_mask`` right-padded to ``length`` tokens.
+
+    Fixed shapes for CUDA graphs (training and inference). FastVLA positions skip padding, so the model's
+    output does not change.
+
+    Args:
+        inputs: model inputs; other keys pass through unchanged.
+        length: the target number of instruction tokens (the processor's ``max_instruction_tokens``).
+        pad_id: token id written into the padding (masked out, so any id works).
+
+    Raises:
+        ValueError: the instructions are longer than ``length``.
+    """
+    out = dict(inputs)
+    if "input_ids" not in inputs:
+        return out
+    have = inputs["input_ids"].shape[-1]
+    if have > length:
+        raise ValueError(
+            f"instructions have {have} tokens, more than the fixed length {length} of the CUDA-graph "
+            "buffers; raise the processor's max_instruction_tokens, or turn CUDA graphs off"
+        )
+    if have == length:
+        return out
+    extra = length - have
+    out["input_ids"] = torch.nn.functional.pad(inputs["input_ids"], (0, extra), value=pad_id)
+    if "attention_mask" in inputs:
+        out["attention_mask"] = torch.nn.functional.pad(inputs["attention_mask"], (0, extra), value=0)
+    else:
+        mask = torch.ones_like(inputs["input_ids"])
+        out["attention_mask"] = torch.nn.functional.pad(mask, (0, extra), value=0)
+    return out

@@ -36,44 +36,13 @@ from typing import Any
 import torch
 from torch import nn
 
-#: Keys whose sequence dimension is padded to a fixed length before copying into the static buffers.
-TEXT_KEYS = ("input_ids", "attention_mask")
+from fastvla.model.processor import pad_text
+
+__all__ = ["GraphCaptureError", "GraphedTrainStep", "pad_text", "try_graphed_step"]
 
 
 class GraphCaptureError(RuntimeError):
     """The update could not be captured (the message says why and how to train without graphs)."""
-
-
-def pad_text(inputs: Mapping[str, torch.Tensor], length: int, pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """``inputs`` with ``input_ids``/``attention_mask`` right-padded to ``length`` tokens (fixed shapes).
-
-    Args:
-        inputs: model inputs; other keys pass through unchanged.
-        length: the target number of instruction tokens (the processor's ``max_instruction_tokens``).
-        pad_id: token id written into the padding (masked out, so any id works).
-
-    Raises:
-        ValueError: the instructions are longer than ``length``.
-    """
-    out = dict(inputs)
-    if "input_ids" not in inputs:
-        return out
-    have = inputs["input_ids"].shape[-1]
-    if have > length:
-        raise ValueError(
-            f"instructions have {have} tokens, more than the fixed length {length} of the CUDA-graph "
-            "buffers; raise the processor's max_instruction_tokens or train with --cuda-graphs off"
-        )
-    if have == length:
-        return out
-    extra = length - have
-    out["input_ids"] = nn.functional.pad(inputs["input_ids"], (0, extra), value=pad_id)
-    if "attention_mask" in inputs:
-        out["attention_mask"] = nn.functional.pad(inputs["attention_mask"], (0, extra), value=0)
-    else:
-        mask = torch.ones_like(inputs["input_ids"])
-        out["attention_mask"] = nn.functional.pad(mask, (0, extra), value=0)
-    return out
 
 
 def check_capturable_optimizer(optimizer: torch.optim.Optimizer) -> None:

@@ -202,3 +202,15 @@ def test_drives_fastvla_env(tmp_path) -> None:
     finally:
         env.close()
     del envs
+
+
+def test_cuda_graphs_option_is_checked_on_cpu() -> None:
+    from fastvla.model import FastVLAModel, FastVLAProcessor
+
+    model = FastVLAModel.from_preset("tiny", image_size=32)
+    processor = FastVLAProcessor.from_preset("tiny", config=model.config)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        FastVLAPolicy(model, processor, device="cpu", cuda_graphs=True)
+    with pytest.raises(ValueError, match="cuda_graphs must be"):
+        FastVLAPolicy(model, processor, device="cpu", cuda_graphs="yes")
+    assert FastVLAPolicy(model, processor, device="cpu")._graphed is None  # auto: eager on CPU
