@@ -11,7 +11,10 @@ A row prints one ``RESULT {json}`` line (a dict, or a list of dicts). Row ids:
 - ``fv-train:FUSION:CAMS:B:OPTS`` — FastVLA ``openvla-7b-shape`` in 4-bit + LoRA (r=32 on the decoder);
   OPTS is ``-`` or a ``+``-joined list of ``k`` (fused kernels), ``gc`` (gradient checkpointing), ``g``
   (the whole step — forward, backward, AdamW — captured once in a CUDA graph and replayed), ``fp16``
-  (fp16 weights/autocast + loss scaling), ``mem12`` (allocator capped at 12 GiB), ``bf16w`` (no 4-bit).
+  (fp16 weights/autocast + loss scaling), ``mem12`` (allocator capped at 12 GiB), ``bf16w`` (no 4-bit),
+  ``mr`` (fused kernels plus ``KernelConfig.mlp_recompute``: the SwiGLU output is recomputed in backward,
+  not saved; ``k`` alone keeps it off, so older rows keep their meaning), ``gcN`` (e.g. ``gc6``: gradient
+  checkpointing on the first N decoder layers only, ``fastvla.model.set_checkpointed_layers``).
 - ``prof`` in FLAGS/OPTS adds a torch.profiler summary of one more step (top ops, time by category).
 - ``fv-infer:FUSION:CAMS:OPTS`` — batch-1 chunk forward, 4-bit vs bf16, eager vs CUDA graph; OPTS ``k``.
 - ``kernels`` — fused kernel vs eager vs ``torch.compile`` on the 7B shapes.
@@ -290,13 +293,18 @@ def row_fv_train(spec: str) -> dict[str, Any]:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(12 * 2**30 / total)
     model = _fv_model(fusion, opts)
-    if "gc" in opts:
+    gc_layers = [int(o[2:]) for o in opts if o.startswith("gc") and o[2:].isdigit()]
+    if "gc" in opts or gc_layers:
         # No RNG to replay (dropout 0), and saving the RNG state would sync inside a CUDA graph capture.
         kwargs = {"use_reentrant": False, "preserve_rng_state": False}
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if gc_layers:
+            from fastvla.model import set_checkpointed_layers
+
+            set_checkpointed_layers(model, gc_layers[0])
     model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
     model.train()
-    patch = apply_kernels(model, KernelConfig(enabled="k" in opts))
+    patch = apply_kernels(model, KernelConfig(enabled=bool(opts & {"k", "mr"}), mlp_recompute="mr" in opts))
     params = [p for p in model.parameters() if p.requires_grad]
     graphed = "g" in opts and dtype == torch.bfloat16
     opt = torch.optim.AdamW(params, lr=1e-4, fused=True, capturable=graphed)
