@@ -5,7 +5,8 @@ Each of N processes trains FastVLA ``openvla-7b-shape`` in 4-bit + LoRA (r=32 on
 on its own GPU with ``fastvla train``'s update, :class:`fastvla.training.graphed.GraphedTrainStep`: the
 forward + backward and the clip + AdamW captured in CUDA graphs, one NCCL all-reduce (average) of the flat
 LoRA gradient buffer between them. ``B`` is the per-GPU batch. OPTS as in ``_gpu_rows.py`` (``k`` fused
-kernels, ``gc`` checkpointing, ``g`` graphs; without ``g`` the same update runs eagerly).
+kernels, ``mr`` kernels + MLP recomputation, ``gc`` checkpointing, ``g`` graphs; without ``g`` the same
+update runs eagerly).
 
 Every update's *global* batch (N x B samples) is drawn from a generator seeded by the update's index and
 each rank takes its slice, so ``fv-ddp:1:...:16`` and ``fv-ddp:2:...:8`` see the same samples: their losses
@@ -69,7 +70,7 @@ def row_fv_ddp(spec: str) -> dict[str, Any] | None:
     torch.manual_seed(0)
     model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
     model.train()
-    patch = apply_kernels(model, KernelConfig(enabled="k" in opts))
+    patch = apply_kernels(model, KernelConfig(enabled=bool(opts & {"k", "mr"}), mlp_recompute="mr" in opts))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     torch.cuda.reset_peak_memory_stats(device)

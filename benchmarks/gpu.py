@@ -61,9 +61,9 @@ FASTVLA = [
 #: Data parallel (needs 2 GPUs): per-GPU batch 8 on 1 vs 2 GPUs (scaling), and global batch 16 on 1 GPU vs
 #: 2 x 8 (the same samples: losses must agree update by update).
 DDP = [
-    "fv-ddp:1:latent:2:8:k+g",
-    "fv-ddp:2:latent:2:8:k+g",
-    "fv-ddp:1:latent:2:16:k+g",
+    "fv-ddp:1:latent:2:8:k+mr+g",
+    "fv-ddp:2:latent:2:8:k+mr+g",
+    "fv-ddp:1:latent:2:16:k+mr+g",
 ]
 PLANS = {
     "baseline": ["peak", *BASELINE, "base-train:q:8:280:prof", "kernels"],
