@@ -53,6 +53,65 @@ def test_split_k_accumulates_every_chunk(device):
     assert rel_err(y, x.double() @ w64.t()) < (1e-5 if device.type == "cpu" else 2e-3)
 
 
+# Launch configurations that reach every branch: one K step of 1, 2 and 4 quantisation blocks, both column
+# orders, a K split into several programs (float32 atomics, bias added once) and a single program per tile.
+CONFIGS = [
+    K.Nf4Config(block_n=32, block_kb=64, split_x=False, num_stages=1, split=1),
+    K.Nf4Config(block_n=16, block_kb=32, split_x=True, num_stages=1, split=3),
+    K.Nf4Config(block_n=64, block_kb=128, split_x=False, num_stages=1, split=2),
+    K.Nf4Config(block_n=32, block_kb=64, split_x=True, num_stages=1, split=1),
+]
+
+
+@pytest.mark.parametrize(
+    "cfg", CONFIGS, ids=lambda c: f"n{c.block_n}-kb{c.block_kb}-x{int(c.split_x)}-s{c.split}"
+)
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("m", [1, 20])
+def test_configs_match_reference(device, cfg, nested, m, monkeypatch):
+    launched = []
+    real_run = K._run
+    monkeypatch.setattr(K, "_run", lambda *a: launched.append(a[-1]) or real_run(*a))
+    # N = 72 is no multiple of any block_n; K = 704 = 11 quantisation blocks: several K steps with a
+    # partial last one for block_kb 64 and 128, and splits of unequal length.
+    torch.manual_seed(3)
+    n, k = 72, 704
+    packed, state, w64 = _quantized(n, k, nested, device)
+    bias = torch.randn(n, device=device)
+    for dtype in [torch.float32, torch.float16]:
+        x = torch.randn(m, k, device=device).to(dtype)
+        with torch.no_grad():
+            y = K.nf4_linear(x, packed, state, bias.to(dtype), config=cfg)
+        assert y.dtype == dtype and y.shape == (m, n)
+        tol = 2e-3 if dtype == torch.float16 or device.type == "cuda" else 1e-5
+        assert rel_err(y, x.double() @ w64.t() + bias.to(dtype).double()) < tol, (cfg, dtype)
+    assert launched == [cfg, cfg]  # the kernel ran with the requested configuration, no fallback
+
+
+def test_many_tokens_and_3d_input(device):
+    torch.manual_seed(4)
+    packed, state, w64 = _quantized(40, 256, False, device)
+    x = torch.randn(2, 150, 256, device=device)  # 300 tokens > MAX_TOKENS: the reference path
+    with torch.no_grad():
+        y = K.nf4_linear(x, packed, state)
+        y_small = K.nf4_linear(x[:, :60], packed, state)  # 120 tokens: the kernel, (B, T, K) input
+    assert y.shape == (2, 150, 40) and y_small.shape == (2, 60, 40)
+    tol = 1e-5 if device.type == "cpu" else 2e-3
+    assert rel_err(y, x.double() @ w64.t()) < tol
+    assert rel_err(y_small, x[:, :60].double() @ w64.t()) < tol
+
+
+def test_auto_split_fills_the_gpu():
+    cfg = K.Nf4Config(block_n=128, block_kb=64)
+    # 88 tokens @ 4096 -> 4096 on 132 SMs: 32 tiles, 32 K steps -> ~8 splits of 4 steps
+    assert K._auto_split(cfg, 88, 4096, 4096, 132) == 8
+    # 11008 rows: 86 tiles already, so few splits; a tiny K never splits below 2 steps per program
+    assert K._auto_split(cfg, 88, 11008, 4096, 132) == 3
+    assert K._auto_split(cfg, 88, 4096, 128, 132) == 1
+    with pytest.raises(ValueError, match="block_kb=48"):
+        K.Nf4Config(block_kb=48)
+
+
 def test_patch_routes_only_no_grad_calls(device, monkeypatch):
     torch.manual_seed(2)
     calls = []
