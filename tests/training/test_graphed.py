@@ -177,3 +177,15 @@ def test_two_processes_equal_one_process_at_the_same_global_batch(tmp_path) -> N
         got = torch.load(tmp_path / f"rank{rank}.pt")
         for p, q in zip(got, model.parameters(), strict=True):
             torch.testing.assert_close(p, q.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_option_resolves_per_device() -> None:
+    from fastvla.training.factory import use_kernels
+
+    assert use_kernels(TrainConfig(), torch.device("cpu")) is False  # auto: CUDA only
+    assert use_kernels(TrainConfig(), torch.device("cuda")) is True
+    assert use_kernels(TrainConfig(model=ModelConfig(kernels="off")), torch.device("cuda")) is False
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        use_kernels(TrainConfig(model=ModelConfig(kernels="on")), torch.device("cpu"))
+    with pytest.raises(ValueError, match="gradient_checkpointing_layers"):
+        ModelConfig(gradient_checkpointing_layers=-1)
