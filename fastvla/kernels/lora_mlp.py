@@ -213,6 +213,13 @@ def _swiglu_backward(dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor) -> tupl
     return dg, du
 
 
+def _cast_via(x: torch.Tensor, mid: torch.dtype, out: torch.dtype) -> torch.Tensor:
+    """``x.to(mid).to(out)`` without the copies when the round trip is exact (``mid`` holds ``x.dtype``)."""
+    if x.dtype == out and torch.promote_types(x.dtype, mid) == mid:
+        return x
+    return x.to(mid).to(out)
+
+
 def _dequantized(base: nn.Module) -> torch.Tensor:
     """The base weight (out_features, in_features) in its stored float dtype."""
     if _is_bnb_linear4bit(base):
@@ -250,10 +257,10 @@ class _SwiGLUDownFunction(torch.autograd.Function):
                 dt = dyl @ lora_b.to(ct)  # (tokens, r)
                 if ctx.needs_input_grad[2]:
                     h = swiglu(gate, up).reshape(-1, gate.shape[-1])  # recomputed, (tokens, I)
-                    x_l = h.to(info["x_l"]).to(ct)
+                    x_l = _cast_via(h, info["x_l"], ct)
                     d_a = (dt.t() @ x_l).to(lora_a.dtype)  # (r, I)
                     del h, x_l
-                dh = dh + (dt @ lora_a.to(ct)).to(info["x_l"]).to(info["h"])  # (tokens, I)
+                dh = dh + _cast_via(dt @ lora_a.to(ct), info["x_l"], info["h"])  # (tokens, I)
             dg, du = _swiglu_backward(dh.reshape(gate.shape), gate, up)
         return dg, du, d_a, d_b, None
 

@@ -78,21 +78,26 @@ def _mlp(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def _counting_saved(saved: dict[int, int]) -> torch.autograd.graph.saved_tensors_hooks:
+    """Record every tensor autograd saves as storage address -> bytes (a tensor saved twice counts once)."""
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
+
 def _run(model: nn.Module, x: torch.Tensor, recompute: bool, autocast: bool):
     """Output, gradients (inputs + trainable parameters) and saved-activation bytes of one fwd+bwd."""
     model.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_(True)
-    saved: dict[int, int] = {}  # storage address -> bytes: a tensor saved twice counts once
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return t
+    saved: dict[int, int] = {}
 
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     with kernels_enabled(model, KernelConfig(mlp_recompute=recompute)) as patch:
         assert patch.counts["swiglu"] == 1 and patch.counts["mlp_recompute"] == int(recompute)
-        with ctx, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with ctx, _counting_saved(saved):
             y = model(x)
         (y.float() * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
     grads = {"x": x.grad} | {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
@@ -210,3 +215,40 @@ def test_kernel_path_matches_float64_oracle(device, dtype):
     assert rel_err(y, y64) < tol
     for got, ref in zip(grads, refs):
         assert got.dtype == dtype and rel_err(got, ref) < tol
+
+
+def test_llama_with_lora_through_apply_kernels():
+    """End to end through a PEFT-wrapped Llama: each layer's MLP saves one ``h`` less, same gradients."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        hidden_size=D,
+        intermediate_size=INTER,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=100,
+        attn_implementation="sdpa",
+    )
+    llama = transformers.LlamaForCausalLM(cfg).requires_grad_(False)
+    model = peft.get_peft_model(llama, peft.LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.2)
+    ids = torch.randint(0, 100, TOKENS)
+    results = []
+    for recompute in (False, True):
+        model.zero_grad(set_to_none=True)
+        saved: dict[int, int] = {}
+        with kernels_enabled(model, KernelConfig(mlp_recompute=recompute)) as patch:
+            assert patch.counts["swiglu"] == 2 and patch.counts["mlp_recompute"] == 2 * recompute
+            with _counting_saved(saved):
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), sum(saved.values()), grads))
+    (loss_ref, bytes_ref, g_ref), (loss, nbytes, g) = results
+    assert torch.equal(loss, loss_ref) and len(g) == 2 * 7 * 2  # 2 layers x 7 linears x (A, B)
+    for name in g_ref:
+        assert rel_err(g[name], g_ref[name]) < 1e-5, name
+    assert bytes_ref - nbytes >= 2 * TOKENS[0] * TOKENS[1] * INTER * 4  # one fp32 h per layer
