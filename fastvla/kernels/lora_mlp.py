@@ -68,7 +68,14 @@ def _is_bnb_linear4bit(module: nn.Module) -> bool:
 
 
 def _has_hooks(*modules: nn.Module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    """Hooks or a replaced instance ``forward`` (accelerate's device hooks) that calling around would skip."""
+    for m in modules:
+        own = m.__dict__.get("forward")
+        if m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook"):
+            return True
+        if own is not None and not getattr(own, "_fastvla_kernel", False):  # ours: nf4 inference only
+            return True
+    return False
 
 
 def _base_reason(base: nn.Module) -> str | None:
@@ -105,7 +112,7 @@ def _peft_classes() -> tuple[type, ...]:
 def _resolve(module: nn.Module) -> tuple[_Down | None, str | None]:
     """The fused path's view of ``module``, or ``(None, reason)`` when it must take the unfused path."""
     if _has_hooks(module):
-        return None, "down_proj has forward hooks"
+        return None, "down_proj has forward hooks or a replaced forward"
     peft = _peft_classes()
     is_peft = bool(peft) and isinstance(module, tuple(c for c in peft if c is not None))
     if not is_peft:
@@ -139,7 +146,7 @@ def _resolve(module: nn.Module) -> tuple[_Down | None, str | None]:
         return None, f"LoRA dropout {dropout!r} is active (use lora_dropout=0 or eval mode)"
     base = module.get_base_layer()
     if _has_hooks(base, lora_a, lora_b, dropout):
-        return None, "base or adapter layers have forward hooks"
+        return None, "base or adapter layers have forward hooks or a replaced forward"
     reason = _base_reason(base)
     if reason is not None:
         return None, reason
@@ -231,9 +238,10 @@ def _dequantized(base: nn.Module) -> torch.Tensor:
 class _SwiGLUDownFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up, lora_a, lora_b, down: _Down):  # lora_a/lora_b: inputs so autograd sees them
+        gate, up = gate.contiguous(), up.contiguous()  # the backward kernel reads them flat
         h = swiglu(gate, up)
         y, t, info = _down_forward(h, down)
-        ctx.down, ctx.info, ctx.y_dtype = down, info, y.dtype
+        ctx.down, ctx.info = down, info
         ctx.save_for_backward(gate, up, t)
         return y
 
@@ -241,12 +249,14 @@ class _SwiGLUDownFunction(torch.autograd.Function):
     def backward(ctx, dy):
         gate, up, t = ctx.saved_tensors
         down, info = ctx.down, ctx.info
+        need_h = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        dh = d_a = d_b = None
         with torch.autocast(dy.device.type, enabled=False):
             dy2 = dy.reshape(-1, dy.shape[-1])  # (tokens, out)
-            mm = info["base_mm"]
-            # base_out = (h -> mm) @ Wᵀ -> base_out dtype; grad flows back through both casts
-            dh = (dy2.to(info["base_out"]).to(mm) @ _dequantized(down.base).to(mm)).to(info["h"])
-            d_a = d_b = None
+            if need_h:
+                mm = info["base_mm"]
+                # base_out = (h -> mm) @ Wᵀ -> base_out dtype; the gradient goes back through both casts
+                dh = (dy2.to(info["base_out"]).to(mm) @ _dequantized(down.base).to(mm)).to(info["h"])
             if t is not None:
                 lora_a, lora_b = down.lora_a, down.lora_b
                 ct = t.dtype  # the adapter matmuls' dtype (autocast's, or lora_A's)
@@ -257,11 +267,13 @@ class _SwiGLUDownFunction(torch.autograd.Function):
                 dt = dyl @ lora_b.to(ct)  # (tokens, r)
                 if ctx.needs_input_grad[2]:
                     h = swiglu(gate, up).reshape(-1, gate.shape[-1])  # recomputed, (tokens, I)
-                    x_l = _cast_via(h, info["x_l"], ct)
-                    d_a = (dt.t() @ x_l).to(lora_a.dtype)  # (r, I)
-                    del h, x_l
-                dh = dh + _cast_via(dt @ lora_a.to(ct), info["x_l"], info["h"])  # (tokens, I)
-            dg, du = _swiglu_backward(dh.reshape(gate.shape), gate, up)
+                    d_a = (dt.t() @ _cast_via(h, info["x_l"], ct)).to(lora_a.dtype)  # (r, I)
+                    del h
+                if need_h:
+                    dh = dh + _cast_via(dt @ lora_a.to(ct), info["x_l"], info["h"])  # (tokens, I)
+            dg = du = None
+            if need_h:
+                dg, du = _swiglu_backward(dh.reshape(gate.shape), gate, up)
         return dg, du, d_a, d_b, None
 
 

@@ -43,7 +43,7 @@ from torch import nn
 from . import nf4
 from ._triton import use_triton
 from .glu import swiglu
-from .lora_mlp import swiglu_down
+from .lora_mlp import swiglu_down, swiglu_down_fallback_reason
 from .rmsnorm import rms_norm
 from .rope import apply_rope
 
@@ -180,9 +180,10 @@ class KernelPatch:
 
     Attributes:
         counts: how many modules (or modeling files, for ``rope``) each kernel replaced;
-            ``mlp_recompute`` counts the ``swiglu`` MLPs whose ``down_proj`` goes through
-            :func:`~fastvla.kernels.lora_mlp.swiglu_down` (which still falls back per call for unsupported
-            layers: :func:`~fastvla.kernels.lora_mlp.swiglu_down_fallback_reason` says why).
+            ``mlp_recompute`` counts the ``swiglu`` MLPs whose ``down_proj`` was supported by
+            :func:`~fastvla.kernels.lora_mlp.swiglu_down` when patched (every ``swiglu`` MLP gets the
+            recomputing forward, which decides per call; so add LoRA adapters before patching to see the
+            count; :func:`~fastvla.kernels.lora_mlp.swiglu_down_fallback_reason` says why one is not).
     """
 
     counts: dict[str, int] = field(
@@ -238,7 +239,8 @@ def apply_kernels(model: nn.Module, config: KernelConfig | None = None) -> Kerne
             _bind(module, _gated_mlp_recompute_forward if config.mlp_recompute else _gated_mlp_forward)
             patch._modules.append(module)
             patch.counts["swiglu"] += 1
-            patch.counts["mlp_recompute"] += int(config.mlp_recompute)
+            supported = config.mlp_recompute and swiglu_down_fallback_reason(module.down_proj) is None
+            patch.counts["mlp_recompute"] += int(supported)
         elif config.nf4_inference and _is_bnb_4bit(module):
             _bind(module, _nf4_forward)
             patch._modules.append(module)

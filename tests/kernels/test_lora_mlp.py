@@ -252,3 +252,16 @@ def test_llama_with_lora_through_apply_kernels():
     for name in g_ref:
         assert rel_err(g[name], g_ref[name]) < 1e-5, name
     assert bytes_ref - nbytes >= 2 * TOKENS[0] * TOKENS[1] * INTER * 4  # one fp32 h per layer
+
+
+def test_instance_forwards_other_than_ours_fall_back():
+    model = _model("nf4")
+    down = _mlp(model).down_proj
+    with kernels_enabled(model, KernelConfig(nf4_inference=True)) as patch:
+        assert patch.counts["nf4"] == 1 and patch.counts["mlp_recompute"] == 1  # our own nf4 forward is fine
+        assert swiglu_down_fallback_reason(down) is None
+    base = down.get_base_layer()
+    base.forward = lambda x: type(base).forward(base, x)  # as accelerate's device hooks do
+    assert "replaced forward" in swiglu_down_fallback_reason(down)
+    with kernels_enabled(model) as patch:
+        assert patch.counts["swiglu"] == 1 and patch.counts["mlp_recompute"] == 0
