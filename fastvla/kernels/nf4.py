@@ -51,6 +51,7 @@ once tuned.
 """
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -84,6 +85,7 @@ def _nf4_matmul_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_KB: tl.constexpr,
     SPLIT_X: tl.constexpr,
+    GATHER: tl.constexpr,
     ATOMIC: tl.constexpr,
 ):
     # Grid (token tiles, weight-row tiles, K splits): token tiles vary fastest, so programs sharing a
@@ -107,8 +109,10 @@ def _nf4_matmul_kernel(
     step_lo = pid_k * STEPS_PER_SPLIT
     step_hi = tl.minimum(step_lo + STEPS_PER_SPLIT, n_steps)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # yᵀ tile
-    # The packed bytes are prefetched one step ahead by hand, into registers: Triton's pipeliner would
-    # not stage them (their consumer is the table lookup, a 2-byte gather it leaves unpipelined).
+    if GATHER:
+        table = tl.load(CODE + tl.arange(0, 16)).to(tl.float32)  # the 16 NF4 values, kept on chip
+    # The packed bytes are prefetched one step ahead by hand, into registers: Triton's pipeliner does not
+    # stage loads whose consumer is a lookup rather than the dot.
     kb_first = step_lo * BLOCK_KB
     kb_end = tl.minimum(step_hi * BLOCK_KB, KB)  # this split's last byte column (exclusive)
     byte_next = tl.load(w_ptrs + kb_first, mask=((kb_first + qb * 32) < kb_end)[None, :, None], other=0)
@@ -126,8 +130,15 @@ def _nf4_matmul_kernel(
         else:
             scale = tl.load(ABSMAX + blk, mask=q_mask[None, :], other=0.0)
         scale = scale[:, :, None]  # (BLOCK_N, NQB, 1)
-        hi = tl.load(CODE + (byte >> 4)).to(tl.float32) * scale  # (BLOCK_N, NQB, 32) even columns
-        lo = tl.load(CODE + (byte & 15)).to(tl.float32) * scale  # odd columns
+        if GATHER:  # on-chip lookup (shared memory / shuffles), 32-bit addressing
+            FLAT: tl.constexpr = BLOCK_N * BLOCK_KB
+            hi = tl.reshape(tl.gather(table, tl.reshape(byte >> 4, (FLAT,)), 0), (BLOCK_N, NQB, 32))
+            lo = tl.reshape(tl.gather(table, tl.reshape(byte & 15, (FLAT,)), 0), (BLOCK_N, NQB, 32))
+        else:  # L1-cached global lookup in a 2-byte table (see _run)
+            hi = tl.load(CODE + (byte >> 4)).to(tl.float32)
+            lo = tl.load(CODE + (byte & 15)).to(tl.float32)
+        hi = hi * scale  # (BLOCK_N, NQB, 32) even columns
+        lo = lo * scale  # odd columns
         if SPLIT_X:
             # X is (M, 2, K/2): even columns then odd columns of each token
             kk = kb0 + tl.arange(0, BLOCK_KB)
@@ -165,19 +176,22 @@ class Nf4Config:
 
     Attributes:
         block_n: weight rows (output features) per program, a power of two ≥ 16.
-        block_kb: packed bytes of a row per K step (2 columns each), a multiple of 32.
+        block_kb: packed bytes of a row per K step (2 columns each), a power of two ≥ 32.
         split_x: column order (module docstring): split ``x`` on the host and run two dots, else
             interleave the dequantised tile and run one.
+        gather: look the NF4 values up on chip with ``tl.gather`` (shared memory, 32-bit addresses),
+            else with loads from a 2-byte table in global memory (L1-resident).
         num_warps: Triton warps per program.
-        num_stages: software-pipelining depth of the K loop.
+        num_stages: software-pipelining depth of the K loop (the ``x`` tiles).
         split: K splits (programs per output tile); 0 picks one from the SM count.
     """
 
     block_n: int = 128
     block_kb: int = 64
-    split_x: bool = False
-    num_warps: int = 4
-    num_stages: int = 3
+    split_x: bool = True
+    gather: bool = True
+    num_warps: int = 8
+    num_stages: int = 2
     split: int = 0
 
     def __post_init__(self) -> None:
@@ -188,19 +202,34 @@ class Nf4Config:
             raise ValueError(f"block_kb={kb} must be a power of two >= {QBLOCK_BYTES} (whole quant blocks)")
 
 
-# Candidates timed by the tuner, in order; the first is the default (graph capture, tuning off).
-_CANDIDATES = (
-    Nf4Config(128, 64, False, 4, 3),
-    Nf4Config(128, 64, True, 4, 3),
-    Nf4Config(64, 64, False, 4, 4),
-    Nf4Config(128, 128, False, 8, 3),
-    Nf4Config(128, 32, False, 4, 4),
-    Nf4Config(256, 64, False, 8, 3),
-    Nf4Config(256, 64, True, 8, 3),
-    Nf4Config(64, 128, True, 4, 3),
-)
-_INTERPRET_CONFIG = Nf4Config(32, 64, False, 4, 1)
-_TUNED: dict[tuple, Nf4Config] = {}
+C = Nf4Config
+# Candidates timed by the tuner, by token tile (≤ 32 tokens, more); the first of each list is the default
+# (used inside graph capture or with tuning off). Chosen from the sm_90 SASS of the loop (Triton 3.9):
+# split_x + gather issue the fewest instructions per weight byte (~550 warp-instructions per KiB at
+# 128 tokens, ~500 at 16) with no register spills; the load-table variants stay as fallbacks should
+# tl.gather not compile on an older Triton.
+_CANDIDATES: dict[bool, tuple[Nf4Config, ...]] = {
+    True: (  # few tokens (block_m 16/32)
+        C(64, 64, True, True, 4, 4),
+        C(128, 64, True, True, 4, 4),
+        C(128, 128, True, True, 8, 3),
+        C(64, 128, True, True, 4, 3),
+        C(128, 64, False, True, 8, 3),
+        C(64, 64, True, False, 4, 4),
+    ),
+    False: (  # a chunk (block_m 64/128)
+        C(128, 64, True, True, 8, 2),
+        C(128, 64, True, True, 8, 3),
+        C(64, 64, True, True, 4, 3),
+        C(128, 32, True, True, 8, 4),
+        C(256, 64, True, True, 8, 2),
+        C(128, 64, False, True, 8, 3),
+        C(128, 64, True, False, 8, 3),
+        C(64, 64, False, False, 4, 3),
+    ),
+}
+_INTERPRET_CONFIG = C(32, 64, True, True, 4, 1)
+_TUNED: dict[tuple, Nf4Config | None] = {}  # None: no configuration ran, use bitsandbytes
 
 
 def _block_m(m: int) -> int:
@@ -256,9 +285,9 @@ def _run(
     m, k = x2.shape
     n = int(quant_state.shape[0])
     absmax, code, absmax2, code2, offset, block2, nested = _state_tensors(quant_state, x2.device)
-    if x2.element_size() == 2:
-        # A 2-byte table keeps the lookups out of Triton's cp.async pipelining (which would stage every
-        # gathered value through shared memory); fp16 holds the NF4 values to 2^-11, under bf16/fp16's
+    if x2.element_size() == 2 and not cfg.gather:
+        # A 2-byte table keeps global lookups out of Triton's cp.async pipelining (which would stage every
+        # looked-up value through shared memory); fp16 holds the NF4 values to 2^-11, under bf16/fp16's
         # own rounding of the dequantised weight.
         code = code.to(torch.float16)
     block_m = _block_m(m)
@@ -296,6 +325,7 @@ def _run(
         BLOCK_N=cfg.block_n,
         BLOCK_KB=cfg.block_kb,
         SPLIT_X=cfg.split_x,
+        GATHER=cfg.gather,
         ATOMIC=atomic,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
@@ -317,7 +347,7 @@ def _time_us(fn) -> float:
     return 1000.0 * do_bench(fn, warmup=5, rep=25, return_mode="median")
 
 
-def _tune(x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tensor | None) -> Nf4Config:
+def _tune(x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tensor | None) -> Nf4Config | None:
     """Time every candidate (then the best one's split ×½, ×2) on these tensors; return the fastest."""
     m, k = x2.shape
     n, sms = int(quant_state.shape[0]), _sm_count(x2.device)
@@ -327,38 +357,45 @@ def _tune(x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tenso
     def trial(cfg: Nf4Config) -> None:
         try:
             results[cfg] = _time_us(lambda: _run(x2, packed, quant_state, bias, cfg))
-        except Exception as exc:  # e.g. triton's OutOfResources on a smaller GPU
-            errors.append(f"{cfg}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # e.g. triton's OutOfResources (shared memory) on a smaller GPU
+            errors.append(f"{cfg}: {type(exc).__name__}: {str(exc)[:200]}")
 
-    for cand in _CANDIDATES:
+    for cand in _CANDIDATES[_block_m(m) <= 32]:
         trial(replace(cand, split=_auto_split(cand, m, n, k, sms)))
     if not results:
-        raise RuntimeError(
-            f"no NF4 kernel configuration ran for x {tuple(x2.shape)} @ W ({n}, {k}); errors: {errors[:3]}. "
-            "Leave KernelConfig(nf4_inference=False) to use bitsandbytes' own forward"
+        warnings.warn(
+            f"fastvla nf4: no kernel configuration ran for x {tuple(x2.shape)} @ W ({n}, {k}); using "
+            f"bitsandbytes' dequantise + matmul for this shape. First errors: {errors[:2]}",
+            RuntimeWarning,
+            stacklevel=3,
         )
+        return None
     best = min(results, key=results.get)
     for per_sm in (1.0, 4.0):
         trial(replace(best, split=_auto_split(best, m, n, k, sms, per_sm)))
     return min(results, key=results.get)
 
 
-def _config_for(x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tensor | None) -> Nf4Config:
+def _config_for(
+    x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tensor | None
+) -> Nf4Config | None:
     if not x2.is_cuda:
         return _INTERPRET_CONFIG
     m, k = x2.shape
     key = (_block_m(m), int(quant_state.shape[0]), k, x2.dtype, bool(getattr(quant_state, "nested", False)))
     key += (x2.device.index,)
-    cfg = _TUNED.get(key)
-    if cfg is None:
+    if key not in _TUNED:
         if not _tuning_enabled() or torch.cuda.is_current_stream_capturing():
-            return _CANDIDATES[0]  # never benchmark inside a graph capture; tune on a later eager call
-        cfg = _TUNED[key] = _tune(x2, packed, quant_state, bias)
-    return cfg
+            return _CANDIDATES[_block_m(m) <= 32][0]  # never benchmark inside a graph capture
+        _TUNED[key] = _tune(x2, packed, quant_state, bias)
+    return _TUNED[key]
 
 
-def tuned_configs() -> dict[tuple, Nf4Config]:
-    """The configurations chosen so far, keyed by (token tile, N, K, dtype, nested, device index)."""
+def tuned_configs() -> dict[tuple, Nf4Config | None]:
+    """The configurations chosen so far, keyed by (token tile, N, K, dtype, nested, device index).
+
+    ``None`` marks a shape where no configuration ran (it uses bitsandbytes' path).
+    """
     return dict(_TUNED)
 
 
@@ -429,18 +466,24 @@ def nf4_linear(
         and supported(quant_state)
         and not (torch.is_grad_enabled() and x.requires_grad)
     )
-    if not use_kernel or x2.shape[0] == 0:
-        if x.is_cuda:  # e.g. K % 64 != 0 (SigLIP's 4304): bitsandbytes' own dequantise, then cuBLAS
-            import bitsandbytes.functional as bnb_f
-
-            w = bnb_f.dequantize_4bit(packed, quant_state).to(x.dtype)
-            return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
-        return nf4_linear_reference(x, packed, quant_state, bias)
-    x2 = x2.contiguous()
     if bias is not None and bias.shape != (int(quant_state.shape[0]),):
         raise ValueError(
             f"nf4_linear: bias has shape {tuple(bias.shape)}, expected ({quant_state.shape[0]},)"
         )
-    cfg = config or _config_for(x2, packed, quant_state, bias)
+    cfg = None
+    if use_kernel and x2.shape[0] > 0:
+        x2 = x2.contiguous()
+        cfg = config or _config_for(x2, packed, quant_state, bias)
+    if cfg is None:
+        return _fallback(x, packed, quant_state, bias)
     y = _run(x2, packed, quant_state, bias, cfg)
     return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def _fallback(x: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tensor | None) -> torch.Tensor:
+    if x.is_cuda:  # e.g. K % 64 != 0 (SigLIP's 4304): bitsandbytes' own dequantise, then cuBLAS
+        import bitsandbytes.functional as bnb_f
+
+        w = bnb_f.dequantize_4bit(packed, quant_state).to(x.dtype)
+        return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
+    return nf4_linear_reference(x, packed, quant_state, bias)

@@ -1,5 +1,7 @@
 """Fused NF4 dequantise-matmul against bitsandbytes' own dequantisation, and its inference-only patch."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -56,15 +58,16 @@ def test_split_k_accumulates_every_chunk(device):
 # Launch configurations that reach every branch: one K step of 1, 2 and 4 quantisation blocks, both column
 # orders, a K split into several programs (float32 atomics, bias added once) and a single program per tile.
 CONFIGS = [
-    K.Nf4Config(block_n=32, block_kb=64, split_x=False, num_stages=1, split=1),
-    K.Nf4Config(block_n=16, block_kb=32, split_x=True, num_stages=1, split=3),
-    K.Nf4Config(block_n=64, block_kb=128, split_x=False, num_stages=1, split=2),
-    K.Nf4Config(block_n=32, block_kb=64, split_x=True, num_stages=1, split=1),
+    K.Nf4Config(block_n=32, block_kb=64, split_x=False, gather=True, num_stages=1, split=1),
+    K.Nf4Config(block_n=16, block_kb=32, split_x=True, gather=False, num_stages=1, split=3),
+    K.Nf4Config(block_n=64, block_kb=128, split_x=False, gather=False, num_stages=1, split=2),
+    K.Nf4Config(block_n=32, block_kb=64, split_x=True, gather=True, num_stages=1, split=1),
+    K.Nf4Config(block_n=16, block_kb=64, split_x=True, gather=True, num_stages=1, split=4),
 ]
 
 
 @pytest.mark.parametrize(
-    "cfg", CONFIGS, ids=lambda c: f"n{c.block_n}-kb{c.block_kb}-x{int(c.split_x)}-s{c.split}"
+    "cfg", CONFIGS, ids=lambda c: f"n{c.block_n}-kb{c.block_kb}-x{int(c.split_x)}-g{int(c.gather)}-s{c.split}"
 )
 @pytest.mark.parametrize("nested", [True, False])
 @pytest.mark.parametrize("m", [1, 20])
@@ -110,6 +113,33 @@ def test_auto_split_fills_the_gpu():
     assert K._auto_split(cfg, 88, 4096, 128, 132) == 1
     with pytest.raises(ValueError, match="block_kb=48"):
         K.Nf4Config(block_kb=48)
+
+
+def test_tuner_picks_the_fastest_and_survives_failures(monkeypatch):
+    # The timing is faked (no GPU here): the tuner must return the cheapest candidate, then try its split
+    # at 1 and 4 programs per SM, skip configurations that raise, and fall back when none runs.
+    x2, packed, state = torch.randn(88, 4096), torch.zeros(1), SimpleNamespace(shape=(4096, 4096))
+    monkeypatch.setattr(K, "_sm_count", lambda device: 132)
+    fake = {"calls": []}
+
+    def time_us(fn):
+        fn()
+        cfg = fake["calls"][-1]
+        if not cfg.gather:
+            raise RuntimeError("out of resources")
+        fastest = cfg.block_n == 64 and cfg.num_stages == 3  # one candidate; then more splits are faster
+        return (1.0 if fastest else 10.0) + abs(cfg.split - 16) / 100
+
+    monkeypatch.setattr(K, "_run", lambda x2, packed, state, bias, cfg: fake["calls"].append(cfg))
+    monkeypatch.setattr(K, "_time_us", time_us)
+    best = K._tune(x2, packed, state, None)
+    assert (best.block_n, best.num_stages, best.gather) == (64, 3, True)
+    assert best.split == K._auto_split(best, 88, 4096, 4096, 132, 4.0) == 8  # the ×2 split won
+    assert len(fake["calls"]) == len(K._CANDIDATES[False]) + 2
+
+    monkeypatch.setattr(K, "_time_us", lambda fn: (_ for _ in ()).throw(RuntimeError("no")))
+    with pytest.warns(RuntimeWarning, match="no kernel configuration ran"):
+        assert K._tune(x2, packed, state, None) is None
 
 
 def test_patch_routes_only_no_grad_calls(device, monkeypatch):
