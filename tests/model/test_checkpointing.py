@@ -89,3 +89,45 @@ def test_needs_checkpointing_enabled_first():
         set_checkpointed_layers(model, 1)
     with pytest.raises(ValueError, match="no GradientCheckpointingLayer"):
         set_checkpointed_layers(torch.nn.Linear(2, 2), None)
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "autocast-bf16"])
+def test_combines_with_mlp_recompute_on_nf4(tmp_path, autocast):
+    """The 7B recipe in miniature: NF4 + LoRA, partial checkpointing x MLP recomputation."""
+    pytest.importorskip("bitsandbytes")
+    from fastvla.kernels import KernelConfig, kernels_enabled
+    from fastvla.model import bnb_config
+
+    torch.manual_seed(0)
+    FastVLAModel.from_preset("tiny").save_pretrained(tmp_path)
+    compute = torch.bfloat16 if autocast else torch.float32
+    model = FastVLAModel.from_pretrained(tmp_path, quantization_config=bnb_config(4, compute_dtype=compute))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CKPT_KWARGS)
+    model = add_lora(model, r=4, alpha=8, dropout=0.0, target_vision=False).train()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    inputs = _inputs()
+    results = {}
+    for n in (0, 1):
+        set_checkpointed_layers(model, n)
+        for recompute in (False, True):
+            with kernels_enabled(model, KernelConfig(mlp_recompute=recompute)) as patch:
+                assert patch.counts["mlp_recompute"] == 2 * recompute
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    results[n, recompute] = _step(model, inputs)
+    nbytes = {key: b for key, (b, _) in results.items()}
+    assert nbytes[1, True] < nbytes[1, False] < nbytes[0, False] and nbytes[1, True] < nbytes[0, True]
+    per_layer = nbytes[1, False] - nbytes[1, True]  # only the one uncheckpointed layer saves activations
+    assert per_layer > 0 and nbytes[0, False] - nbytes[0, True] == 2 * per_layer
+    # fp32 sums of the MLP input gradient accumulate in another order (1-ulp noise); under autocast a
+    # later bf16 rounding can turn that into one bf16 ulp, amplified in the near-cancelling FiLM gradients.
+    # The 1e-3 floor covers gradients that are zero up to rounding (a key bias under softmax).
+    tol = 2e-2 if autocast else 1e-4
+    reference = results[0, False][1]
+    for _, grads in results.values():
+        assert grads.keys() == reference.keys()
+        for name, grad in reference.items():
+            err = ((grads[name] - grad).norm() / grad.norm().clamp_min(1e-3)).item()
+            assert err < tol, (name, err)
