@@ -29,7 +29,7 @@ class GatedMLP(nn.Module):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
-def _to_4bit(linear: nn.Linear, compute_dtype: torch.dtype) -> nn.Module:
+def _to_4bit(linear: nn.Linear, compute_dtype: torch.dtype, device: str = "cpu") -> nn.Module:
     bnb = pytest.importorskip("bitsandbytes")
     from fastvla.model import guard_cpu_4bit
 
@@ -41,7 +41,7 @@ def _to_4bit(linear: nn.Linear, compute_dtype: torch.dtype) -> nn.Module:
         quant_type="nf4",
     )
     q.load_state_dict(linear.state_dict())
-    q = q.to("cpu")  # quantises
+    q = q.to(device)  # quantises
     guard_cpu_4bit(q)
     return q
 
@@ -51,12 +51,14 @@ def _model(
     lora: bool = True,
     bias: bool = False,
     compute: torch.dtype = torch.float32,
+    device: str = "cpu",
     **lora_kw,
 ) -> nn.Module:
     torch.manual_seed(0)
     mlp = GatedMLP(bias=bias)
     if base == "nf4":
-        mlp.down_proj = _to_4bit(mlp.down_proj, compute)
+        mlp.down_proj = _to_4bit(mlp.down_proj, compute, device)
+    mlp.to(device)
     mlp.requires_grad_(False)
     if not lora:
         return mlp
@@ -94,12 +96,12 @@ def _run(model: nn.Module, x: torch.Tensor, recompute: bool, autocast: bool):
     x = x.detach().clone().requires_grad_(True)
     saved: dict[int, int] = {}
 
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     with kernels_enabled(model, KernelConfig(mlp_recompute=recompute)) as patch:
         assert patch.counts["swiglu"] == 1 and patch.counts["mlp_recompute"] == int(recompute)
         with ctx, _counting_saved(saved):
             y = model(x)
-        (y.float() * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+        (y.float() * torch.linspace(-1, 1, y.shape[-1], device=y.device)).sum().backward()
     grads = {"x": x.grad} | {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
     activation_bytes = sum(b for ptr, b in saved.items() if ptr not in param_ptrs)
@@ -131,6 +133,23 @@ def test_matches_unfused_path(base, autocast, compute, bias):
     # h = silu(g) * u is not kept: at least its size fewer saved bytes (h is bf16 under autocast)
     h_bytes = TOKENS[0] * TOKENS[1] * INTER * (2 if autocast else 4)
     assert bytes_ref - nbytes >= h_bytes, (bytes_ref, nbytes, h_bytes)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("base,autocast,compute", CASES)
+def test_matches_unfused_path_on_cuda(base, autocast, compute):
+    """The same comparison with compiled Triton kernels and bitsandbytes' CUDA NF4 (device tool)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run through the device tool)")
+    model = _model(base, compute=compute, device="cuda")
+    x = torch.randn(*TOKENS, D, device="cuda")
+    y_ref, g_ref, bytes_ref = _run(model, x, recompute=False, autocast=autocast)
+    y, g, nbytes = _run(model, x, recompute=True, autocast=autocast)
+    assert rel_err(y, y_ref) < 1e-6 and g.keys() == g_ref.keys()  # same kernels: expected bit-equal
+    tol = 1e-5 if not autocast else 1e-2
+    for name in g_ref:
+        assert rel_err(g[name], g_ref[name]) < tol, (name, rel_err(g[name], g_ref[name]))
+    assert bytes_ref - nbytes >= TOKENS[0] * TOKENS[1] * INTER * (2 if autocast else 4)
 
 
 def test_frozen_base_without_adapter():
