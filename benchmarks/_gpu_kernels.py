@@ -92,7 +92,7 @@ def _nf4_rows() -> list[dict[str, Any]]:
     per_layer: dict[str, float] = {"bnb_us": 0.0, "fused_us": 0.0, "bf16_us": 0.0}
     for name, (k, n) in {**decoder, **siglip}.items():
         layer = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
-        layer = layer.to(torch.bfloat16).cuda()  # nested (double) quantisation off: bitsandbytes' default
+        layer = layer.to(torch.bfloat16).cuda()  # double quantisation (compress_statistics) on: QLoRA's
         state = layer.weight.quant_state
         w = bnb.functional.dequantize_4bit(layer.weight.data, state)  # (N, K) bf16
         for tokens in (1, 88, 256):
@@ -122,7 +122,19 @@ def _nf4_rows() -> list[dict[str, Any]]:
                     "fused_vs_bnb": round(times["bnb_us"] / times["fused_us"], 2),
                     "fused_weight_gbps": round(n * k / 2 / (times["fused_us"] * 1e3), 1),
                     "max_rel_err": ((got.double() - ref).norm() / ref.norm()).item(),
-                    "config": repr(cfg) if nf4_mod.supported(state) else "K % 64 != 0: bitsandbytes fallback",
+                    "config": (
+                        "K % 64 != 0: bitsandbytes"
+                        if not nf4_mod.supported(state)
+                        else repr(cfg)
+                        if cfg is not None
+                        else "bitsandbytes (faster than every config)"
+                    ),
+                    "tune_us": dict(  # the tuner's timings, fastest first
+                        sorted(
+                            nf4_mod.TUNE_TIMES.get((tokens, n, k, torch.bfloat16), {}).items(),
+                            key=lambda kv: kv[1],
+                        )[:6]
+                    ),
                 }
             )
             if tokens == 88 and name in decoder:

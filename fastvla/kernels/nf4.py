@@ -240,7 +240,9 @@ _CANDIDATES: dict[bool, tuple[Nf4Config, ...]] = {
     ),
 }
 _INTERPRET_CONFIG = C(32, 64, True, True, 4, 1)
-_TUNED: dict[tuple, Nf4Config | None] = {}  # None: no configuration ran, use bitsandbytes
+# Every timing of the last tuning per (tokens, N, K, dtype), µs: for benchmarks and notes.
+TUNE_TIMES: dict[tuple, dict[str, float]] = {}
+_TUNED: dict[tuple, Nf4Config | None] = {}  # None: bitsandbytes' path (faster, or no configuration ran)
 
 
 def _block_m(m: int) -> int:
@@ -370,7 +372,8 @@ def _time_us(fn) -> float:
 
 
 def _tune(x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tensor | None) -> Nf4Config | None:
-    """Time every candidate (then the best one's split ×½, ×2) on these tensors; return the fastest."""
+    """Time every candidate (then the best one's split ×½, ×2) on these tensors; return the fastest, or
+    ``None`` where bitsandbytes' own path is faster or no configuration runs."""
     m, k = x2.shape
     n, sms = int(quant_state.shape[0]), _sm_count(x2.device)
     results: dict[Nf4Config, float] = {}
@@ -395,7 +398,14 @@ def _tune(x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tenso
     best = min(results, key=results.get)
     for per_sm in (1.0, 4.0):
         trial(replace(best, split=_auto_split(best, m, n, k, sms, per_sm)))
-    return min(results, key=results.get)
+    best = min(results, key=results.get)
+    # Never slower than the layer's own path: bitsandbytes has a fast single-token kernel, for one.
+    try:
+        bnb_us = _time_us(lambda: _fallback(x2, packed, quant_state, bias))
+    except Exception:  # bitsandbytes missing or unable: the kernel stands
+        bnb_us = float("inf")
+    TUNE_TIMES[(m, n, k, x2.dtype)] = {"bitsandbytes": bnb_us, **{repr(c): t for c, t in results.items()}}
+    return best if results[best] <= bnb_us else None
 
 
 def _config_for(
@@ -416,7 +426,7 @@ def _config_for(
 def tuned_configs() -> dict[tuple, Nf4Config | None]:
     """The configurations chosen so far, keyed by (token tile, N, K, dtype, nested, device index).
 
-    ``None`` marks a shape where no configuration ran (it uses bitsandbytes' path).
+    ``None`` marks a shape that uses bitsandbytes' path (faster there, or no configuration ran).
     """
     return dict(_TUNED)
 
@@ -503,9 +513,9 @@ def nf4_linear(
 
 
 def _fallback(x: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tensor | None) -> torch.Tensor:
-    if x.is_cuda:  # e.g. K % 64 != 0 (SigLIP's 4304): bitsandbytes' own dequantise, then cuBLAS
-        import bitsandbytes.functional as bnb_f
+    """What ``Linear4bit`` itself runs on CUDA (e.g. for K % 64 != 0, SigLIP's 4304); the reference on CPU."""
+    if x.is_cuda:
+        import bitsandbytes as bnb
 
-        w = bnb_f.dequantize_4bit(packed, quant_state).to(x.dtype)
-        return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
+        return bnb.matmul_4bit(x, packed, quant_state, bias=None if bias is None else bias.to(x.dtype))
     return nf4_linear_reference(x, packed, quant_state, bias)

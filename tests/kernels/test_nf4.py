@@ -117,25 +117,32 @@ def test_auto_split_fills_the_gpu():
 
 def test_tuner_picks_the_fastest_and_survives_failures(monkeypatch):
     # The timing is faked (no GPU here): the tuner must return the cheapest candidate, then try its split
-    # at 1 and 4 programs per SM, skip configurations that raise, and fall back when none runs.
+    # at 1 and 4 programs per SM, skip configurations that raise, prefer bitsandbytes where that is
+    # faster, and fall back to it (with a warning) when no configuration runs.
     x2, packed, state = torch.randn(88, 4096), torch.zeros(1), SimpleNamespace(shape=(4096, 4096))
     monkeypatch.setattr(K, "_sm_count", lambda device: 132)
-    fake = {"calls": []}
+    fake = {"calls": [], "bnb_us": 100.0}
 
     def time_us(fn):
         fn()
         cfg = fake["calls"][-1]
+        if cfg == "bnb":
+            return fake["bnb_us"]
         if not cfg.gather:
             raise RuntimeError("out of resources")
         fastest = cfg.block_n == 64 and cfg.num_stages == 3  # one candidate; then more splits are faster
         return (1.0 if fastest else 10.0) + abs(cfg.split - 16) / 100
 
     monkeypatch.setattr(K, "_run", lambda x2, packed, state, bias, cfg: fake["calls"].append(cfg))
+    monkeypatch.setattr(K, "_fallback", lambda *a: fake["calls"].append("bnb"))
     monkeypatch.setattr(K, "_time_us", time_us)
     best = K._tune(x2, packed, state, None)
     assert (best.block_n, best.num_stages, best.gather) == (64, 3, True)
     assert best.split == K._auto_split(best, 88, 4096, 4096, 132, 4.0) == 8  # the ×2 split won
-    assert len(fake["calls"]) == len(K._CANDIDATES[False]) + 2
+    assert len(fake["calls"]) == len(K._CANDIDATES[False]) + 2 + 1  # candidates, 2 splits, bitsandbytes
+
+    fake["bnb_us"] = 0.5  # bitsandbytes faster than every configuration: use its path
+    assert K._tune(x2, packed, state, None) is None
 
     monkeypatch.setattr(K, "_time_us", lambda fn: (_ for _ in ()).throw(RuntimeError("no")))
     with pytest.warns(RuntimeWarning, match="no kernel configuration ran"):
