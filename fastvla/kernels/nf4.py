@@ -372,7 +372,7 @@ def _time_us(fn) -> float:
 
 
 def _tune(x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tensor | None) -> Nf4Config | None:
-    """Time every candidate (then the best one's split ×½, ×2) on these tensors; return the fastest, or
+    """Time every candidate (then the best one's split ×½, ×2 and 1) on these tensors; return the fastest, or
     ``None`` where bitsandbytes' own path is faster or no configuration runs."""
     m, k = x2.shape
     n, sms = int(quant_state.shape[0]), _sm_count(x2.device)
@@ -396,8 +396,8 @@ def _tune(x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tenso
         )
         return None
     best = min(results, key=results.get)
-    for per_sm in (1.0, 4.0):
-        trial(replace(best, split=_auto_split(best, m, n, k, sms, per_sm)))
+    for split in {1, _auto_split(best, m, n, k, sms, 1.0), _auto_split(best, m, n, k, sms, 4.0)}:
+        trial(replace(best, split=split))  # 1: no atomics, no zeroing, no cast
     best = min(results, key=results.get)
     # Never slower than the layer's own path: bitsandbytes has a fast single-token kernel, for one.
     try:

@@ -14,6 +14,13 @@ bnb = pytest.importorskip("bitsandbytes")
 F = pytest.importorskip("bitsandbytes.functional")
 
 
+@pytest.fixture(autouse=True)
+def _no_tuning(monkeypatch):
+    """The CUDA cases run the default configuration (tuning compiles every candidate: slow for tests);
+    ``test_tuned_on_gpu`` tunes one shape."""
+    monkeypatch.setenv("FASTVLA_NF4_TUNE", "0")
+
+
 def _quantized(n: int, k: int, nested: bool, device: torch.device):
     w = torch.randn(n, k, device=device)
     packed, state = F.quantize_4bit(w, blocksize=64, compress_statistics=nested, quant_type="nf4")
@@ -139,7 +146,8 @@ def test_tuner_picks_the_fastest_and_survives_failures(monkeypatch):
     best = K._tune(x2, packed, state, None)
     assert (best.block_n, best.num_stages, best.gather) == (64, 3, True)
     assert best.split == K._auto_split(best, 88, 4096, 4096, 132, 4.0) == 8  # the ×2 split won
-    assert len(fake["calls"]) == len(K._CANDIDATES[False]) + 2 + 1  # candidates, 2 splits, bitsandbytes
+    # the candidates (the winner at split 4), the winner at splits 2, 8 and 1, then bitsandbytes
+    assert len(fake["calls"]) == len(K._CANDIDATES[False]) + 3 + 1
 
     fake["bnb_us"] = 0.5  # bitsandbytes faster than every configuration: use its path
     assert K._tune(x2, packed, state, None) is None
@@ -147,6 +155,21 @@ def test_tuner_picks_the_fastest_and_survives_failures(monkeypatch):
     monkeypatch.setattr(K, "_time_us", lambda fn: (_ for _ in ()).throw(RuntimeError("no")))
     with pytest.warns(RuntimeWarning, match="no kernel configuration ran"):
         assert K._tune(x2, packed, state, None) is None
+
+
+@pytest.mark.gpu
+def test_tuned_on_gpu(monkeypatch):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run through the device tool)")
+    monkeypatch.setenv("FASTVLA_NF4_TUNE", "1")
+    torch.manual_seed(5)
+    packed, state, w64 = _quantized(1000, 1024, True, torch.device("cuda"))
+    x = torch.randn(88, 1024, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = K.nf4_linear(x, packed, state)
+    key = (128, 1000, 1024, torch.bfloat16, True, x.device.index)
+    assert key in K.tuned_configs() and (88, 1000, 1024, torch.bfloat16) in K.TUNE_TIMES
+    assert rel_err(y, x.double() @ w64.t()) < 1.6e-2
 
 
 def test_patch_routes_only_no_grad_calls(device, monkeypatch):
