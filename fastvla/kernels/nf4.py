@@ -272,19 +272,23 @@ def _state_tensors(quant_state, device: torch.device) -> tuple:
             True,
         )
     absmax = quant_state.absmax.to(torch.float32)
-    return absmax, code, absmax, code, torch.zeros(1, device=device), 1, False
+    return absmax, code, absmax, code, torch.zeros((), device=device), 1, False
 
 
 def _kernel_state(quant_state, device: torch.device, half_table: bool) -> tuple:
     """:func:`_state_tensors` prepared once per weight and device (no conversion kernels per call)."""
     cache = quant_state.__dict__.setdefault("_fastvla_nf4", {})
     key = (device, quant_state.absmax.data_ptr(), half_table)  # absmax moves with QuantState.to()
-    if key not in cache:
-        state = _state_tensors(quant_state, device)
-        if any(k[:2] != key[:2] for k in cache):
-            cache.clear()  # the weight moved: drop tensors of the old place
-        cache[key] = (state[0], state[1].to(torch.float16) if half_table else state[1], *state[2:])
-    return cache[key]
+    if key in cache:
+        return cache[key]
+    state = _state_tensors(quant_state, device)
+    state = (state[0], state[1].to(torch.float16) if half_table else state[1], *state[2:])
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return state  # conversions made inside a capture only run at replay: never cache their outputs
+    if any(k[:2] != key[:2] for k in cache):
+        cache.clear()  # the weight moved: drop tensors of the old place
+    cache[key] = state
+    return state
 
 
 def supported(quant_state) -> bool:

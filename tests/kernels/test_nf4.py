@@ -172,6 +172,29 @@ def test_tuned_on_gpu(monkeypatch):
     assert rel_err(y, x.double() @ w64.t()) < 1.6e-2
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("nested", [True, False])
+def test_cuda_graph_capture(nested):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run through the device tool)")
+    torch.manual_seed(6)
+    cuda = torch.device("cuda")
+    x = torch.randn(88, 512, device=cuda, dtype=torch.bfloat16)
+    warm, warm_state, _ = _quantized(300, 512, nested, cuda)
+    with torch.no_grad():
+        K.nf4_linear(x, warm, warm_state)  # compiles the kernel outside the capture
+    packed, state, w64 = _quantized(300, 512, nested, cuda)  # first seen inside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        y = K.nf4_linear(x, packed, state)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert rel_err(y, x.double() @ w64.t()) < 1.6e-2
+    with torch.no_grad():  # eager after the capture: nothing captured was cached
+        assert rel_err(K.nf4_linear(x, packed, state), y) < 1e-2
+
+
 def test_patch_routes_only_no_grad_calls(device, monkeypatch):
     torch.manual_seed(2)
     calls = []
