@@ -112,7 +112,7 @@ def _nf4_rows() -> list[dict[str, Any]]:
                     for key, fn in fns.items()
                 }
             cfg = nf4_mod.tuned_configs().get(
-                (nf4_mod._block_m(tokens), n, k, torch.bfloat16, bool(state.nested), x.device.index)
+                (nf4_mod._bucket(tokens), n, k, torch.bfloat16, bool(state.nested), x.device.index)
             )
             rows.append(
                 {

@@ -195,6 +195,9 @@ class Nf4Config:
         num_warps: Triton warps per program.
         num_stages: software-pipelining depth of the K loop (the ``x`` tiles).
         split: K splits (programs per output tile); 0 picks one from the SM count.
+        block_m: tokens per program (16-256, a power of two); 0: the token count rounded up to a power of
+            two, at most 128. Every token tile dequantises the weight again, so 256 halves that work
+            at 129-256 tokens.
     """
 
     block_n: int = 128
@@ -204,8 +207,11 @@ class Nf4Config:
     num_warps: int = 8
     num_stages: int = 2
     split: int = 0
+    block_m: int = 0
 
     def __post_init__(self) -> None:
+        if self.block_m and (self.block_m not in (16, 32, 64, 128, 256)):
+            raise ValueError(f"block_m={self.block_m} must be 0 (auto) or a power of two in 16..256")
         if self.block_n < 16 or self.block_n & (self.block_n - 1):
             raise ValueError(f"block_n={self.block_n} must be a power of two >= 16")
         kb = self.block_kb
@@ -214,13 +220,22 @@ class Nf4Config:
 
 
 C = Nf4Config
-# Candidates timed by the tuner, by token tile (≤ 32 tokens, more); the first of each list is the default
-# (used inside graph capture or with tuning off). Chosen from the sm_90 SASS of the loop (Triton 3.9):
+# Candidates timed by the tuner, by token bucket; the first of each list is the default (used inside graph
+# capture or with tuning off). Chosen from the sm_90 SASS of the loop (Triton 3.9):
 # split_x + gather issue the fewest instructions per weight byte (~550 warp-instructions per KiB at
 # 128 tokens, ~500 at 16) with no register spills; the load-table variants stay as fallbacks should
 # tl.gather not compile on an older Triton.
-_CANDIDATES: dict[bool, tuple[Nf4Config, ...]] = {
-    True: (  # few tokens (block_m 16/32)
+_MID = (
+    C(128, 64, True, True, 8, 2),
+    C(128, 64, True, True, 8, 3),
+    C(64, 64, True, True, 4, 3),
+    C(128, 32, True, True, 8, 4),
+    C(256, 64, True, True, 8, 2),
+    C(128, 64, False, True, 8, 3),
+    C(128, 64, True, False, 8, 3),
+)
+_CANDIDATES: dict[str, tuple[Nf4Config, ...]] = {
+    "small": (  # up to 32 tokens
         C(64, 64, True, True, 4, 4),
         C(128, 64, True, True, 4, 4),
         C(128, 128, True, True, 8, 3),
@@ -228,16 +243,10 @@ _CANDIDATES: dict[bool, tuple[Nf4Config, ...]] = {
         C(128, 64, False, True, 8, 3),
         C(64, 64, True, False, 4, 4),
     ),
-    False: (  # a chunk (block_m 64/128)
-        C(128, 64, True, True, 8, 2),
-        C(128, 64, True, True, 8, 3),
-        C(64, 64, True, True, 4, 3),
-        C(128, 32, True, True, 8, 4),
-        C(256, 64, True, True, 8, 2),
-        C(128, 64, False, True, 8, 3),
-        C(128, 64, True, False, 8, 3),
-        C(64, 64, False, False, 4, 3),
-    ),
+    "mid": _MID,  # 33-128 tokens: one token tile
+    # 129-256 tokens: one 256-token tile dequantises each weight tile once (~610 warp-instructions per KiB,
+    # no spills, 166 KB of shared memory), where two 128-token tiles dequantise it twice (2 × ~530).
+    "large": (_MID[0], C(128, 64, True, True, 8, 2, block_m=256), *_MID[1:]),
 }
 _INTERPRET_CONFIG = C(32, 64, True, True, 4, 1)
 # Every timing of the last tuning per (tokens, N, K, dtype), µs: for benchmarks and notes.
@@ -245,13 +254,23 @@ TUNE_TIMES: dict[tuple, dict[str, float]] = {}
 _TUNED: dict[tuple, Nf4Config | None] = {}  # None: bitsandbytes' path (faster, or no configuration ran)
 
 
-def _block_m(m: int) -> int:
-    return min(128, max(16, next_power_of_2(m)))  # tensor-core tiles need >= 16 on the token side
+def _bucket(m: int) -> int:
+    """Token bucket of the tuner's cache: the token count rounded up to a power of two in 16..256."""
+    return min(256, max(16, next_power_of_2(m)))  # tensor-core tiles need >= 16 on the token side
+
+
+def _block_m(m: int, cfg: Nf4Config | None = None) -> int:
+    return cfg.block_m if cfg is not None and cfg.block_m else min(128, _bucket(m))
+
+
+def _candidates(m: int) -> tuple[Nf4Config, ...]:
+    bucket = _bucket(m)
+    return _CANDIDATES["small" if bucket <= 32 else "mid" if bucket <= 128 else "large"]
 
 
 def _auto_split(cfg: Nf4Config, m: int, n: int, k: int, sms: int, per_sm: float = 2.0) -> int:
     """K splits that bring the grid to about ``per_sm`` programs per SM (each split ≥ 2 K steps)."""
-    tiles = -(-m // _block_m(m)) * -(-n // cfg.block_n)
+    tiles = -(-m // _block_m(m, cfg)) * -(-n // cfg.block_n)
     steps = -(-(k // 2) // cfg.block_kb)
     split = max(1, min(round(per_sm * sms / tiles), steps // 2))
     return -(-steps // -(-steps // split))  # no empty splits
@@ -318,7 +337,7 @@ def _run(
     # rounding of the dequantised weight.
     half_table = x2.element_size() == 2 and not cfg.gather
     absmax, code, absmax2, code2, offset, block2, nested = _kernel_state(quant_state, x2.device, half_table)
-    block_m = _block_m(m)
+    block_m = _block_m(m, cfg)
     split = cfg.split or _auto_split(cfg, m, n, k, _sm_count(x2.device))
     steps = -(-(k // 2) // cfg.block_kb)
     per_split = -(-steps // split)
@@ -389,7 +408,7 @@ def _tune(x2: torch.Tensor, packed: torch.Tensor, quant_state, bias: torch.Tenso
         except Exception as exc:  # e.g. triton's OutOfResources (shared memory) on a smaller GPU
             errors.append(f"{cfg}: {type(exc).__name__}: {str(exc)[:200]}")
 
-    for cand in _CANDIDATES[_block_m(m) <= 32]:
+    for cand in _candidates(m):
         trial(replace(cand, split=_auto_split(cand, m, n, k, sms)))
     if not results:
         warnings.warn(
@@ -418,17 +437,17 @@ def _config_for(
     if not x2.is_cuda:
         return _INTERPRET_CONFIG
     m, k = x2.shape
-    key = (_block_m(m), int(quant_state.shape[0]), k, x2.dtype, bool(getattr(quant_state, "nested", False)))
+    key = (_bucket(m), int(quant_state.shape[0]), k, x2.dtype, bool(getattr(quant_state, "nested", False)))
     key += (x2.device.index,)
     if key not in _TUNED:
         if not _tuning_enabled() or torch.cuda.is_current_stream_capturing():
-            return _CANDIDATES[_block_m(m) <= 32][0]  # never benchmark inside a graph capture
+            return _candidates(m)[0]  # never benchmark inside a graph capture
         _TUNED[key] = _tune(x2, packed, quant_state, bias)
     return _TUNED[key]
 
 
 def tuned_configs() -> dict[tuple, Nf4Config | None]:
-    """The configurations chosen so far, keyed by (token tile, N, K, dtype, nested, device index).
+    """The configurations chosen so far, keyed by (token bucket, N, K, dtype, nested, device index).
 
     ``None`` marks a shape that uses bitsandbytes' path (faster there, or no configuration ran).
     """

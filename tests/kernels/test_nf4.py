@@ -70,11 +70,14 @@ CONFIGS = [
     K.Nf4Config(block_n=64, block_kb=128, split_x=False, gather=False, num_stages=1, split=2),
     K.Nf4Config(block_n=32, block_kb=64, split_x=True, gather=True, num_stages=1, split=1),
     K.Nf4Config(block_n=16, block_kb=64, split_x=True, gather=True, num_stages=1, split=4),
+    K.Nf4Config(block_n=16, block_kb=64, split_x=True, gather=True, num_stages=1, split=2, block_m=16),
 ]
 
 
 @pytest.mark.parametrize(
-    "cfg", CONFIGS, ids=lambda c: f"n{c.block_n}-kb{c.block_kb}-x{int(c.split_x)}-g{int(c.gather)}-s{c.split}"
+    "cfg",
+    CONFIGS,
+    ids=lambda c: f"n{c.block_n}-kb{c.block_kb}-x{int(c.split_x)}-g{int(c.gather)}-s{c.split}-m{c.block_m}",
 )
 @pytest.mark.parametrize("nested", [True, False])
 @pytest.mark.parametrize("m", [1, 20])
@@ -118,6 +121,11 @@ def test_auto_split_fills_the_gpu():
     # 11008 rows: 86 tiles already, so few splits; a tiny K never splits below 2 steps per program
     assert K._auto_split(cfg, 88, 11008, 4096, 132) == 3
     assert K._auto_split(cfg, 88, 4096, 128, 132) == 1
+    # 176 tokens: one 256-token tile (block_m=256) halves the tiles of two 128-token ones
+    big = K.Nf4Config(block_n=128, block_kb=64, block_m=256)
+    assert K._auto_split(big, 176, 11008, 4096, 132) == 3 and K._auto_split(cfg, 176, 11008, 4096, 132) == 2
+    assert [K._candidates(m) for m in (1, 32, 33, 128, 129, 256)] == [K._CANDIDATES[b] for b in
+        ("small", "small", "mid", "mid", "large", "large")]  # fmt: skip
     with pytest.raises(ValueError, match="block_kb=48"):
         K.Nf4Config(block_kb=48)
 
@@ -147,7 +155,7 @@ def test_tuner_picks_the_fastest_and_survives_failures(monkeypatch):
     assert (best.block_n, best.num_stages, best.gather) == (64, 3, True)
     assert best.split == K._auto_split(best, 88, 4096, 4096, 132, 4.0) == 8  # the ×2 split won
     # the candidates (the winner at split 4), the winner at splits 2, 8 and 1, then bitsandbytes
-    assert len(fake["calls"]) == len(K._CANDIDATES[False]) + 3 + 1
+    assert len(fake["calls"]) == len(K._CANDIDATES["mid"]) + 3 + 1
 
     fake["bnb_us"] = 0.5  # bitsandbytes faster than every configuration: use its path
     assert K._tune(x2, packed, state, None) is None
@@ -167,7 +175,7 @@ def test_tuned_on_gpu(monkeypatch):
     x = torch.randn(88, 1024, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
         y = K.nf4_linear(x, packed, state)
-    key = (128, 1000, 1024, torch.bfloat16, True, x.device.index)
+    key = (128, 1000, 1024, torch.bfloat16, True, x.device.index)  # 88 tokens: bucket 128
     assert key in K.tuned_configs() and (88, 1000, 1024, torch.bfloat16) in K.TUNE_TIMES
     assert rel_err(y, x.double() @ w64.t()) < 1.6e-2
 
