@@ -41,12 +41,14 @@ Design (why it is fast where the first version was 6.6× slower than bitsandbyte
   for 132 SMs: the K loop is split across programs that add float32 partial sums atomically (relaxed
   order) into a zeroed buffer; with one split the result is stored directly, bias fused.
 - **Tuned once per shape.** On CUDA, the first call for a (token bucket, N, K, dtype, nested) key times a
-  short list of configurations (``BLOCK_N``, ``BLOCK_KB``, column order, warps, stages, then the split
-  factor) with ``triton.testing.do_bench`` and caches the fastest. A hand-rolled tuner rather than
-  ``triton.autotune``: the split factor and the output buffer (float32 zeroed for atomics, else the
-  activation dtype) depend on the chosen ``BLOCK_N`` and must be known before the launch; and a first call
-  inside CUDA-graph capture must not benchmark, so it uses the default configuration instead.
-  ``FASTVLA_NF4_TUNE=0`` switches tuning off. Under ``TRITON_INTERPRET=1`` one small configuration runs.
+  short list of configurations (``BLOCK_N``, ``BLOCK_KB``, column order, lookup, warps, stages, a
+  256-token tile at 129-256 tokens), then the winner's split factor (×½, ×2, 1), then bitsandbytes' own
+  path, with ``triton.testing.do_bench``, and caches the fastest (bitsandbytes where it wins: its
+  single-token kernel, say). A hand-rolled tuner rather than ``triton.autotune``: the split factor and the
+  output buffer (float32 zeroed for atomics, else the activation dtype) depend on the chosen ``BLOCK_N``
+  and must be known before the launch, and a first call inside CUDA-graph capture must not benchmark (it
+  runs the bucket's default configuration). ``FASTVLA_NF4_TUNE=0`` switches tuning off;
+  :data:`TUNE_TIMES` keeps every timing. Under ``TRITON_INTERPRET=1`` one small configuration runs.
 
 Expected speed (static, from the sm_90 SASS of the K loop compiled with Triton 3.6 and 3.9; not yet timed on
 a GPU): the default configuration issues ~530 warp-instructions per KiB of packed weight at 88-128 tokens
@@ -57,8 +59,8 @@ zeroing and the final cast: ~20-30 µs against bitsandbytes' 105 µs and cuBLAS 
 
 Arithmetic of the dequantisation is float32, rounded to the activation dtype for the dot, with a float32
 accumulator. Forward only: training keeps bitsandbytes' own autograd path (the patch in ``patch.py``
-routes only ``no_grad`` calls). Launches never synchronise with the host, so calls are graph-capturable
-once tuned.
+routes only ``no_grad`` calls). Launches never synchronise with the host and allocate by shape only, so
+calls are CUDA-graph capturable (warm up eagerly first to capture the tuned configuration).
 """
 
 import os
