@@ -50,6 +50,7 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     from accelerate.utils import DistributedDataParallelKwargs
 
     device = resolve_device(cfg.device)
+    _forget_previous_accelerator()
     acc = Accelerator(
         cpu=device == "cpu",
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device),
@@ -69,6 +70,19 @@ def make_accelerator(cfg: TrainConfig) -> Any:
 
     set_seed(cfg.seed)
     return acc
+
+
+def _forget_previous_accelerator() -> None:
+    """Let a second Trainer in the same process use other precision settings.
+
+    Accelerate keeps one process-wide state and refuses a new ``Accelerator`` whose ``mixed_precision``
+    differs from the first one's (e.g. a bf16 run, then an fp16 run in one notebook or test session). The
+    distributed part of the state (process group, device) is kept.
+    """
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 # ------------------------------------------------------------------------------------ model + processor

@@ -189,3 +189,12 @@ def test_kernels_option_resolves_per_device() -> None:
         use_kernels(TrainConfig(model=ModelConfig(kernels="on")), torch.device("cpu"))
     with pytest.raises(ValueError, match="gradient_checkpointing_layers"):
         ModelConfig(gradient_checkpointing_layers=-1)
+
+
+def test_a_second_trainer_may_use_other_precision_in_the_same_process() -> None:
+    from fastvla.training import factory
+
+    factory.make_accelerator(TrainConfig(device="cpu", mixed_precision="no"))
+    acc = factory.make_accelerator(TrainConfig(device="cpu", mixed_precision="bf16"))  # used to raise
+    assert acc.mixed_precision == "bf16"
+    assert factory.make_accelerator(TrainConfig(device="cpu", mixed_precision="no")).mixed_precision == "no"
