@@ -439,6 +439,7 @@ def row_fv_infer(spec: str) -> list[dict[str, Any]]:
         row["peak_gib"] = gib(torch.cuda.max_memory_allocated())
         rows.append(row)
         patch.revert()
+        del patch  # it lists the patched modules: keeping it would keep this model alive past the next load
     return rows
 
 
