@@ -41,6 +41,9 @@ class FastVLAPolicy:
         cuda_graphs: replay the chunk forward from CUDA graphs (one per batch size; instructions padded to
             the processor's ``max_instruction_tokens``). ``"auto"`` (default): on CUDA, falling back to eager
             with a warning if capture fails; ``True``: required; ``False``: eager.
+        kernels: fused Triton kernels in the model (:func:`fastvla.kernels.apply_kernels`), including the
+            fused NF4 dequantise-matmul for 4-bit models (1.4x faster chunk forward on an H100, see
+            docs/performance.md). ``"auto"`` (default): on CUDA; ``True``: required; ``False``: off.
 
     Example:
         >>> import gymnasium as gym, fastvla.envs  # doctest: +SKIP
@@ -62,6 +65,7 @@ class FastVLAPolicy:
         resize_images: bool = True,
         action_space: Any = None,
         cuda_graphs: bool | str = "auto",
+        kernels: bool | str = "auto",
     ):
         config = model.config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -102,6 +106,15 @@ class FastVLAPolicy:
         if cuda_graphs is True and self.device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a CUDA device; the policy runs on {self.device}")
         self._graphs_required = cuda_graphs is True
+        if kernels not in (True, False, "auto"):
+            raise ValueError(f"kernels must be True, False or 'auto'; got {kernels!r}")
+        if kernels is True and self.device.type != "cuda":
+            raise ValueError(f"kernels=True needs a CUDA device (Triton); the policy runs on {self.device}")
+        self.kernel_patch = None
+        if kernels and self.device.type == "cuda":
+            from fastvla.kernels import KernelConfig, apply_kernels
+
+            self.kernel_patch = apply_kernels(self.model, KernelConfig(nf4_inference=True))
         self._graphed = None
         if cuda_graphs and self.device.type == "cuda":
             from fastvla.policies.graphed import GraphedForward
@@ -123,6 +136,7 @@ class FastVLAPolicy:
         resize_images: bool = True,
         action_space: Any = None,
         cuda_graphs: bool | str = "auto",
+        kernels: bool | str = "auto",
     ) -> FastVLAPolicy:
         """Load a policy from a folder holding a FastVLA model and processor (e.g. a training output).
 
@@ -142,6 +156,7 @@ class FastVLAPolicy:
             resize_images: resize mismatched camera images (False: raise).
             action_space: the env's action space to check against.
             cuda_graphs: replay the forward from CUDA graphs (see the class docstring).
+            kernels: fused Triton kernels (see the class docstring).
         """
         from fastvla.model import FastVLAModel, FastVLAProcessor, bnb_config, compute_dtype
 
@@ -180,6 +195,7 @@ class FastVLAPolicy:
             resize_images=resize_images,
             action_space=action_space,
             cuda_graphs=cuda_graphs,
+            kernels=kernels,
         )
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

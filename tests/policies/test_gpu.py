@@ -47,3 +47,20 @@ def test_graphed_forward_raises_on_host_sync_and_policy_auto_falls_back() -> Non
     with pytest.raises(Exception):  # noqa: B017 - torch raises its own capture error types
         GraphedForward(syncing)(x=torch.ones(4, device="cuda"))
     assert GraphedForward(lambda x: x * 2)(x=torch.ones(4, device="cuda")).sum().item() == 8
+
+
+def test_4bit_policy_with_fused_kernels_matches_bitsandbytes(tmp_path) -> None:
+    pytest.importorskip("bitsandbytes")
+    torch.manual_seed(0)
+    model = FastVLAModel.from_preset("tiny-vit", image_size=64, state_dim=8)
+    processor = FastVLAProcessor.from_preset("tiny-vit", config=model.config)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    cams = list(model.config.camera_names)
+    fused = FastVLAPolicy.from_pretrained(tmp_path, load_in_4bit=True, device="cuda", kernels=True)
+    plain = FastVLAPolicy.from_pretrained(tmp_path, load_in_4bit=True, device="cuda", kernels=False)
+    assert fused.kernel_patch.counts["nf4"] > 0
+    obs = _obs(cams, 64, 2, seed=1)
+    a = fused.predict_action_chunk(obs, task="push the blue cube")
+    b = plain.predict_action_chunk(obs, task="push the blue cube")
+    assert np.abs(a - b).max() <= 0.05 * max(np.abs(b).max(), 1e-3)

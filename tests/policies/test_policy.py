@@ -213,4 +213,7 @@ def test_cuda_graphs_option_is_checked_on_cpu() -> None:
         FastVLAPolicy(model, processor, device="cpu", cuda_graphs=True)
     with pytest.raises(ValueError, match="cuda_graphs must be"):
         FastVLAPolicy(model, processor, device="cpu", cuda_graphs="yes")
-    assert FastVLAPolicy(model, processor, device="cpu")._graphed is None  # auto: eager on CPU
+    with pytest.raises(ValueError, match="kernels=True needs a CUDA device"):
+        FastVLAPolicy(model, processor, device="cpu", kernels=True)
+    policy = FastVLAPolicy(model, processor, device="cpu")
+    assert policy._graphed is None and policy.kernel_patch is None  # auto: neither on CPU
