@@ -70,7 +70,12 @@ def row_fv_ddp(spec: str) -> dict[str, Any] | None:
     torch.manual_seed(0)
     model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
     model.train()
-    patch = apply_kernels(model, KernelConfig(enabled=bool(opts & {"k", "mr"}), mlp_recompute="mr" in opts))
+    patch = apply_kernels(
+        model,
+        KernelConfig(
+            enabled=bool(opts & {"k", "mr", "ll"}), mlp_recompute="mr" in opts, lora_linear="ll" in opts
+        ),
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     torch.cuda.reset_peak_memory_stats(device)

@@ -14,7 +14,9 @@ A row prints one ``RESULT {json}`` line (a dict, or a list of dicts). Row ids:
   (fp16 weights/autocast + loss scaling), ``mem12`` (allocator capped at 12 GiB), ``bf16w`` (no 4-bit),
   ``mr`` (fused kernels plus ``KernelConfig.mlp_recompute``: the SwiGLU output is recomputed in backward,
   not saved; ``k`` alone keeps it off, so older rows keep their meaning), ``gcN`` (e.g. ``gc6``: gradient
-  checkpointing on the first N decoder layers only, ``fastvla.model.set_checkpointed_layers``).
+  checkpointing on the first N decoder layers only, ``fastvla.model.set_checkpointed_layers``), ``ll``
+  (fused kernels plus ``KernelConfig.lora_linear``: every LoRA linear's scale and add in the GEMM epilogue,
+  ``fastvla.kernels.lora_linear``; ``k``/``mr`` without ``ll`` keep it off, so older rows keep their meaning).
 - ``prof`` in FLAGS/OPTS adds a torch.profiler summary of one more step (top ops, time by category).
 - ``fv-infer:FUSION:CAMS:OPTS`` — batch-1 chunk forward, 4-bit vs bf16, eager vs CUDA graph; OPTS ``k``.
 - ``kernels`` — fused kernel vs eager vs ``torch.compile`` on the 7B shapes.
@@ -304,7 +306,10 @@ def row_fv_train(spec: str) -> dict[str, Any]:
             set_checkpointed_layers(model, gc_layers[0])
     model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
     model.train()
-    patch = apply_kernels(model, KernelConfig(enabled=bool(opts & {"k", "mr"}), mlp_recompute="mr" in opts))
+    kernels = KernelConfig(
+        enabled=bool(opts & {"k", "mr", "ll"}), mlp_recompute="mr" in opts, lora_linear="ll" in opts
+    )
+    patch = apply_kernels(model, kernels)
     params = [p for p in model.parameters() if p.requires_grad]
     graphed = "g" in opts and dtype == torch.bfloat16
     opt = torch.optim.AdamW(params, lr=1e-4, fused=True, capturable=graphed)

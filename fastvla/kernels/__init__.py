@@ -2,6 +2,8 @@
 
 - :func:`rms_norm` — RMSNorm forward + backward in one pass per row (``rmsnorm.py``).
 - :func:`swiglu` — ``silu(gate) * up`` forward + backward (``glu.py``).
+- :func:`lora_linear` — a PEFT LoRA linear (frozen or 4-bit base) with the adapter's scale and add in the
+  GEMM epilogues of forward and backward (``lora_linear.py``).
 - :func:`swiglu_down` — SwiGLU into a frozen/4-bit + LoRA ``down_proj``, recomputing the SwiGLU output in
   backward instead of saving it (``lora_mlp.py``).
 - :func:`apply_rope` — rotary embedding of queries and keys (``rope.py``).
@@ -14,6 +16,7 @@ this package; for tests). Elsewhere every function silently uses its reference, 
 """
 
 from .glu import swiglu, swiglu_reference
+from .lora_linear import lora_linear, lora_linear_fallback_reason
 from .lora_mlp import swiglu_down, swiglu_down_fallback_reason
 from .nf4 import nf4_linear, nf4_linear_reference
 from .patch import KernelConfig, KernelPatch, apply_kernels, kernels_enabled
@@ -27,6 +30,8 @@ __all__ = [
     "apply_rope",
     "apply_rope_reference",
     "kernels_enabled",
+    "lora_linear",
+    "lora_linear_fallback_reason",
     "nf4_linear",
     "nf4_linear_reference",
     "rms_norm",

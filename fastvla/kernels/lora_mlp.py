@@ -4,7 +4,7 @@ In a gated MLP, ``y = down_proj(h)`` with ``h = silu(g) · u`` (``g = gate_proj(
 With a frozen base weight ``W`` and a LoRA adapter ``(A, B)`` of rank ``r`` and scale ``s``:
 
     t = h Aᵀ                     (tokens × r, small)
-    y = h Wᵀ + b + s · t Bᵀ
+    y = h Wᵀ + b + s · t Bᵀ      (the scale and add in the GEMM epilogue: ``lora_linear.lora_forward``)
 
 The unfused autograd graph keeps ``g`` and ``u`` (for the SwiGLU backward) *and* ``h`` (PEFT's ``lora_A``
 needs its input for ``dA``): per token ``3 × intermediate`` values. ``h`` is an elementwise function of
@@ -12,13 +12,15 @@ needs its input for ``dA``): per token ``3 × intermediate`` values. ``h`` is an
 backward (one memory-bound pass):
 
     dB = s · dyᵀ t        dt = s · dy B        dA = dtᵀ h
-    dh = dy W + dt A      (W dequantised from NF4/FP4 for a bitsandbytes ``Linear4bit``)
+    dh = dy W + dt A      (W dequantised from NF4/FP4 for a bitsandbytes ``Linear4bit``; ``addmm_``)
     du = dh · g · σ(g)    dg = dh · u · σ(g) · (1 + g · (1 − σ(g)))
 
 For Llama-2-7B shapes (2240 tokens, intermediate 11008, bf16) that is 49 MB per layer, 1.5 GiB over 32.
 Every matmul runs in the dtype the unfused PEFT path would use (the autocast dtype under ``torch.autocast``;
-else the adapter's dtype, to which PEFT casts ``h``), so forward outputs are bit-identical and gradients
-agree to rounding. Nothing syncs with the host, so the function can be captured in a CUDA graph.
+else the adapter's dtype, to which PEFT casts ``h``), so outputs and gradients agree with it to rounding
+(the epilogue rounds once where PEFT rounds after the multiply and after the add). The resolution of
+``down_proj``, the forward and the LoRA backward are :mod:`~fastvla.kernels.lora_linear`'s. Nothing syncs
+with the host, so the function can be captured in a CUDA graph.
 
 Supported ``down_proj`` (checked on every call; anything else takes the unfused path):
 
@@ -33,133 +35,17 @@ Supported ``down_proj`` (checked on every call; anything else takes the unfused 
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ._triton import compute_dtype, use_triton
 from .glu import BLOCK, _grid, _swiglu_bwd_kernel, swiglu
+from .lora_linear import LoraTarget, cast_via, lora_backward, lora_forward, resolve_lora
 
 
-@dataclass(frozen=True)
-class _Down:
-    """What the autograd Function needs to know about one ``down_proj`` call (resolved per call)."""
-
-    base: nn.Module
-    is_bnb: bool  # base is a bitsandbytes Linear4bit
-    peft_bnb: bool  # PEFT's bitsandbytes LoRA layer (its own dtype rules under autocast)
-    cast_input: bool  # PEFT casts the adapter input to lora_A's dtype
-    lora_a: torch.Tensor | None
-    lora_b: torch.Tensor | None
-    scaling: float
-
-
-def _bnb() -> Any:
-    return sys.modules.get("bitsandbytes")  # never import it just to look: nothing is 4-bit without it
-
-
-def _is_bnb_linear4bit(module: nn.Module) -> bool:
-    bnb = _bnb()
-    return bnb is not None and isinstance(module, bnb.nn.Linear4bit)
-
-
-def _has_hooks(*modules: nn.Module) -> bool:
-    """Hooks or a replaced instance ``forward`` (accelerate's device hooks) that calling around would skip."""
-    for m in modules:
-        own = m.__dict__.get("forward")
-        if m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook"):
-            return True
-        if own is not None and not getattr(own, "_fastvla_kernel", False):  # ours: nf4 inference only
-            return True
-    return False
-
-
-def _base_reason(base: nn.Module) -> str | None:
-    if _is_bnb_linear4bit(base):
-        state = getattr(base.weight, "quant_state", None)
-        if state is None:
-            return "bitsandbytes Linear4bit without a quant_state (not quantised yet)"
-        if getattr(state, "packing_format_for_cpu", False):
-            return "Linear4bit weight repacked for CPU inference (see fastvla.model.guard_cpu_4bit)"
-        if base.weight.device.type == "cpu" and base.support_avx512bf16_for_cpu and not base.training:
-            return "Linear4bit in eval mode on CPU without guard_cpu_4bit (bitsandbytes would repack it)"
-    elif type(base) is not nn.Linear:
-        return f"base layer {type(base).__name__} is neither nn.Linear nor bitsandbytes Linear4bit"
-    if base.weight.requires_grad:
-        return "base weight is trainable (only frozen bases are supported)"
-    if base.bias is not None and base.bias.requires_grad:
-        return "base bias is trainable (only frozen biases are supported)"
-    return None
-
-
-def _peft_classes() -> tuple[type, ...]:
-    """PEFT's LoRA Linear classes, if PEFT is imported: (plain, bitsandbytes 4-bit or None)."""
-    if "peft" not in sys.modules:
-        return ()
-    from peft.tuners.lora import Linear as LoraLinear
-
-    try:
-        from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
-    except ImportError:  # peft without bitsandbytes
-        LoraLinear4bit = None
-    return LoraLinear, LoraLinear4bit
-
-
-def _resolve(module: nn.Module) -> tuple[_Down | None, str | None]:
-    """The fused path's view of ``module``, or ``(None, reason)`` when it must take the unfused path."""
-    if _has_hooks(module):
-        return None, "down_proj has forward hooks or a replaced forward"
-    peft = _peft_classes()
-    is_peft = bool(peft) and isinstance(module, tuple(c for c in peft if c is not None))
-    if not is_peft:
-        reason = _base_reason(module)
-        if reason is None and type(module).__module__.startswith("peft."):
-            reason = f"PEFT layer {type(module).__name__} is not a LoRA Linear"
-        if reason is not None:
-            return None, reason
-        return _Down(module, _is_bnb_linear4bit(module), False, False, None, None, 1.0), None
-    if module.merged:
-        return None, "LoRA adapter is merged into the base weight"
-    if module.disable_adapters:
-        return None, "adapters are disabled"
-    active = [name for name in module.active_adapters if name in module.lora_A]
-    if len(active) != 1:
-        return None, f"{len(active)} active LoRA adapters ({active}); exactly one is supported"
-    name = active[0]
-    if name in module.lora_variant or module.use_dora.get(name, False):
-        return None, f"adapter '{name}' is a LoRA variant (DoRA, …)"
-    lora_a, lora_b, dropout = module.lora_A[name], module.lora_B[name], module.lora_dropout[name]
-    if type(lora_a) is not nn.Linear or type(lora_b) is not nn.Linear:
-        return None, "lora_A/lora_B are not nn.Linear"
-    if lora_a.bias is not None or lora_b.bias is not None:
-        return None, "LoRA bias (lora_bias=True) is not supported"
-    if lora_a.weight.dtype != lora_b.weight.dtype:
-        return None, f"lora_A {lora_a.weight.dtype} and lora_B {lora_b.weight.dtype} dtypes differ"
-    if not (
-        isinstance(dropout, nn.Identity)
-        or (type(dropout) is nn.Dropout and (dropout.p == 0 or not dropout.training))
-    ):
-        return None, f"LoRA dropout {dropout!r} is active (use lora_dropout=0 or eval mode)"
-    base = module.get_base_layer()
-    if _has_hooks(base, lora_a, lora_b, dropout):
-        return None, "base or adapter layers have forward hooks or a replaced forward"
-    reason = _base_reason(base)
-    if reason is not None:
-        return None, reason
-    down = _Down(
-        base=base,
-        is_bnb=_is_bnb_linear4bit(base),
-        peft_bnb=peft[1] is not None and isinstance(module, peft[1]),
-        cast_input=getattr(module, "cast_input_dtype_enabled", True),
-        lora_a=lora_a.weight,
-        lora_b=lora_b.weight,
-        scaling=float(module.scaling[name]),
-    )
-    return down, None
+def _resolve(module: nn.Module) -> tuple[LoraTarget | None, str | None]:
+    """``down_proj``'s view for the fused path (a bare frozen base is fine too), or ``(None, reason)``."""
+    return resolve_lora(module, allow_bare=True)
 
 
 def swiglu_down_fallback_reason(down_proj: nn.Module) -> str | None:
@@ -172,36 +58,6 @@ def swiglu_down_fallback_reason(down_proj: nn.Module) -> str | None:
         A one-line reason, or ``None``.
     """
     return _resolve(down_proj)[1]
-
-
-# ------------------------------------------------------------------------------------------ forward
-
-
-def _down_forward(h: torch.Tensor, down: _Down) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
-    """``down_proj(h)`` with PEFT's exact op sequence (autocast applies), plus ``t = lora_A(h)``."""
-    if down.is_bnb:
-        base_out = type(down.base).forward(down.base, h)  # class forward: no instance patches (nf4 inference)
-        mm_dtype = down.base.compute_dtype or h.dtype
-    else:
-        base_out = F.linear(h, down.base.weight, down.base.bias)
-        mm_dtype = base_out.dtype  # autocast dtype, or the weight's
-    info: dict[str, Any] = {"h": h.dtype, "base_mm": mm_dtype, "base_out": base_out.dtype}
-    if down.lora_a is None:
-        return base_out, None, info
-    autocast = torch.is_autocast_enabled(h.device.type)
-    x_l = h
-    if down.cast_input and not (down.peft_bnb and autocast):
-        x_l = h.to(down.lora_a.dtype)
-    t = F.linear(x_l, down.lora_a)  # (..., r)
-    out = F.linear(t, down.lora_b) * down.scaling  # (..., out_features)
-    if down.peft_bnb:
-        if not autocast:
-            out = out.to(base_out.dtype)
-        y = base_out + out
-    else:
-        y = (base_out + out).to(base_out.dtype)
-    info["x_l"] = x_l.dtype
-    return y, t, info
 
 
 def _swiglu_backward(dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,60 +76,32 @@ def _swiglu_backward(dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor) -> tupl
     return dg, du
 
 
-def _cast_via(x: torch.Tensor, mid: torch.dtype, out: torch.dtype) -> torch.Tensor:
-    """``x.to(mid).to(out)`` without the copies when the round trip is exact (``mid`` holds ``x.dtype``)."""
-    if x.dtype == out and torch.promote_types(x.dtype, mid) == mid:
-        return x
-    return x.to(mid).to(out)
-
-
-def _dequantized(base: nn.Module) -> torch.Tensor:
-    """The base weight (out_features, in_features) in its stored float dtype."""
-    if _is_bnb_linear4bit(base):
-        weight = base.weight
-        return _bnb().functional.dequantize_4bit(weight.view(-1, 1), weight.quant_state)
-    return base.weight
-
-
 class _SwiGLUDownFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, gate, up, lora_a, lora_b, down: _Down):  # lora_a/lora_b: inputs so autograd sees them
+    def forward(ctx, gate, up, lora_a, lora_b, down: LoraTarget):  # lora_a/b: inputs for autograd
         gate, up = gate.contiguous(), up.contiguous()  # the backward kernel reads them flat
         h = swiglu(gate, up)
-        y, t, info = _down_forward(h, down)
-        ctx.down, ctx.info = down, info
+        y, t, _, dtypes = lora_forward(h, down)  # h itself is not kept: recomputed in backward
+        ctx.down, ctx.dtypes = down, dtypes
         ctx.save_for_backward(gate, up, t)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         gate, up, t = ctx.saved_tensors
-        down, info = ctx.down, ctx.info
+        down, d = ctx.down, ctx.dtypes
         need_h = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        dh = d_a = d_b = None
-        with torch.autocast(dy.device.type, enabled=False):
-            dy2 = dy.reshape(-1, dy.shape[-1])  # (tokens, out)
-            if need_h:
-                mm = info["base_mm"]
-                # base_out = (h -> mm) @ Wᵀ -> base_out dtype; the gradient goes back through both casts
-                dh = (dy2.to(info["base_out"]).to(mm) @ _dequantized(down.base).to(mm)).to(info["h"])
-            if t is not None:
-                lora_a, lora_b = down.lora_a, down.lora_b
-                ct = t.dtype  # the adapter matmuls' dtype (autocast's, or lora_A's)
-                t2 = t.reshape(-1, t.shape[-1])  # (tokens, r)
-                dyl = dy2.to(ct) * down.scaling  # grad of (t Bᵀ) · s
-                if ctx.needs_input_grad[3]:
-                    d_b = (dyl.t() @ t2).to(lora_b.dtype)  # (out, r)
-                dt = dyl @ lora_b.to(ct)  # (tokens, r)
-                if ctx.needs_input_grad[2]:
-                    h = swiglu(gate, up).reshape(-1, gate.shape[-1])  # recomputed, (tokens, I)
-                    d_a = (dt.t() @ _cast_via(h, info["x_l"], ct)).to(lora_a.dtype)  # (r, I)
-                    del h
-                if need_h:
-                    dh = dh + _cast_via(dt @ lora_a.to(ct), info["x_l"], info["h"])  # (tokens, I)
-            dg = du = None
-            if need_h:
-                dg, du = _swiglu_backward(dh.reshape(gate.shape), gate, up)
+
+        def h_lora() -> torch.Tensor:  # the adapter input as the forward's rank-r matmul saw it
+            return cast_via(swiglu(gate, up), d.x_l, d.lora)  # (..., I)
+
+        dh, d_a, d_b = lora_backward(
+            dy, t, h_lora, down, d, need_h, ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+        )
+        dg = du = None
+        if need_h:
+            with torch.autocast(dy.device.type, enabled=False):
+                dg, du = _swiglu_backward(dh.view(gate.shape), gate, up)
         return dg, du, d_a, d_b, None
 
 

@@ -10,6 +10,10 @@ Nothing is patched on import. :func:`apply_kernels` replaces, on the instances i
   steps run as :func:`~fastvla.kernels.lora_mlp.swiglu_down`, which recomputes the SwiGLU output in the
   backward instead of keeping it (a frozen/4-bit ``down_proj`` with one LoRA adapter; other layers take the
   unfused path, decided on every call),
+- ``forward`` of every PEFT LoRA Linear (plain or bitsandbytes 4-bit) with
+  :func:`~fastvla.kernels.lora_linear.lora_linear`, which runs the adapter's scale and add in the GEMM
+  epilogues of the forward and backward (``lora_linear``; unsupported layers — merged, dropout, several
+  adapters, DoRA, trainable base — run PEFT's forward, decided on every call),
 - ``forward`` of every bitsandbytes NF4 ``Linear4bit`` with one that, for calls without autograd (inference)
   of up to :data:`~fastvla.kernels.nf4.MAX_TOKENS` tokens, runs :func:`~fastvla.kernels.nf4.nf4_linear`
   (dequantisation fused into the matmul) and otherwise defers to bitsandbytes,
@@ -43,6 +47,7 @@ from torch import nn
 from . import nf4
 from ._triton import use_triton
 from .glu import swiglu
+from .lora_linear import is_peft_lora_linear, lora_linear, lora_linear_fallback_reason
 from .lora_mlp import swiglu_down, swiglu_down_fallback_reason
 from .rmsnorm import rms_norm
 from .rope import apply_rope
@@ -65,6 +70,13 @@ class KernelConfig:
             backward: ``tokens x intermediate`` activations fewer per layer (49 MB per Llama-2-7B layer at
             2240 tokens in bf16) for one extra elementwise pass. Same forward bits and gradients to
             rounding as the unfused path; unsupported ``down_proj`` layers fall back to it per call.
+        lora_linear: run every supported PEFT LoRA Linear through
+            :func:`~fastvla.kernels.lora_linear.lora_linear`: ``y = base(x)`` then
+            ``y.addmm_(x Aᵀ, Bᵀ, alpha=s)``, so the adapter's scale and add happen in the GEMM epilogue
+            instead of three passes over the (tokens x out) output, and likewise ``dx += dt A`` in the
+            backward. Saves no more than PEFT's path; outputs and gradients agree with it to rounding.
+            ``down_proj`` is swapped too, but with ``mlp_recompute`` the MLP calls
+            :func:`~fastvla.kernels.lora_mlp.swiglu_down` (same epilogue) instead of it.
     """
 
     enabled: bool = True
@@ -73,6 +85,7 @@ class KernelConfig:
     rope: bool = True
     nf4_inference: bool = False
     mlp_recompute: bool = True
+    lora_linear: bool = True
 
 
 def _rms_norm_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -93,6 +106,12 @@ def _gated_mlp_recompute_forward(self: nn.Module, x: torch.Tensor) -> torch.Tens
         dtype = torch.promote_types(gate.dtype, up.dtype)
         gate, up = gate.to(dtype), up.to(dtype)
     return swiglu_down(gate, up, self.down_proj)
+
+
+def _lora_linear_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    if args or kwargs:  # PEFT's mixed-batch adapter_names & co.
+        return type(self).forward(self, x, *args, **kwargs)
+    return lora_linear(x, self)
 
 
 def _nf4_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -183,11 +202,21 @@ class KernelPatch:
             ``mlp_recompute`` counts the ``swiglu`` MLPs whose ``down_proj`` was supported by
             :func:`~fastvla.kernels.lora_mlp.swiglu_down` when patched (every ``swiglu`` MLP gets the
             recomputing forward, which decides per call; so add LoRA adapters before patching to see the
-            count; :func:`~fastvla.kernels.lora_mlp.swiglu_down_fallback_reason` says why one is not).
+            count; :func:`~fastvla.kernels.lora_mlp.swiglu_down_fallback_reason` says why one is not);
+            ``lora_linear`` counts the PEFT LoRA Linears supported by
+            :func:`~fastvla.kernels.lora_linear.lora_linear` when patched (all PEFT LoRA Linears get the
+            forward, which decides per call; ``down_proj`` layers included).
     """
 
     counts: dict[str, int] = field(
-        default_factory=lambda: {"rms_norm": 0, "swiglu": 0, "rope": 0, "nf4": 0, "mlp_recompute": 0}
+        default_factory=lambda: {
+            "rms_norm": 0,
+            "swiglu": 0,
+            "rope": 0,
+            "nf4": 0,
+            "mlp_recompute": 0,
+            "lora_linear": 0,
+        }
     )
     _modules: list[nn.Module] = field(default_factory=list, repr=False)
     _rope_modules: list[str] = field(default_factory=list, repr=False)
@@ -241,6 +270,10 @@ def apply_kernels(model: nn.Module, config: KernelConfig | None = None) -> Kerne
             patch.counts["swiglu"] += 1
             supported = config.mlp_recompute and swiglu_down_fallback_reason(module.down_proj) is None
             patch.counts["mlp_recompute"] += int(supported)
+        elif config.lora_linear and is_peft_lora_linear(module):
+            _bind(module, _lora_linear_forward)
+            patch._modules.append(module)
+            patch.counts["lora_linear"] += int(lora_linear_fallback_reason(module) is None)
         elif config.nf4_inference and _is_bnb_4bit(module):
             _bind(module, _nf4_forward)
             patch._modules.append(module)

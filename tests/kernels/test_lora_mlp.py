@@ -6,13 +6,22 @@ import pytest
 import torch
 from torch import nn
 
-from fastvla.kernels import KernelConfig, kernels_enabled, swiglu_down, swiglu_down_fallback_reason
+from fastvla.kernels import (
+    KernelConfig,
+    kernels_enabled,
+    swiglu_down,
+    swiglu_down_fallback_reason,
+    swiglu_reference,
+)
 
 from .conftest import rel_err
 
 peft = pytest.importorskip("peft")
 
 D, INTER, TOKENS = 64, 128, (2, 8)  # widths multiples of 64: bitsandbytes' CPU kernels need it
+# Output agreement with PEFT's unfused ops: the epilogue rounds once where PEFT rounds three times, so bf16
+# outputs differ by one or two bf16 roundings (measured 2e-3 relative); a wrong scale is off by ~10%.
+OUT_TOL = {torch.float32: 1e-6, torch.bfloat16: 8e-3}
 
 
 class GatedMLP(nn.Module):
@@ -124,7 +133,8 @@ def test_matches_unfused_path(base, autocast, compute, bias):
     x = torch.randn(*TOKENS, D)
     y_ref, g_ref, bytes_ref = _run(model, x, recompute=False, autocast=autocast)
     y, g, nbytes = _run(model, x, recompute=True, autocast=autocast)
-    assert y.dtype == y_ref.dtype and torch.equal(y, y_ref)  # same ops, same bits
+    # the adapter's scale and add run in the GEMM epilogue: one rounding instead of PEFT's three
+    assert y.dtype == y_ref.dtype and rel_err(y, y_ref) < OUT_TOL[y.dtype], rel_err(y, y_ref)
     assert g.keys() == g_ref.keys() and len(g) == 7  # x + A, B of three adapters
     tol = 1e-6 if not autocast else 1e-2
     for name in g_ref:
@@ -145,7 +155,7 @@ def test_matches_unfused_path_on_cuda(base, autocast, compute):
     x = torch.randn(*TOKENS, D, device="cuda")
     y_ref, g_ref, bytes_ref = _run(model, x, recompute=False, autocast=autocast)
     y, g, nbytes = _run(model, x, recompute=True, autocast=autocast)
-    assert rel_err(y, y_ref) < 1e-6 and g.keys() == g_ref.keys()  # same kernels: expected bit-equal
+    assert rel_err(y, y_ref) < OUT_TOL[y.dtype] and g.keys() == g_ref.keys()  # epilogue rounding only
     tol = 1e-5 if not autocast else 1e-2
     for name in g_ref:
         assert rel_err(g[name], g_ref[name]) < tol, (name, rel_err(g[name], g_ref[name]))
@@ -170,7 +180,7 @@ def test_direct_call_and_inference_path():
     y = swiglu_down(gate, up, down)
     assert y.grad_fn is not None and "SwiGLUDown" in type(y.grad_fn).__name__
     with torch.no_grad():  # nothing to save: the plain module call
-        assert torch.equal(swiglu_down(gate, up, down), y.detach())
+        assert rel_err(swiglu_down(gate, up, down), y.detach()) < OUT_TOL[y.dtype]
     with pytest.raises(ValueError, match="must match in shape and dtype"):
         swiglu_down(gate, up.double(), down)
 
@@ -207,33 +217,52 @@ def test_dropout_in_eval_mode_is_supported():
     assert swiglu_down_fallback_reason(_mlp(model).down_proj) is None
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kernel_path_matches_float64_oracle(device, dtype):
-    """Triton SwiGLU kernels (interpreted on CPU, compiled on CUDA) inside the recomputing Function."""
+def _down_layer(device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """A PEFT LoRA layer (r=4, s=2) over a frozen biased nn.Linear, built through PEFT's public API."""
     torch.manual_seed(1)
-    config = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0)
-    base = nn.Linear(INTER, D).requires_grad_(False)
-    layer = peft.tuners.lora.Linear(base, "default", config=config, r=4, lora_alpha=8)
+    net = nn.Sequential(nn.Linear(INTER, D)).requires_grad_(False)
+    config = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["0"])
+    layer = peft.get_peft_model(net, config).base_model.model[0]
     with torch.no_grad():
         layer.lora_B["default"].weight.normal_(std=0.2)
-    layer = layer.to(device=device, dtype=dtype)
+    return layer.to(device=device, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_path_matches_float64_oracle(device, dtype):
+    """Triton SwiGLU kernels (interpreted on CPU, compiled on CUDA) inside the recomputing Function.
+
+    The bound is relative to the device's own matmul accuracy: the fused path's error against a float64
+    oracle may be at most twice that of PEFT's unfused path (plain PyTorch ops, same device and dtype) plus
+    a floor of about one rounding, and never above a ceiling. On CUDA, fp32 matmuls may run in TF32
+    (``allow_tf32``, ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE``) and bf16 GEMMs may reduce split-K partial sums in
+    bf16, which a fixed fp32 bound of 1e-5 cannot absorb; a wrong factor (0.5 on a term) is off by 10-50%,
+    far above both bounds.
+    """
+    layer = _down_layer(device, dtype)
     a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     gate = torch.randn(*TOKENS, INTER, device=device, dtype=dtype, requires_grad=True)
     up = torch.randn(*TOKENS, INTER, device=device, dtype=dtype, requires_grad=True)
     dy = torch.randn(*TOKENS, D, device=device, dtype=dtype)
+    leaves = (gate, up, a, b)
     y = swiglu_down(gate, up, layer)
     assert "SwiGLUDown" in type(y.grad_fn).__name__
-    grads = torch.autograd.grad(y, (gate, up, a, b), dy)
-    leaves = [t.detach().double().requires_grad_(True) for t in (gate, up, a, b)]
-    g64, u64, a64, b64 = leaves
+    got = (y, *torch.autograd.grad(y, leaves, dy))
+    y_ref = layer(swiglu_reference(gate, up))  # PEFT's unfused ops, float32 SwiGLU math like the kernel
+    ref = (y_ref, *torch.autograd.grad(y_ref, leaves, dy))
+
+    l64 = [t.detach().double().requires_grad_(True) for t in leaves]
+    g64, u64, a64, b64 = l64
     h = torch.nn.functional.silu(g64) * u64
     base = layer.base_layer
     y64 = h @ base.weight.double().t() + base.bias.double() + 2.0 * (h @ a64.t()) @ b64.t()  # alpha / r = 2
-    refs = torch.autograd.grad(y64, leaves, dy.double())
-    tol = {torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype]
-    assert rel_err(y, y64) < tol
-    for got, ref in zip(grads, refs):
-        assert got.dtype == dtype and rel_err(got, ref) < tol
+    oracle = (y64, *torch.autograd.grad(y64, l64, dy.double()))
+
+    floor, ceiling = {torch.float32: (1e-6, 5e-3), torch.bfloat16: (4e-3, 3e-2)}[dtype]
+    for name, g, r, o in zip(("y", "dgate", "dup", "dA", "dB"), got, ref, oracle):
+        err, err_peft = rel_err(g, o), rel_err(r, o)
+        assert g.dtype == dtype, (name, g.dtype)
+        assert err < min(2 * err_peft + floor, ceiling), (name, err, err_peft)
 
 
 def test_llama_with_lora_through_apply_kernels():
@@ -267,7 +296,7 @@ def test_llama_with_lora_through_apply_kernels():
         grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
         results.append((loss.detach(), sum(saved.values()), grads))
     (loss_ref, bytes_ref, g_ref), (loss, nbytes, g) = results
-    assert torch.equal(loss, loss_ref) and len(g) == 2 * 7 * 2  # 2 layers x 7 linears x (A, B)
+    assert rel_err(loss, loss_ref) < 1e-6 and len(g) == 2 * 7 * 2  # 2 layers x 7 linears x (A, B)
     for name in g_ref:
         assert rel_err(g[name], g_ref[name]) < 1e-5, name
     assert bytes_ref - nbytes >= 2 * TOKENS[0] * TOKENS[1] * INTER * 4  # one fp32 h per layer

@@ -52,6 +52,7 @@ def test_patched_model_matches_eager(device):
             "rope": 1,
             "nf4": 0,
             "mlp_recompute": 0,  # trainable down_proj: swiglu_down takes the unfused path
+            "lora_linear": 0,  # no PEFT adapters
         }  # 2 layers x 2 norms + final norm
         logits, grads = _loss_and_grads(model, ids)
     assert rel_err(logits, ref_logits) < 1e-5
@@ -84,10 +85,24 @@ def test_nested_patches_keep_rope_until_the_last_revert():
 def test_config_switches():
     model = _tiny_llama()
     with kernels_enabled(model, KernelConfig(enabled=False)) as patch:
-        assert patch.counts == {"rms_norm": 0, "swiglu": 0, "rope": 0, "nf4": 0, "mlp_recompute": 0}
+        assert patch.counts == {
+            "rms_norm": 0,
+            "swiglu": 0,
+            "rope": 0,
+            "nf4": 0,
+            "mlp_recompute": 0,
+            "lora_linear": 0,
+        }
         assert all("forward" not in m.__dict__ for m in model.modules())
     with kernels_enabled(model, KernelConfig(rms_norm=False, rope=False)) as patch:
-        assert patch.counts == {"rms_norm": 0, "swiglu": 2, "rope": 0, "nf4": 0, "mlp_recompute": 0}
+        assert patch.counts == {
+            "rms_norm": 0,
+            "swiglu": 2,
+            "rope": 0,
+            "nf4": 0,
+            "mlp_recompute": 0,
+            "lora_linear": 0,
+        }
 
 
 def test_revert_on_error():
