@@ -133,17 +133,24 @@ def _base_reason(base: nn.Module) -> str | None:
     return None
 
 
+_PEFT_CLASSES: tuple[type, ...] | None = None  # looked up once PEFT is imported (resolution runs per call)
+
+
 def peft_lora_classes() -> tuple[type, ...]:
     """PEFT's LoRA Linear classes if PEFT is imported (plain, and bitsandbytes 4-bit where available)."""
-    if "peft" not in sys.modules:
-        return ()
-    from peft.tuners.lora import Linear as LoraLinear
+    global _PEFT_CLASSES
+    if _PEFT_CLASSES is None:
+        if "peft" not in sys.modules:
+            return ()
+        from peft.tuners.lora import Linear as LoraLinear
 
-    try:
-        from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
-    except ImportError:  # peft without bitsandbytes
-        return (LoraLinear,)
-    return LoraLinear, LoraLinear4bit
+        try:
+            from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
+        except ImportError:  # peft without bitsandbytes
+            _PEFT_CLASSES = (LoraLinear,)
+        else:
+            _PEFT_CLASSES = (LoraLinear, LoraLinear4bit)
+    return _PEFT_CLASSES
 
 
 def is_peft_lora_linear(module: nn.Module) -> bool:
