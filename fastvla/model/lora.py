@@ -27,7 +27,8 @@ class LoraSettings:
     Attributes:
         r: adapter rank.
         alpha: scaling numerator (``alpha / r`` scales the update).
-        dropout: dropout on the adapter input.
+        dropout: dropout on the adapter input (default 0, as in OpenVLA's fine-tuning; above 0 the fused LoRA
+            kernels of :mod:`fastvla.kernels` fall back to PEFT's path).
         target_vision: adapt the vision tower (its Linear layers; and Conv2d layers of conv towers).
         target_language: adapt the language decoder.
         attention: adapt attention projections.
@@ -41,7 +42,7 @@ class LoraSettings:
 
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0
     target_vision: bool = True
     target_language: bool = True
     attention: bool = True

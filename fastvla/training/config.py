@@ -108,7 +108,11 @@ class ModelConfig:
     )
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).")
-    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.")
+    lora_dropout: float = _f(
+        0.0,
+        "Dropout on the LoRA input (OpenVLA's fine-tuning uses 0). Above 0 the fused LoRA kernels fall back "
+        "to PEFT's path, and CUDA graphs cannot be combined with gradient checkpointing.",
+    )
     lora_vision: bool = _f(True, "Put adapters on the vision tower.")
     lora_language: bool = _f(True, "Put adapters on the language decoder.")
     lora_attention: bool = _f(True, "Adapt attention projections.")
