@@ -49,21 +49,20 @@ BASELINE = [
     "base-infer",
 ]
 FASTVLA = [
-    "fv-train:prefix:1:8:k+g",
-    "fv-train:prefix:1:8:k+gc+g",
-    "fv-train:latent:2:8:k+g",
+    "fv-train:prefix:1:8:k+mr+ll+g",
+    "fv-train:prefix:1:8:k+mr+ll+gc6+g",
+    "fv-train:latent:2:8:k+mr+ll+g",
     "fv-train:latent:2:8:g",
-    "fv-train:latent:2:8:k",
-    "fv-train:latent:2:16:k+g",
+    "fv-train:latent:2:16:k+mr+ll+g",
     "fv-infer:latent:2:k",
     "fv-train:latent:2:8:k+fp16+mem12",
 ]
 #: Data parallel (needs 2 GPUs): per-GPU batch 8 on 1 vs 2 GPUs (scaling), and global batch 16 on 1 GPU vs
 #: 2 x 8 (the same samples: losses must agree update by update).
 DDP = [
-    "fv-ddp:1:latent:2:8:k+mr+g",
-    "fv-ddp:2:latent:2:8:k+mr+g",
-    "fv-ddp:1:latent:2:16:k+mr+g",
+    "fv-ddp:1:latent:2:8:k+mr+ll+g",
+    "fv-ddp:2:latent:2:8:k+mr+ll+g",
+    "fv-ddp:1:latent:2:16:k+mr+ll+g",
 ]
 PLANS = {
     "baseline": ["peak", *BASELINE, "base-train:q:8:280:prof", "kernels"],
