@@ -80,22 +80,34 @@ def row_fv_ddp(spec: str) -> dict[str, Any] | None:
     opt = torch.optim.AdamW(params, lr=1e-4)
     torch.cuda.reset_peak_memory_stats(device)
 
+    # ``aN``: N micro-batches of B per update (gradient accumulation); the global batch is world x N x B and
+    # rank r, micro-batch m takes slice r x N + m, so 1 GPU x a2 and 2 GPUs x a1 see the same micro-batches.
+    accum = next((int(o[1:]) for o in opts if o.startswith("a") and o[1:].isdigit()), 1)
+
+    def local_batches(update: int) -> list[dict[str, torch.Tensor]]:
+        full = _global_batch(update, world * accum * bsz, cams, device)
+        return [
+            {k: v[(rank * accum + m) * bsz : (rank * accum + m + 1) * bsz] for k, v in full.items()}
+            for m in range(accum)
+        ]
+
     def local_batch(update: int) -> dict[str, torch.Tensor]:
-        full = _global_batch(update, world * bsz, cams, device)
-        return {k: v[rank * bsz : (rank + 1) * bsz] for k, v in full.items()}
+        return local_batches(update)[0]
 
     graph_error = None
     try:
-        step = GraphedTrainStep(model, opt, local_batch(0), max_grad_norm=1.0, capture="g" in opts)
+        step = GraphedTrainStep(
+            model, opt, local_batch(0), accum=accum, max_grad_norm=1.0, capture="g" in opts
+        )
     except RuntimeError as err:  # capture failed: same update, eager
         graph_error = f"{type(err).__name__}: {str(err)[:300]}"
-        step = GraphedTrainStep(model, opt, local_batch(0), max_grad_norm=1.0, capture=False)
+        step = GraphedTrainStep(model, opt, local_batch(0), accum=accum, max_grad_norm=1.0, capture=False)
     losses, times = [], []
     for update in range(WARM + TIMED):
-        batch = local_batch(update)
+        batch = local_batches(update)
         torch.cuda.synchronize(device)
         t = time.perf_counter()
-        loss, _ = step.update([batch])
+        loss, _ = step.update(batch)
         torch.cuda.synchronize(device)
         if update >= WARM:
             times.append(time.perf_counter() - t)
@@ -119,14 +131,15 @@ def row_fv_ddp(spec: str) -> dict[str, Any] | None:
         "cameras": cams,
         "quant": "nf4",
         "batch": bsz,
-        "global_batch": world * bsz,
+        "global_batch": world * accum * bsz,
+        "grad_accum": accum,
         "tokens": _decoder_tokens(fusion, cams),
         "opts": sorted(opts),
         "cuda_graph": step.captured,
         "graph_error": graph_error,
         "kernels": patch.counts,
         "step_s": round(step_s, 4),
-        "samples_per_s": round(world * bsz / step_s, 2),
+        "samples_per_s": round(world * accum * bsz / step_s, 2),
         "peak_gib": gib(float(peak)),
         "losses": [round(x, 5) for x in loss_all.tolist()],
     }
