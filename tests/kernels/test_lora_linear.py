@@ -13,6 +13,7 @@ from torch import nn
 from fastvla.kernels import KernelConfig, kernels_enabled
 from fastvla.kernels.lora_linear import lora_linear, lora_linear_fallback_reason
 
+from ._lora_helpers import counting_saved, randomize_lora_b, to_4bit
 from .conftest import rel_err
 
 peft = pytest.importorskip("peft")
@@ -35,23 +36,6 @@ class Net(nn.Module):
         return self.proj(x)
 
 
-def _to_4bit(linear: nn.Linear, compute_dtype: torch.dtype, device: str) -> nn.Module:
-    bnb = pytest.importorskip("bitsandbytes")
-    from fastvla.model import guard_cpu_4bit
-
-    q = bnb.nn.Linear4bit(
-        linear.in_features,
-        linear.out_features,
-        bias=linear.bias is not None,
-        compute_dtype=compute_dtype,
-        quant_type="nf4",
-    )
-    q.load_state_dict(linear.state_dict())
-    q = q.to(device)  # quantises
-    guard_cpu_4bit(q)  # support_avx512bf16_for_cpu = False: no silent repacking on CPU
-    return q
-
-
 def _model(
     base: str = "linear",
     bias: bool = False,
@@ -63,32 +47,18 @@ def _model(
     torch.manual_seed(0)
     net = Net(bias)
     if base == "nf4":
-        net.proj = _to_4bit(net.proj, compute, device)
+        net.proj = to_4bit(net.proj, compute, device)
     net.to(device)
     if base == "linear":
         net.to(weights)
     net.requires_grad_(False)
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["proj"], **{"lora_dropout": 0.0, **lora_kw})
     model = peft.get_peft_model(net, config)  # adapters in fp32 (PEFT's autocast_adapter_dtype)
-    with torch.no_grad():  # PEFT starts B at zero, which would hide a wrong dA
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.2)
-    return model
+    return randomize_lora_b(model)
 
 
 def _layer(model: nn.Module) -> nn.Module:
     return model.base_model.model.proj
-
-
-def _counting_saved(saved: dict[int, int]) -> torch.autograd.graph.saved_tensors_hooks:
-    """Record every tensor autograd saves as storage address -> bytes (a tensor saved twice counts once)."""
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
 
 
 def _run(model: nn.Module, x: torch.Tensor, fused: bool, autocast: bool):
@@ -99,7 +69,7 @@ def _run(model: nn.Module, x: torch.Tensor, fused: bool, autocast: bool):
     ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     with kernels_enabled(model, KernelConfig(lora_linear=fused)) as patch:
         assert patch.counts["lora_linear"] == int(fused)
-        with ctx, _counting_saved(saved):
+        with ctx, counting_saved(saved):
             y = model(x)
         (y.float() * torch.linspace(-1, 1, y.shape[-1], device=y.device)).sum().backward()
     grads = {"x": x.grad} | {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
@@ -255,7 +225,7 @@ def test_llama_with_lora_through_apply_kernels():
         saved: dict[int, int] = {}
         with kernels_enabled(model, KernelConfig(lora_linear=fused)) as patch:
             assert patch.counts["lora_linear"] == 2 * 7 * fused  # q k v o gate up down per layer
-            with _counting_saved(saved):
+            with counting_saved(saved):
                 loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
         grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}

@@ -14,6 +14,7 @@ from fastvla.kernels import (
     swiglu_reference,
 )
 
+from ._lora_helpers import counting_saved, randomize_lora_b, to_4bit
 from .conftest import rel_err
 
 peft = pytest.importorskip("peft")
@@ -38,23 +39,6 @@ class GatedMLP(nn.Module):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
-def _to_4bit(linear: nn.Linear, compute_dtype: torch.dtype, device: str = "cpu") -> nn.Module:
-    bnb = pytest.importorskip("bitsandbytes")
-    from fastvla.model import guard_cpu_4bit
-
-    q = bnb.nn.Linear4bit(
-        linear.in_features,
-        linear.out_features,
-        bias=linear.bias is not None,
-        compute_dtype=compute_dtype,
-        quant_type="nf4",
-    )
-    q.load_state_dict(linear.state_dict())
-    q = q.to(device)  # quantises
-    guard_cpu_4bit(q)
-    return q
-
-
 def _model(
     base: str = "linear",
     lora: bool = True,
@@ -66,7 +50,7 @@ def _model(
     torch.manual_seed(0)
     mlp = GatedMLP(bias=bias)
     if base == "nf4":
-        mlp.down_proj = _to_4bit(mlp.down_proj, compute, device)
+        mlp.down_proj = to_4bit(mlp.down_proj, compute, device)
     mlp.to(device)
     mlp.requires_grad_(False)
     if not lora:
@@ -78,25 +62,11 @@ def _model(
         **{"lora_dropout": 0.0, **lora_kw},
     )
     model = peft.get_peft_model(mlp, config)
-    with torch.no_grad():  # PEFT starts B at zero, which would hide a wrong dA
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.2)
-    return model
+    return randomize_lora_b(model)
 
 
 def _mlp(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _counting_saved(saved: dict[int, int]) -> torch.autograd.graph.saved_tensors_hooks:
-    """Record every tensor autograd saves as storage address -> bytes (a tensor saved twice counts once)."""
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
 
 
 def _run(model: nn.Module, x: torch.Tensor, recompute: bool, autocast: bool):
@@ -108,7 +78,7 @@ def _run(model: nn.Module, x: torch.Tensor, recompute: bool, autocast: bool):
     ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     with kernels_enabled(model, KernelConfig(mlp_recompute=recompute)) as patch:
         assert patch.counts["swiglu"] == 1 and patch.counts["mlp_recompute"] == int(recompute)
-        with ctx, _counting_saved(saved):
+        with ctx, counting_saved(saved):
             y = model(x)
         (y.float() * torch.linspace(-1, 1, y.shape[-1], device=y.device)).sum().backward()
     grads = {"x": x.grad} | {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
@@ -290,7 +260,7 @@ def test_llama_with_lora_through_apply_kernels():
         saved: dict[int, int] = {}
         with kernels_enabled(model, KernelConfig(mlp_recompute=recompute)) as patch:
             assert patch.counts["swiglu"] == 2 and patch.counts["mlp_recompute"] == 2 * recompute
-            with _counting_saved(saved):
+            with counting_saved(saved):
                 loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
         grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}

@@ -1,0 +1,44 @@
+"""Helpers shared by the LoRA kernel tests (test_lora_linear.py, test_lora_mlp.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+def to_4bit(linear: nn.Linear, compute_dtype: torch.dtype, device: str = "cpu") -> nn.Module:
+    """A bitsandbytes NF4 copy of ``linear`` on ``device``, guarded against CPU repacking."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from fastvla.model import guard_cpu_4bit
+
+    q = bnb.nn.Linear4bit(
+        linear.in_features,
+        linear.out_features,
+        bias=linear.bias is not None,
+        compute_dtype=compute_dtype,
+        quant_type="nf4",
+    )
+    q.load_state_dict(linear.state_dict())
+    q = q.to(device)  # quantises
+    guard_cpu_4bit(q)  # support_avx512bf16_for_cpu = False: no silent repacking on CPU
+    return q
+
+
+def randomize_lora_b(model: nn.Module, std: float = 0.2) -> nn.Module:
+    """PEFT starts every ``lora_B`` at zero, which would hide a wrong gradient of ``lora_A``."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=std)
+    return model
+
+
+def counting_saved(saved: dict[int, int]) -> torch.autograd.graph.saved_tensors_hooks:
+    """Record every tensor autograd saves as storage address -> bytes (a tensor saved twice counts once)."""
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
