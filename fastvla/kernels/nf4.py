@@ -50,12 +50,13 @@ Design (why it is fast where the first version was 6.6× slower than bitsandbyte
   runs the bucket's default configuration). ``FASTVLA_NF4_TUNE=0`` switches tuning off;
   :data:`TUNE_TIMES` keeps every timing. Under ``TRITON_INTERPRET=1`` one small configuration runs.
 
-Expected speed (static, from the sm_90 SASS of the K loop compiled with Triton 3.6 and 3.9; not yet timed on
-a GPU): the default configuration issues ~530 warp-instructions per KiB of packed weight at 88-128 tokens
-(~490 at 1-16) with no register spills. For 88 × 4096 → 11008 (22.5 MB packed) that is ~12 M
-warp-instructions, ~13 µs at 528 issues/clock on 132 SMs; reading the weight takes ~7.5 µs at 3 TB/s and
-re-reading ``x`` from L2 once per 128 output rows (~62 MB) ~10 µs, overlapping. With the split copy, the
-zeroing and the final cast: ~20-30 µs against bitsandbytes' 105 µs and cuBLAS on a bf16 weight's 46 µs.
+Speed. Static estimate (sm_90 SASS of the K loop, Triton 3.6 and 3.9): ~530 warp-instructions per KiB of
+packed weight at 88-128 tokens (~490 at 1-16), no register spills, i.e. instruction-bound rather than
+bandwidth-bound. Measured on an H100 (benchmarks/NOTES.md, session 2): 88 × 4096 → 11008 in 66.8 µs against
+bitsandbytes' 103.6 µs and a bf16 weight's 45.8 µs; the 224 decoder linears of a 7B model at 88 tokens in
+10.8 ms against 15.8 ms; the whole 4-bit chunk forward (CUDA graph) 15.5-16.8 ms against 21.1 ms.
+Slower than bitsandbytes + cuBLAS on the small SigLIP shapes and from ~256 tokens (compute-bound), where
+the tuner keeps bitsandbytes. The tuner's choice follows first-call timings, which vary between runs.
 
 Arithmetic of the dequantisation is float32, rounded to the activation dtype for the dot, with a float32
 accumulator. Forward only: training keeps bitsandbytes' own autograd path (the patch in ``patch.py``

@@ -62,8 +62,9 @@ class KernelConfig:
         rms_norm: fused RMSNorm for Llama-style ``*RMSNorm`` modules.
         swiglu: fused ``silu(gate) * up`` inside gated MLPs with a SiLU activation.
         rope: fused rotary embedding in place of the modeling file's ``apply_rotary_pos_emb``.
-        nf4_inference: fused NF4 dequantise-matmul for bitsandbytes 4-bit layers in no-grad calls. Off by
-            default: on the H100 it has not yet beaten bitsandbytes (see benchmarks/NOTES.md).
+        nf4_inference: fused NF4 dequantise-matmul for bitsandbytes 4-bit layers in no-grad calls (a 7B
+            4-bit chunk forward on an H100: 16.8 ms instead of 21.2; benchmarks/NOTES.md). Off here, so
+            training's validation passes keep bitsandbytes' numerics; ``FastVLAPolicy`` turns it on.
         mlp_recompute: inside MLPs patched by ``swiglu`` (ignored when ``swiglu=False``), feed
             ``down_proj`` through :func:`~fastvla.kernels.lora_mlp.swiglu_down`, which saves only
             ``gate``, ``up`` and the rank-r ``lora_A`` output and recomputes ``silu(gate) * up`` in the
