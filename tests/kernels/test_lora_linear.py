@@ -13,7 +13,7 @@ from torch import nn
 from fastvla.kernels import KernelConfig, kernels_enabled
 from fastvla.kernels.lora_linear import lora_linear, lora_linear_fallback_reason
 
-from ._lora_helpers import counting_saved, randomize_lora_b, to_4bit
+from ._lora_helpers import counting_saved, peft_tiny_llama, randomize_lora_b, to_4bit
 from .conftest import rel_err
 
 peft = pytest.importorskip("peft")
@@ -202,22 +202,7 @@ def test_decides_per_call_after_patching():
 
 def test_llama_with_lora_through_apply_kernels():
     """A PEFT-wrapped tiny Llama: same loss and LoRA gradients with and without the fused linears."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        vocab_size=100,
-        attn_implementation="sdpa",
-    )
-    llama = transformers.LlamaForCausalLM(cfg).requires_grad_(False)
-    model = peft.get_peft_model(llama, peft.LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.2)
+    model = peft_tiny_llama()
     ids = torch.randint(0, 100, TOKENS)
     results = {}
     for fused in (False, True):

@@ -14,7 +14,7 @@ from fastvla.kernels import (
     swiglu_reference,
 )
 
-from ._lora_helpers import counting_saved, randomize_lora_b, to_4bit
+from ._lora_helpers import counting_saved, peft_tiny_llama, randomize_lora_b, to_4bit
 from .conftest import rel_err
 
 peft = pytest.importorskip("peft")
@@ -237,22 +237,7 @@ def test_kernel_path_matches_float64_oracle(device, dtype):
 
 def test_llama_with_lora_through_apply_kernels():
     """End to end through a PEFT-wrapped Llama: each layer's MLP saves one ``h`` less, same gradients."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=D,
-        intermediate_size=INTER,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        vocab_size=100,
-        attn_implementation="sdpa",
-    )
-    llama = transformers.LlamaForCausalLM(cfg).requires_grad_(False)
-    model = peft.get_peft_model(llama, peft.LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.2)
+    model = peft_tiny_llama(D, INTER)
     ids = torch.randint(0, 100, TOKENS)
     results = []
     for recompute in (False, True):
