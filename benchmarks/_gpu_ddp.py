@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _gpu_rows import CKPT, TEXT_TOKENS, _decoder_tokens, _opts, gib, median
+from _gpu_rows import TEXT_TOKENS, _decoder_tokens, _fv_train_model, _opts, gib, median
 
 WARM, TIMED = 3, 10
 
@@ -42,9 +42,6 @@ def _global_batch(update: int, size: int, cams: int, device: torch.device) -> di
 
 
 def row_fv_ddp(spec: str) -> dict[str, Any] | None:
-    from fastvla.kernels import KernelConfig, apply_kernels
-    from fastvla.model import FastVLAModel, bnb_config
-    from fastvla.model.lora import add_lora
     from fastvla.training.graphed import GraphedTrainStep
 
     _, n, fusion, cams, bsz, opts = spec.split(":")
@@ -57,25 +54,7 @@ def row_fv_ddp(spec: str) -> dict[str, Any] | None:
     if world != int(n):
         raise SystemExit(f"{spec}: launched with {world} processes, the row asks for {n}")
     torch.backends.cuda.matmul.allow_tf32 = True
-    model = FastVLAModel.from_pretrained(
-        os.path.join(CKPT, f"fv-{fusion}"),
-        quantization_config=bnb_config(4, compute_dtype=torch.bfloat16),
-        dtype=torch.bfloat16,
-        device_map={"": device},
-        attn_implementation="sdpa",
-    )
-    if "gc" in opts:
-        kwargs = {"use_reentrant": False, "preserve_rng_state": False}
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    torch.manual_seed(0)
-    model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
-    model.train()
-    patch = apply_kernels(
-        model,
-        KernelConfig(
-            enabled=bool(opts & {"k", "mr", "ll"}), mlp_recompute="mr" in opts, lora_linear="ll" in opts
-        ),
-    )
+    model, patch = _fv_train_model(fusion, opts, device, lora_seed=0)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     torch.cuda.reset_peak_memory_stats(device)

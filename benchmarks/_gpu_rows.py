@@ -121,9 +121,9 @@ def row_ckpt(kind: str) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------- the HF baseline
-def _base_model(quant: bool, train_mode: bool = False) -> Any:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import BitsAndBytesConfig, LlamaForCausalLM
+def _llama_kwargs(quant: bool) -> dict[str, Any]:
+    """``from_pretrained`` arguments of the recipe's model: bf16 on GPU 0, SDPA; QLoRA's NF4 if ``quant``."""
+    from transformers import BitsAndBytesConfig
 
     kw: dict[str, Any] = dict(dtype=torch.bfloat16, device_map={"": 0}, attn_implementation="sdpa")
     if quant:
@@ -133,7 +133,14 @@ def _base_model(quant: bool, train_mode: bool = False) -> Any:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
-    m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **kw)
+    return kw
+
+
+def _base_model(quant: bool, train_mode: bool = False) -> Any:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import LlamaForCausalLM
+
+    m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **_llama_kwargs(quant))
     if quant:
         m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=True)
     else:
@@ -210,19 +217,11 @@ def _attn_flops(layers: int, dim: int, bsz: int, seq: int) -> float:
 
 
 def row_base_infer() -> list[dict[str, Any]]:
-    from transformers import BitsAndBytesConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     rows = []
     for quant in (True, False):
-        kw: dict[str, Any] = dict(dtype=torch.bfloat16, device_map={"": 0}, attn_implementation="sdpa")
-        if quant:
-            kw["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
-        m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **kw).eval()
+        m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **_llama_kwargs(quant)).eval()
         emb = torch.randn(1, 272, 4096, device="cuda", dtype=torch.bfloat16) * 0.02
         row: dict[str, Any] = {"row": "base-infer", "system": "hf+bnb", "quant": "nf4" if quant else "bf16"}
         with torch.inference_mode():
@@ -252,7 +251,7 @@ def _opts(text: str) -> set[str]:
     return set() if text in ("-", "") else set(text.split("+"))
 
 
-def _fv_model(fusion: str, opts: set[str]) -> Any:
+def _fv_model(fusion: str, opts: set[str], device: Any = "cuda") -> Any:
     from fastvla.model import FastVLAModel, bnb_config
 
     dtype = torch.float16 if "fp16" in opts else torch.bfloat16
@@ -261,9 +260,35 @@ def _fv_model(fusion: str, opts: set[str]) -> Any:
         os.path.join(CKPT, f"fv-{fusion}"),
         quantization_config=quant,
         dtype=dtype,
-        device_map="cuda",
+        device_map="cuda" if device == "cuda" else {"": device},
         attn_implementation="sdpa",
     )
+
+
+def _fv_train_model(fusion: str, opts: set[str], device: Any = "cuda", lora_seed: int | None = None) -> Any:
+    """The training rows' model: loaded, checkpointing (``gc``/``gcN``), LoRA r=32 on the decoder, kernels
+    (``k``/``mr``/``ll``); returns ``(model, kernel patch)``."""
+    from fastvla.kernels import KernelConfig, apply_kernels
+    from fastvla.model.lora import add_lora
+
+    model = _fv_model(fusion, opts, device)
+    gc_layers = [int(o[2:]) for o in opts if o.startswith("gc") and o[2:].isdigit()]
+    if "gc" in opts or gc_layers:
+        # No RNG to replay (dropout 0), and saving the RNG state would sync inside a CUDA graph capture.
+        kwargs = {"use_reentrant": False, "preserve_rng_state": False}
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if gc_layers:
+            from fastvla.model import set_checkpointed_layers
+
+            set_checkpointed_layers(model, gc_layers[0])
+    if lora_seed is not None:
+        torch.manual_seed(lora_seed)
+    model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
+    model.train()
+    kernels = KernelConfig(
+        enabled=bool(opts & {"k", "mr", "ll"}), mlp_recompute="mr" in opts, lora_linear="ll" in opts
+    )
+    return model, apply_kernels(model, kernels)
 
 
 def _fv_batch(bsz: int, cams: int, dtype: torch.dtype, with_targets: bool = True) -> dict[str, torch.Tensor]:
@@ -284,9 +309,6 @@ def _decoder_tokens(fusion: str, cams: int) -> int:
 
 
 def row_fv_train(spec: str) -> dict[str, Any]:
-    from fastvla.kernels import KernelConfig, apply_kernels
-    from fastvla.model.lora import add_lora
-
     _, fusion, cams, bsz, opts = spec.split(":")
     cams, bsz, opts = int(cams), int(bsz), _opts(opts)
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -294,22 +316,7 @@ def row_fv_train(spec: str) -> dict[str, Any]:
     if "mem12" in opts:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(12 * 2**30 / total)
-    model = _fv_model(fusion, opts)
-    gc_layers = [int(o[2:]) for o in opts if o.startswith("gc") and o[2:].isdigit()]
-    if "gc" in opts or gc_layers:
-        # No RNG to replay (dropout 0), and saving the RNG state would sync inside a CUDA graph capture.
-        kwargs = {"use_reentrant": False, "preserve_rng_state": False}
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        if gc_layers:
-            from fastvla.model import set_checkpointed_layers
-
-            set_checkpointed_layers(model, gc_layers[0])
-    model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
-    model.train()
-    kernels = KernelConfig(
-        enabled=bool(opts & {"k", "mr", "ll"}), mlp_recompute="mr" in opts, lora_linear="ll" in opts
-    )
-    patch = apply_kernels(model, kernels)
+    model, patch = _fv_train_model(fusion, opts)
     params = [p for p in model.parameters() if p.requires_grad]
     graphed = "g" in opts and dtype == torch.bfloat16
     opt = torch.optim.AdamW(params, lr=1e-4, fused=True, capturable=graphed)
