@@ -38,6 +38,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_two_ranks(
+    tmp_path: Path, config: TrainConfig, mixed_precision: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``accelerate launch`` of :data:`DRIVER`, 2 processes, on ``config``; fails the test on a bad exit."""
+    config.save(tmp_path / "config.yaml")
+    (tmp_path / "driver.py").write_text(DRIVER)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        # accelerate's --cpu flag means one process; --multi_gpu on a machine without GPUs runs
+        # torchrun, and Accelerator(cpu=True) then sets up MULTI_CPU with gloo.
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+        str(tmp_path / "driver.py"), str(tmp_path / "config.yaml"),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env or dict(os.environ), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def assert_ranks_agree(out: Path) -> dict[str, torch.Tensor]:
+    """Both ranks end with equal trainable tensors, changed by training; returns rank 0's."""
+    initial = load_file(out / "initial_rank0.safetensors")
+    rank0, rank1 = load_file(out / "final_rank0.safetensors"), load_file(out / "final_rank1.safetensors")
+    assert rank0.keys() == rank1.keys() == initial.keys()
+    unequal = [n for n in rank0 if not torch.equal(rank0[n], rank1[n])]
+    assert not unequal, f"ranks disagree on {len(unequal)} tensors, e.g. {unequal[:3]}"
+    assert any(not torch.equal(rank0[n], initial[n]) for n in rank0), "training did not change the weights"
+    return rank0
+
+
 @pytest.mark.slow
 def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -55,30 +88,11 @@ def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, 
         tensorboard=False,
         optim=OptimConfig(warmup_steps=1, lr=1e-3, head_lr=1e-3),
     )
-    config.save(tmp_path / "config.yaml")
-    (tmp_path / "driver.py").write_text(DRIVER)
-    launcher = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(launcher), "launch",
-        # accelerate's --cpu flag means one process; --multi_gpu on a machine without GPUs runs
-        # torchrun, and Accelerator(cpu=True) then sets up MULTI_CPU with gloo.
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
-        str(tmp_path / "driver.py"), str(tmp_path / "config.yaml"),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    result = launch_two_ranks(tmp_path, config, "no", env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     state = json.loads((ckpt.checkpoint_path(out, 6) / ckpt.STATE_FILE).read_text())
     assert state["num_processes"] == 2 and state["samples_seen"] == 6 * 4 * 2 * 2
     assert "val loss" in result.stdout
-    initial = load_file(out / "initial_rank0.safetensors")
-    rank0, rank1 = load_file(out / "final_rank0.safetensors"), load_file(out / "final_rank1.safetensors")
-    assert rank0.keys() == rank1.keys() == initial.keys()
-    unequal = [n for n in rank0 if not torch.equal(rank0[n], rank1[n])]
-    assert not unequal, f"ranks disagree on {len(unequal)} tensors, e.g. {unequal[:3]}"
-    assert any(not torch.equal(rank0[n], initial[n]) for n in rank0), "training did not change the weights"
+    rank0 = assert_ranks_agree(out)
     saved = load_file(ckpt.checkpoint_path(out, 6) / ckpt.MODEL_FILE)
     assert all(torch.equal(saved[n], rank0[n]) for n in saved)

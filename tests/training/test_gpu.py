@@ -114,13 +114,7 @@ def test_two_gpu_ddp_with_cuda_graphs_ranks_agree(
     dataset_root: Path, frame_cache: Path, tmp_path: Path
 ) -> None:
     """accelerate launch on 2 GPUs: graphed updates + the by-hand NCCL all-reduce keep the ranks equal."""
-    import os
-    import subprocess
-    import sys
-
-    from safetensors.torch import load_file
-
-    from .test_ddp import DRIVER, _free_port
+    from .test_ddp import assert_ranks_agree, launch_two_ranks
 
     out = tmp_path / "run"
     config = TrainConfig(
@@ -139,20 +133,6 @@ def test_two_gpu_ddp_with_cuda_graphs_ranks_agree(
         tensorboard=False,
         optim=OptimConfig(warmup_steps=1, lr=1e-3, head_lr=1e-3),
     )
-    config.save(tmp_path / "config.yaml")
-    (tmp_path / "driver.py").write_text(DRIVER)
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), str(tmp_path / "driver.py"), str(tmp_path / "config.yaml"),
-    ]  # fmt: skip
-    result = subprocess.run(
-        command, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    result = launch_two_ranks(tmp_path, config, "bf16")
     assert "captured in CUDA graphs" in result.stdout
-    initial = load_file(out / "initial_rank0.safetensors")
-    rank0, rank1 = load_file(out / "final_rank0.safetensors"), load_file(out / "final_rank1.safetensors")
-    unequal = [n for n in rank0 if not torch.equal(rank0[n], rank1[n])]
-    assert not unequal, f"ranks disagree on {len(unequal)} tensors, e.g. {unequal[:3]}"
-    assert any(not torch.equal(rank0[n], initial[n]) for n in rank0), "training did not change the weights"
+    assert_ranks_agree(out)
