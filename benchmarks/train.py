@@ -158,22 +158,21 @@ def run_step_row(args: argparse.Namespace, kind: str, batch_size: int) -> dict[s
             return loss.detach()
 
     elif kind == "fastvla-graphed":
-        from fastvla.training.graphed import GraphedTrainStep, pad_text
+        from fastvla.training.graphed import GraphedTrainStep
 
         opt = build_optimizer(model, cfg.optim)
         sched = build_scheduler(opt, cfg.optim, cfg.steps)
-        length = int(processor.max_instruction_tokens)
         amp = factory.resolve_mixed_precision(cfg.mixed_precision, device.type)
         graphed = GraphedTrainStep(
             model,
             opt,
-            pad_text(factory.model_inputs(processor, batch, device), length),
+            processor.pad_instructions(factory.model_inputs(processor, batch, device)),
             max_grad_norm=cfg.optim.max_grad_norm,
             autocast_dtype=torch.bfloat16 if amp == "bf16" else None,
         )
 
         def step() -> torch.Tensor:
-            inputs = pad_text(factory.model_inputs(processor, batch, device), length)
+            inputs = processor.pad_instructions(factory.model_inputs(processor, batch, device))
             loss, _ = graphed.update([inputs])
             sched.step()
             return loss

@@ -297,10 +297,7 @@ class FastVLAPolicy:
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self._graphed is None:
             return self.model(**inputs).actions
-        from fastvla.model.processor import pad_text
-
-        pad_id = getattr(self.processor.tokenizer, "pad_token_id", None) or 0
-        inputs = pad_text(inputs, int(self.processor.max_instruction_tokens), pad_id)
+        inputs = self.processor.pad_instructions(inputs)
         try:
             return self._graphed(**inputs)
         except Exception as err:

@@ -207,6 +207,12 @@ class FastVLAProcessor:
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
+    def pad_instructions(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``inputs`` with the instructions right-padded to ``max_instruction_tokens`` (see :func:`pad_text`):
+        the fixed shapes CUDA graphs need, same model output."""
+        pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
+        return pad_text(inputs, self.max_instruction_tokens, pad_id)
+
     def normalize_state(self, state: Any) -> torch.Tensor:
         """Normalised state as a float tensor."""
         state = _as_tensor(state).float()

@@ -25,7 +25,7 @@ from fastvla.training import checkpoint as ckpt
 from fastvla.training import data as data_lib
 from fastvla.training import factory
 from fastvla.training.config import TrainConfig
-from fastvla.training.graphed import GraphedTrainStep, pad_text, try_graphed_step
+from fastvla.training.graphed import GraphedTrainStep, try_graphed_step
 from fastvla.training.optim import build_optimizer, build_scheduler
 from fastvla.training.tracking import Tracker
 
@@ -198,10 +198,8 @@ class Trainer:
     def _graphed_update(self, batches: Iterator[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         """One update through :class:`GraphedTrainStep` (captured at the first call); (loss, grad norm)."""
         device = self.accelerator.device
-        length = int(self.processor.max_instruction_tokens)
-        pad_id = getattr(self.processor.tokenizer, "pad_token_id", None) or 0
         micro = [
-            pad_text(factory.model_inputs(self.processor, next(batches), device), length, pad_id)
+            self.processor.pad_instructions(factory.model_inputs(self.processor, next(batches), device))
             for _ in range(self.cfg.grad_accum_steps)
         ]
         if self.graphed is None:

@@ -125,7 +125,7 @@ def test_pad_text_pads_ids_and_mask_and_refuses_overflow() -> None:
 
 
 def test_padding_does_not_change_the_fastvla_loss() -> None:
-    from fastvla.model import FastVLAModel
+    from fastvla.model import FastVLAModel, FastVLAProcessor
 
     torch.manual_seed(0)
     model = FastVLAModel.from_preset("tiny", image_size=32).eval()
@@ -137,10 +137,15 @@ def test_padding_does_not_change_the_fastvla_loss() -> None:
         "state": torch.randn(2, cfg.state_dim),
         "actions": torch.randn(2, cfg.chunk_size, cfg.action_dim),
     }
+    processor = FastVLAProcessor.from_preset("tiny", config=model.config)
+    to_max = processor.pad_instructions(inputs)
+    assert to_max["input_ids"].shape == (2, processor.max_instruction_tokens)
     with torch.no_grad():
         loss = model(**inputs).loss
         padded = model(**pad_text(inputs, 12)).loss
+        padded_to_max = model(**to_max).loss
     torch.testing.assert_close(padded, loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(padded_to_max, loss, rtol=1e-5, atol=1e-6)
 
 
 def test_config_says_why_a_run_cannot_be_graphed() -> None:
