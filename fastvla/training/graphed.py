@@ -143,7 +143,7 @@ class GraphedTrainStep:
                 self._graph_a.replay()
             else:
                 self._forward_backward()
-            total += self._loss.detach()
+            total += self._loss
         self._all_reduce()
         if self.captured:
             self._graph_b.replay()
@@ -180,6 +180,9 @@ class GraphedTrainStep:
             norm = nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
             self.grad_norm.copy_(norm)
         self.optimizer.step()
+        self._zero_grads()
+
+    def _zero_grads(self) -> None:
         for flat in self.flat_grads:
             flat.zero_()
 
@@ -218,9 +221,7 @@ class GraphedTrainStep:
                     self._forward_backward()
                     self._optimizer_step()
             torch.cuda.current_stream(self.device).wait_stream(side)
-            torch.cuda.synchronize(self.device)
-            for flat in self.flat_grads:
-                flat.zero_()
+            torch.cuda.synchronize(self.device)  # the warm-up's last optimiser step left the gradients zeroed
             self._graph_a, self._graph_b = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._graph_a):
                 self._forward_backward()
@@ -230,15 +231,12 @@ class GraphedTrainStep:
         except Exception as err:
             self._graph_a = self._graph_b = None
             snapshot.restore()
-            for flat in self.flat_grads:
-                flat.zero_()
+            self._zero_grads()  # a warm-up that failed half-way may have left gradients behind
             raise GraphCaptureError(
                 f"capturing the training step in a CUDA graph failed ({type(err).__name__}: {err}); "
                 "train with --cuda-graphs off, or remove what syncs with the host inside the model's forward"
             ) from err
-        snapshot.restore()
-        for flat in self.flat_grads:
-            flat.zero_()
+        snapshot.restore()  # capturing records kernels without running them: the gradients are still zero
         self.captured = True
 
 
@@ -258,9 +256,6 @@ class _Snapshot:
             id(p): {k: v.detach().clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
             for p, s in optimizer.state.items()
         }
-        self.lrs = [
-            g["lr"].detach().clone() if torch.is_tensor(g["lr"]) else g["lr"] for g in optimizer.param_groups
-        ]
 
     def restore(self) -> None:
         with torch.no_grad():
@@ -271,11 +266,6 @@ class _Snapshot:
                 for key, value in state.items():
                     if isinstance(value, torch.Tensor):
                         value.copy_(saved[key]) if key in saved else value.zero_()
-            for group, lr in zip(self.optimizer.param_groups, self.lrs, strict=True):
-                if torch.is_tensor(group["lr"]):
-                    group["lr"].fill_(lr)
-                else:
-                    group["lr"] = lr
 
 
 def _flat_grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
