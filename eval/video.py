@@ -7,11 +7,9 @@ an H.264 MP4 (PyAV); a few episodes are also kept as thumbnails for a summary gr
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
-import tempfile
 import textwrap
 import threading
 from collections.abc import Mapping, Sequence
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fastvla.utils.io import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -161,23 +161,14 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int = 
     height, width = frames[0].shape[:2]
     if height % 2 or width % 2:
         raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}; pad the frames by one pixel")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=int(fps))
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "veryfast"}
-            for frame in frames:
-                video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                container.mux(stream.encode(video_frame))
-            container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, suffix=".mp4") as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in frames:
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode(None))
     return path
 
 
@@ -222,18 +213,10 @@ def write_grid_gif(
             canvas[r * th : r * th + frame.shape[0], c * tw : c * tw + frame.shape[1]] = frame
         images.append(Image.fromarray(canvas))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".gif")
-    os.close(fd)
-    try:
+    with atomic_file(path, suffix=".gif") as tmp:
         images[0].save(
             tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
         )
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
 
 
