@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
+
+from fastvla.kernels import KernelConfig, kernels_enabled
 
 
 def to_4bit(linear: nn.Linear, compute_dtype: torch.dtype, device: str = "cpu") -> nn.Module:
@@ -60,3 +65,23 @@ def peft_tiny_llama(hidden: int = 64, intermediate: int = 128) -> nn.Module:
     llama = transformers.LlamaForCausalLM(cfg).requires_grad_(False)
     model = peft.get_peft_model(llama, peft.LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
     return randomize_lora_b(model)
+
+
+def fwd_bwd(
+    model: nn.Module, x: torch.Tensor, config: KernelConfig, autocast: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], int, Any]:
+    """One forward + backward of ``model(x)`` with the kernels of ``config``: the output (with its grad_fn),
+    the gradients of ``x`` and of every trainable parameter, the bytes of saved activations (parameters
+    excluded) and the applied patch."""
+    model.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    saved: dict[int, int] = {}
+    ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with kernels_enabled(model, config) as patch:
+        with ctx, counting_saved(saved):
+            y = model(x)
+        (y.float() * torch.linspace(-1, 1, y.shape[-1], device=y.device)).sum().backward()
+    grads = {"x": x.grad} | {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    activation_bytes = sum(b for ptr, b in saved.items() if ptr not in param_ptrs)
+    return y, grads, activation_bytes, patch

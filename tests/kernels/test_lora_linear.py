@@ -4,8 +4,6 @@ Compared with PEFT's own (unfused) forward and backward on the same layer: outpu
 ``x``, ``A`` and ``B`` in the same dtypes and to rounding, and never more saved activation bytes.
 """
 
-import contextlib
-
 import pytest
 import torch
 from torch import nn
@@ -13,7 +11,7 @@ from torch import nn
 from fastvla.kernels import KernelConfig, kernels_enabled
 from fastvla.kernels.lora_linear import lora_linear, lora_linear_fallback_reason
 
-from ._lora_helpers import counting_saved, peft_tiny_llama, randomize_lora_b, to_4bit
+from ._lora_helpers import counting_saved, fwd_bwd, peft_tiny_llama, randomize_lora_b, to_4bit
 from .conftest import rel_err
 
 peft = pytest.importorskip("peft")
@@ -63,18 +61,8 @@ def _layer(model: nn.Module) -> nn.Module:
 
 def _run(model: nn.Module, x: torch.Tensor, fused: bool, autocast: bool):
     """Output, gradients (x + trainable parameters), saved activation bytes and the output's grad_fn name."""
-    model.zero_grad(set_to_none=True)
-    x = x.detach().clone().requires_grad_(True)
-    saved: dict[int, int] = {}
-    ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    with kernels_enabled(model, KernelConfig(lora_linear=fused)) as patch:
-        assert patch.counts["lora_linear"] == int(fused)
-        with ctx, counting_saved(saved):
-            y = model(x)
-        (y.float() * torch.linspace(-1, 1, y.shape[-1], device=y.device)).sum().backward()
-    grads = {"x": x.grad} | {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    activation_bytes = sum(b for ptr, b in saved.items() if ptr not in param_ptrs)
+    y, grads, activation_bytes, patch = fwd_bwd(model, x, KernelConfig(lora_linear=fused), autocast)
+    assert patch.counts["lora_linear"] == int(fused)
     return y.detach(), grads, activation_bytes, type(y.grad_fn).__name__
 
 

@@ -1,7 +1,5 @@
 """``swiglu_down``: same outputs and gradients as the unfused MLP, without saving the SwiGLU output."""
 
-import contextlib
-
 import pytest
 import torch
 from torch import nn
@@ -14,7 +12,7 @@ from fastvla.kernels import (
     swiglu_reference,
 )
 
-from ._lora_helpers import counting_saved, peft_tiny_llama, randomize_lora_b, to_4bit
+from ._lora_helpers import counting_saved, fwd_bwd, peft_tiny_llama, randomize_lora_b, to_4bit
 from .conftest import rel_err
 
 peft = pytest.importorskip("peft")
@@ -71,19 +69,8 @@ def _mlp(model: nn.Module) -> nn.Module:
 
 def _run(model: nn.Module, x: torch.Tensor, recompute: bool, autocast: bool):
     """Output, gradients (inputs + trainable parameters) and saved-activation bytes of one fwd+bwd."""
-    model.zero_grad(set_to_none=True)
-    x = x.detach().clone().requires_grad_(True)
-    saved: dict[int, int] = {}
-
-    ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    with kernels_enabled(model, KernelConfig(mlp_recompute=recompute)) as patch:
-        assert patch.counts["swiglu"] == 1 and patch.counts["mlp_recompute"] == int(recompute)
-        with ctx, counting_saved(saved):
-            y = model(x)
-        (y.float() * torch.linspace(-1, 1, y.shape[-1], device=y.device)).sum().backward()
-    grads = {"x": x.grad} | {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    activation_bytes = sum(b for ptr, b in saved.items() if ptr not in param_ptrs)
+    y, grads, activation_bytes, patch = fwd_bwd(model, x, KernelConfig(mlp_recompute=recompute), autocast)
+    assert patch.counts["swiglu"] == 1 and patch.counts["mlp_recompute"] == int(recompute)
     return y.detach(), grads, activation_bytes
 
 
