@@ -9,7 +9,9 @@ not at all. It holds:
   is fully trained) and the model's persistent buffers; frozen (possibly 4-bit) base weights are
   rebuilt from the model source on resume, so checkpoints stay small under QLoRA.
 * ``optimizer.pt``, ``scheduler.pt``, ``scaler.pt`` (fp16 loss scaling only).
-* ``rng.pt`` — Python, NumPy, torch CPU and CUDA generator states of every rank.
+* ``rng.safetensors`` — Python, NumPy, torch CPU and CUDA generator states of every rank, as plain
+  tensors plus JSON metadata: nothing in a checkpoint is a pickle, so a crafted checkpoint folder cannot run
+  code on ``--resume``.
 * ``trainer_state.json`` — update count, data position (epoch, batch), samples seen, process layout.
 * ``config.yaml`` and ``dataset_stats.json``.
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -37,7 +40,8 @@ MODEL_FILE = "trainable.safetensors"
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "config.yaml"
 _NAME = re.compile(r"^step_(\d{8})$")
-_REQUIRED = (MODEL_FILE, "optimizer.pt", "scheduler.pt", "rng.pt", STATE_FILE)
+RNG_FILE = "rng.safetensors"
+_REQUIRED = (MODEL_FILE, "optimizer.pt", "scheduler.pt", RNG_FILE, STATE_FILE)
 
 
 def checkpoint_path(output_dir: str | Path, step: int) -> Path:
@@ -101,6 +105,62 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_rng_states(states: list[dict[str, Any]], path: str | Path) -> None:
+    """Write :func:`capture_rng_state` results of every rank as safetensors (no pickle).
+
+    Layout: per rank ``r``, tensors ``{r}.python`` (the 625 Mersenne-Twister words, int64),
+    ``{r}.numpy`` (624 words, int64), ``{r}.torch`` (uint8) and ``{r}.cuda.{i}``; the few scalars (Python's
+    version and cached Gaussian, NumPy's position and cached Gaussian) go in the JSON metadata.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: list[dict[str, Any]] = []
+    for rank, state in enumerate(states):
+        version, words, gauss = state["python"]
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        tensors[f"{rank}.python"] = torch.tensor(words, dtype=torch.int64)
+        tensors[f"{rank}.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+        tensors[f"{rank}.torch"] = state["torch"].contiguous()
+        for i, cuda in enumerate(state.get("cuda", [])):
+            tensors[f"{rank}.cuda.{i}"] = cuda.contiguous()
+        scalars.append(
+            {
+                "python": [version, gauss],
+                "numpy": [kind, int(pos), int(has_gauss), float(cached)],
+                "cuda": len(state.get("cuda", [])),
+            }
+        )
+    save_file(tensors, str(path), metadata={"ranks": json.dumps(scalars)})
+
+
+def load_rng_states(path: str | Path) -> list[dict[str, Any]]:
+    """Read :func:`save_rng_states`' file back into :func:`restore_rng_state` inputs.
+
+    Raises:
+        ValueError: the file is not a FastVLA RNG file (missing metadata or tensors).
+    """
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        names = set(f.keys())
+        tensors = {name: f.get_tensor(name) for name in names}
+    try:
+        scalars = json.loads(meta["ranks"])
+        states = []
+        for rank, s in enumerate(scalars):
+            version, gauss = s["python"]
+            kind, pos, has_gauss, cached = s["numpy"]
+            state: dict[str, Any] = {
+                "python": (int(version), tuple(int(w) for w in tensors[f"{rank}.python"].tolist()), gauss),
+                "numpy": (str(kind), tensors[f"{rank}.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached),
+                "torch": tensors[f"{rank}.torch"],
+            }
+            if s["cuda"]:
+                state["cuda"] = [tensors[f"{rank}.cuda.{i}"] for i in range(int(s["cuda"]))]
+            states.append(state)
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a FastVLA RNG state file ({type(e).__name__}: {e})") from e
+    return states
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -173,7 +233,7 @@ def save_checkpoint(
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         if scaler is not None:
             torch.save(scaler.state_dict(), tmp / "scaler.pt")
-        torch.save(rng_states, tmp / "rng.pt")
+        save_rng_states(rng_states, tmp / RNG_FILE)
         (tmp / CONFIG_FILE).write_text(config_yaml)
         if stats is not None:
             (tmp / DATASET_STATS_FILE).write_text(json.dumps(_jsonable(stats), indent=1))
@@ -201,8 +261,7 @@ def load_checkpoint(
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     if scaler is not None and (path / "scaler.pt").is_file():
         scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-    # Our own file: NumPy's generator state is a tuple holding an ndarray, which weights_only refuses.
-    rng_states = torch.load(path / "rng.pt", weights_only=False)
+    rng_states = load_rng_states(path / RNG_FILE)
     trainer_state = json.loads((path / STATE_FILE).read_text())
     return trainer_state, rng_states
 

@@ -89,7 +89,7 @@ def test_failure_while_writing_leaves_no_checkpoint(tmp_path: Path, monkeypatch:
     real_save = torch.save
 
     def crash_on_rng(obj, f, *args, **kwargs):
-        if str(f).endswith("rng.pt"):
+        if str(f).endswith("scheduler.pt"):
             raise OSError("disk full")
         return real_save(obj, f, *args, **kwargs)
 
@@ -129,3 +129,48 @@ def test_shape_mismatch_names_the_tensors(tmp_path: Path) -> None:
     other = _Net(out=5)  # another action dimension
     with pytest.raises(ValueError, match=r"action_head.weight: checkpoint \(3, 8\) vs model \(5, 8\)"):
         ckpt.load_trainable_state_dict(other, load_file(path / ckpt.MODEL_FILE), source=str(path))
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch <marker>``: what a crafted checkpoint file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_holds_no_pickle_and_a_malicious_pickle_is_refused(tmp_path: Path) -> None:
+    model, opt, sched = _trained()
+    path = _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    assert not list(path.glob("rng*.pt")), "RNG state must not be a pickle"
+    marker = tmp_path / "pwned"
+    # A planted rng.pt (the old format) is never opened; a crafted optimizer.pt is refused by weights_only.
+    import pickle
+
+    (path / "rng.pt").write_bytes(pickle.dumps(_RunsCode(marker)))
+    torch.save({"state": {}, "param_groups": [], "x": _RunsCode(marker)}, path / "optimizer.pt")
+    fresh, fresh_opt, fresh_sched = _trained(seed=1)
+    with pytest.raises(Exception, match="(?i)weights_only|unpickl|global"):
+        ckpt.load_checkpoint(path, model=fresh, optimizer=fresh_opt, scheduler=fresh_sched, scaler=None)
+    assert not marker.exists(), "loading a checkpoint ran code"
+
+
+def test_rng_file_round_trips_several_ranks(tmp_path: Path) -> None:
+    states = []
+    for seed in (1, 2):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        random.gauss(0, 1)  # a cached Gaussian in Python's state
+        states.append(ckpt.capture_rng_state())
+    ckpt.save_rng_states(states, tmp_path / ckpt.RNG_FILE)
+    loaded = ckpt.load_rng_states(tmp_path / ckpt.RNG_FILE)
+    for original, back in zip(states, loaded, strict=True):
+        assert back["python"] == original["python"]
+        assert back["numpy"][0] == original["numpy"][0] and np.array_equal(back["numpy"][1], original["numpy"][1])
+        assert back["numpy"][2:] == original["numpy"][2:]
+        assert torch.equal(back["torch"], original["torch"])
