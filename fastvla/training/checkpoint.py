@@ -152,7 +152,13 @@ def load_rng_states(path: str | Path) -> list[dict[str, Any]]:
             kind, pos, has_gauss, cached = s["numpy"]
             state: dict[str, Any] = {
                 "python": (int(version), tuple(int(w) for w in tensors[f"{rank}.python"].tolist()), gauss),
-                "numpy": (str(kind), tensors[f"{rank}.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached),
+                "numpy": (
+                    str(kind),
+                    tensors[f"{rank}.numpy"].numpy().astype(np.uint32),
+                    pos,
+                    has_gauss,
+                    cached,
+                ),
                 "torch": tensors[f"{rank}.torch"],
             }
             if s["cuda"]:

@@ -154,7 +154,7 @@ def test_checkpoint_holds_no_pickle_and_a_malicious_pickle_is_refused(tmp_path: 
     (path / "rng.pt").write_bytes(pickle.dumps(_RunsCode(marker)))
     torch.save({"state": {}, "param_groups": [], "x": _RunsCode(marker)}, path / "optimizer.pt")
     fresh, fresh_opt, fresh_sched = _trained(seed=1)
-    with pytest.raises(Exception, match="(?i)weights_only|unpickl|global"):
+    with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|global"):
         ckpt.load_checkpoint(path, model=fresh, optimizer=fresh_opt, scheduler=fresh_sched, scaler=None)
     assert not marker.exists(), "loading a checkpoint ran code"
 
@@ -171,6 +171,7 @@ def test_rng_file_round_trips_several_ranks(tmp_path: Path) -> None:
     loaded = ckpt.load_rng_states(tmp_path / ckpt.RNG_FILE)
     for original, back in zip(states, loaded, strict=True):
         assert back["python"] == original["python"]
-        assert back["numpy"][0] == original["numpy"][0] and np.array_equal(back["numpy"][1], original["numpy"][1])
+        assert back["numpy"][0] == original["numpy"][0]
+        assert np.array_equal(back["numpy"][1], original["numpy"][1])
         assert back["numpy"][2:] == original["numpy"][2:]
         assert torch.equal(back["torch"], original["torch"])
