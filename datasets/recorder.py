@@ -5,11 +5,17 @@ contexts don't survive ``fork``). Each step the expert's action comes from ``vec
 and the instruction from ``info["task"]``. Frames are ``observation.images.<cam>`` = ``pixels[cam]``,
 ``observation.state`` = ``agent_pos`` and ``action`` = the expert's action. A finished episode is written
 only when it succeeded (unless ``keep_failed``), so a dataset of N episodes holds N demonstrations.
+
+:func:`record_suite` records several envs into one dataset, the same number of episodes each (a multi-task
+dataset: ``task`` per episode is that env's instruction). Seeds continue across appends: each run reserves
+a block of seeds in ``meta/fastvla_recording.json``, so re-running the same command adds new episodes
+instead of repeating the old ones.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +30,37 @@ from fastvla.constants import ACTION, GYM_PIXELS, GYM_STATE, INFO_SUCCESS, INFO_
 from fastvla.datasets.writer import LeRobotDatasetWriter
 
 EE_DELTA_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
+#: FastVLA's own recording state beside LeRobot's metadata (lerobot ignores unknown files in meta/).
+RECORDING_STATE = Path("meta") / "fastvla_recording.json"
+#: Seeds one recording run may use: env ``i`` of a run with first seed ``s`` is reset with ``s + i`` and then
+#: auto-resets from its own generator, so runs whose seed blocks don't overlap record different episodes.
+SEED_BLOCK = 1_000
+
+
+def next_free_seed(out: str | os.PathLike) -> int:
+    """First seed no earlier recording into ``out`` used: 0 for a new dataset.
+
+    Raises:
+        ValueError: ``meta/fastvla_recording.json`` is unreadable (names the file and the fix).
+    """
+    path = Path(out) / RECORDING_STATE
+    if path.is_file():
+        try:
+            return int(json.loads(path.read_text())["next_seed"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} is corrupt ({e}); delete it or pass an explicit --seed") from e
+    # A dataset recorded before this file existed (or by another tool): start far from seed 0.
+    return 10 * SEED_BLOCK if (Path(out) / "meta" / "info.json").is_file() else 0
+
+
+def _reserve_seeds(out: str | os.PathLike, seed: int, num_envs: int, free: int) -> None:
+    """Mark ``[seed, seed + block)`` used, ``free`` being :func:`next_free_seed` before this run (written
+    before recording starts, so a killed run's seeds stay reserved)."""
+    from fastvla.utils.io import atomic_write_text
+
+    block = SEED_BLOCK * (1 + (num_envs - 1) // SEED_BLOCK)
+    following = max(free, seed + block)
+    atomic_write_text(Path(out) / RECORDING_STATE, json.dumps({"next_seed": following}))
 
 
 @dataclass
@@ -38,6 +75,7 @@ class RecordSummary:
     frames_saved: int = 0
     seconds: float = 0.0
     tasks: dict[str, int] = field(default_factory=dict)
+    seed: int | None = None
 
     @property
     def success_rate(self) -> float:
@@ -107,7 +145,7 @@ def record(
     num_envs: int = 2,
     keep_failed: bool = False,
     codec: str = "h264",
-    seed: int = 0,
+    seed: int | None = None,
     control_mode: str = "ee_delta",
     expert_noise: float = 0.0,
     max_attempts: int | None = None,
@@ -125,7 +163,8 @@ def record(
         num_envs: parallel envs (worker processes when > 1).
         keep_failed: also save episodes in which the expert failed.
         codec: video codec, "h264" (fast) or "av1".
-        seed: seed of the first reset (env ``i`` gets ``seed + i``).
+        seed: seed of the first reset (env ``i`` gets ``seed + i``); ``None`` continues after the seeds of
+            earlier recordings into ``out`` (0 for a new dataset), so appended episodes are new ones.
         control_mode: the env's control mode.
         expert_noise: noise the env adds to the expert's actions (diversity).
         max_attempts: stop after this many finished episodes (default ``5 * episodes + num_envs``).
@@ -147,6 +186,8 @@ def record(
     kwargs.update(expert_noise=expert_noise)
     max_attempts = max_attempts if max_attempts is not None else 5 * episodes + num_envs
     summary = RecordSummary(out=Path(out), requested=episodes)
+    free = next_free_seed(out)
+    seed = free if seed is None else seed
     start = time.perf_counter()
     vec_env = make_recording_env(env_id, num_envs, kwargs)
     try:
@@ -159,6 +200,8 @@ def record(
             codec=codec,
         )
         bar = tqdm(total=episodes, desc=f"recording {env_id}", unit="episode", disable=not progress)
+        _reserve_seeds(out, seed, num_envs, free)
+        summary.seed = seed
         with writer, bar:  # on any exit the writer drops a partial episode and writes its metadata
             _rollouts(vec_env, writer, summary, bar, cameras, seed, keep_failed, max_attempts)
         summary.seconds = time.perf_counter() - start
@@ -210,3 +253,39 @@ def _rollouts(
                 summary.tasks[tasks[i]] = summary.tasks.get(tasks[i], 0) + 1
                 bar.update(1)
             bar.set_postfix(success=f"{summary.success_rate:.0%}", attempts=summary.episodes_attempted)
+
+
+def record_suite(
+    env_ids: Sequence[str],
+    out: str | os.PathLike,
+    episodes_per_env: int,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> list[RecordSummary]:
+    """Record ``episodes_per_env`` demonstrations of each env into one multi-task dataset at ``out``.
+
+    The envs must share observation and action spaces (all FastVLA tabletop tasks do, for the same
+    cameras, image size and control mode). Each env gets its own block of seeds.
+
+    Args:
+        env_ids: Gymnasium ids, e.g. ``fastvla.envs.ENV_IDS`` for the whole suite.
+        out: dataset folder (created, or appended to).
+        episodes_per_env: episodes saved per env (balanced tasks).
+        seed: first seed of the first env (env ``k`` starts at ``seed + k * SEED_BLOCK``); ``None``
+            continues after earlier recordings into ``out``.
+        **kwargs: passed to :func:`record` (cameras, image_size, num_envs, expert_noise, env_kwargs, ...).
+
+    Returns:
+        One :class:`RecordSummary` per env, in order.
+
+    Example:
+        >>> from fastvla.envs import ENV_IDS
+        >>> record_suite(ENV_IDS, "data/suite", episodes_per_env=100, num_envs=16)  # doctest: +SKIP
+    """
+    if len(set(env_ids)) != len(env_ids) or not env_ids:
+        raise ValueError(f"env_ids must be distinct and non-empty, got {list(env_ids)}")
+    summaries = []
+    for k, env_id in enumerate(env_ids):
+        env_seed = None if seed is None else seed + k * SEED_BLOCK
+        summaries.append(record(env_id, out, episodes_per_env, seed=env_seed, **kwargs))
+    return summaries

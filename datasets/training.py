@@ -29,6 +29,58 @@ from fastvla.datasets.video import VideoDecodeError, iter_frames
 from fastvla.utils.io import atomic_directory
 
 CACHE_FORMAT = 1
+#: Frames below which the cache is decoded in this process, and the smallest segment a worker decodes.
+SEGMENT_MIN_FRAMES = 4096
+
+
+def _decode_workers(frames: int) -> int:
+    """Processes for decoding ``frames`` frames: one for small caches, else up to 16 (one per core)."""
+    if frames < 2 * SEGMENT_MIN_FRAMES:
+        return 1
+    return max(1, min(16, len(os.sched_getaffinity(0)), frames // SEGMENT_MIN_FRAMES))
+
+
+def _decode_segment(
+    path: Path,
+    size: tuple[int, int],
+    wanted: list[tuple[float, int]],
+    tol: float,
+    out: np.ndarray | Path,
+) -> int:
+    """Decode the frames at the (sorted) times of ``wanted`` from ``path`` into ``out[row]``.
+
+    ``out`` is the cache array, or the path of its ``.npy`` file (opened here in a worker process).
+
+    Raises:
+        VideoDecodeError: a wanted time has no frame within ``tol`` or the file ends early.
+    """
+    if isinstance(out, Path):
+        out = np.load(out, mmap_mode="r+")
+    times = np.array([t for t, _ in wanted])
+    rows = [r for _, r in wanted]
+    j = 0
+    prev: tuple[float, np.ndarray] | None = None
+    for t, frame in iter_frames(path, size, start_s=times[0], end_s=times[-1]):
+        while j < len(times) and times[j] <= t + tol:
+            # the nearest of the previous and this frame
+            use_prev = prev is not None and abs(prev[0] - times[j]) < abs(t - times[j])
+            ft, img = prev if use_prev else (t, frame)
+            if abs(ft - times[j]) > tol:
+                raise VideoDecodeError(
+                    f"no frame at t={times[j]:.4f}s in {path} (nearest {ft:.4f}s); the video and "
+                    "metadata disagree. Re-download or re-record the dataset."
+                )
+            out[rows[j]] = img.transpose(2, 0, 1)
+            j += 1
+        prev = (t, frame)
+    if j < len(times):
+        raise VideoDecodeError(
+            f"{path} ends before t={times[j]:.4f}s ({len(times) - j} frames missing); the file is "
+            "truncated. Re-download or re-record the dataset."
+        )
+    if hasattr(out, "flush"):
+        out.flush()
+    return len(times)
 
 
 def default_cache_dir() -> Path:
@@ -172,7 +224,12 @@ class TrainingDataset(torch.utils.data.Dataset):
             bar.update(1)
 
     def _fill_from_video(self, dataset: LeRobotDataset, key: str, out: np.ndarray, bar: tqdm) -> None:
-        """Decode each mp4 once, in order, assigning every decoded frame to the rows that want it."""
+        """Decode each mp4 once, in order, assigning every decoded frame to the rows that want it.
+
+        Large caches are decoded in contiguous time segments by a pool of processes (each seeks to its
+        segment's keyframe and writes its rows of the memory-mapped cache): decoding small frames is
+        bound by per-frame Python work, which threads would serialise.
+        """
         targets: dict[Path, list[tuple[float, int]]] = {}
         for slot in range(dataset.num_episodes):
             path, start = dataset.video_location(key, slot)
@@ -180,31 +237,28 @@ class TrainingDataset(torch.utils.data.Dataset):
             times = start + dataset.columns[TIMESTAMP][lo:hi].astype(np.float64)
             targets.setdefault(path, []).extend(zip(times.tolist(), range(lo, hi)))
         tol = max(dataset.tolerance_s, 1e-4)
+        total = sum(len(w) for w in targets.values())
+        workers = _decode_workers(total)
+        segments = []
         for path, wanted in targets.items():
             wanted.sort()
-            times = np.array([t for t, _ in wanted])
-            rows = [r for _, r in wanted]
-            j = 0
-            prev: tuple[float, np.ndarray] | None = None
-            for t, frame in iter_frames(path, self.image_size, start_s=times[0], end_s=times[-1]):
-                while j < len(times) and times[j] <= t + tol:
-                    # the nearest of the previous and this frame
-                    use_prev = prev is not None and abs(prev[0] - times[j]) < abs(t - times[j])
-                    ft, img = prev if use_prev else (t, frame)
-                    if abs(ft - times[j]) > tol:
-                        raise VideoDecodeError(
-                            f"no frame at t={times[j]:.4f}s in {path} (nearest {ft:.4f}s); the video and "
-                            "metadata disagree. Re-download or re-record the dataset."
-                        )
-                    out[rows[j]] = img.transpose(2, 0, 1)
-                    j += 1
-                    bar.update(1)
-                prev = (t, frame)
-            if j < len(times):
-                raise VideoDecodeError(
-                    f"{path} ends before t={times[j]:.4f}s ({len(times) - j} frames missing); the file is "
-                    "truncated. Re-download or re-record the dataset."
-                )
+            step = max(SEGMENT_MIN_FRAMES, -(-total // (4 * workers)))
+            segments += [(path, wanted[i : i + step]) for i in range(0, len(wanted), step)]
+        if workers == 1:
+            for path, wanted in segments:
+                bar.update(_decode_segment(path, self.image_size, wanted, tol, out))
+            return
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        out.flush()
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            jobs = [
+                pool.submit(_decode_segment, path, self.image_size, wanted, tol, Path(out.filename))
+                for path, wanted in segments
+            ]
+            for job in cf.as_completed(jobs):
+                bar.update(job.result())
 
     def _open_cache(self) -> dict[str, np.ndarray]:
         # Opened lazily so that DataLoader workers each map the files instead of pickling arrays.

@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import register, registry
 
+from fastvla.envs.colors import COLORS, HELD_OUT_COLOR, TRAIN_COLORS
 from fastvla.envs.rendering import select_backend
 
 # id -> (entry point, max_episode_steps at 10 Hz)
@@ -66,4 +67,4 @@ def make_vec_env(
     return gym.vector.SyncVectorEnv(fns)
 
 
-__all__ = ["ENV_IDS", "TASKS", "make_env", "make_vec_env"]
+__all__ = ["COLORS", "ENV_IDS", "HELD_OUT_COLOR", "TASKS", "TRAIN_COLORS", "make_env", "make_vec_env"]

@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
+from fastvla.envs.colors import COLORS
 from fastvla.envs.physics import (
     CUBE_HALF,
     FINGER_MAX,
@@ -31,15 +32,6 @@ from fastvla.envs.rendering import CameraRenderer
 
 CAMERAS = ("front", "side", "wrist")
 CONTROL_MODES = ("ee_delta", "joint_pos")
-# Colour names used in instructions -> RGBA.
-COLORS: dict[str, tuple[float, float, float, float]] = {
-    "red": (0.85, 0.12, 0.12, 1.0),
-    "green": (0.12, 0.68, 0.2, 1.0),
-    "blue": (0.12, 0.3, 0.9, 1.0),
-    "yellow": (0.95, 0.82, 0.1, 1.0),
-    "purple": (0.55, 0.2, 0.75, 1.0),
-    "orange": (1.0, 0.5, 0.05, 1.0),
-}
 POS_SCALE = 0.05  # metres of TCP motion per unit of ee_delta action (per 0.1 s step)
 ROT_SCALE = 0.3  # radians of TCP rotation per unit of ee_delta action
 # TCP target bounds (x, y, z) in metres: the reachable part of the table, above the surface.
@@ -68,6 +60,9 @@ class TabletopEnv(gym.Env, EzPickle):
         reflections: Render reflections (slower on software GL).
         ee_pos_obs: Add ``ee_pos`` (float32 (3,), TCP position in metres) to the observation.
         terminate_on_success: End the episode (``terminated=True``) once the task succeeds.
+        instruction_colors: Colours the instruction may name (the task cubes' colours), e.g. every colour
+            but one for training and that one for a held-out evaluation; ``None`` = all of :data:`COLORS`.
+            Distractors take any colour not in use, so an excluded colour still appears in the scene.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -88,6 +83,7 @@ class TabletopEnv(gym.Env, EzPickle):
         reflections: bool = False,
         ee_pos_obs: bool = False,
         terminate_on_success: bool = True,
+        instruction_colors: tuple[str, ...] | list[str] | None = None,
     ):
         if num_distractors is None:
             num_distractors = self.default_distractors
@@ -104,6 +100,7 @@ class TabletopEnv(gym.Env, EzPickle):
             reflections=reflections,
             ee_pos_obs=ee_pos_obs,
             terminate_on_success=terminate_on_success,
+            instruction_colors=instruction_colors,
         )
         self.cameras = tuple(cameras)
         bad = [c for c in self.cameras if c not in CAMERAS]
@@ -123,6 +120,15 @@ class TabletopEnv(gym.Env, EzPickle):
                 f"num_distractors={num_distractors} out of range for {type(self).__name__}; "
                 f"use 0..{self.max_distractors}"
             )
+        named = tuple(COLORS) if instruction_colors is None else tuple(instruction_colors)
+        unknown = [c for c in named if c not in COLORS]
+        if unknown or len(set(named)) < self.n_task_cubes:
+            raise ValueError(
+                f"instruction_colors {list(named)} invalid for {type(self).__name__}: "
+                + (f"unknown {unknown}; " if unknown else "")
+                + f"give at least {self.n_task_cubes} distinct colour(s) of {list(COLORS)}"
+            )
+        self.instruction_colors = named
         if expert_noise < 0:
             raise ValueError(f"expert_noise={expert_noise} must be >= 0")
         self.depth = bool(depth)
@@ -201,10 +207,17 @@ class TabletopEnv(gym.Env, EzPickle):
         return out
 
     def assign_colors(self) -> None:
-        """Give each active cube a distinct random colour (``self.colors[i]`` names cube ``i``)."""
-        names = list(COLORS)
-        order = self.np_random.permutation(len(names))[: self.n_cubes]
-        self.colors = [names[k] for k in order]
+        """Give each active cube a distinct random colour (``self.colors[i]`` names cube ``i``).
+
+        The task cubes (the first ``n_task_cubes``, the ones the instruction names) draw from
+        ``instruction_colors``; distractors from every colour left.
+        """
+        named = list(self.instruction_colors)
+        picks = self.np_random.permutation(len(named))[: self.n_task_cubes]
+        self.colors = [named[k] for k in picks]
+        rest = [c for c in COLORS if c not in self.colors]
+        order = self.np_random.permutation(len(rest))[: self.n_cubes - self.n_task_cubes]
+        self.colors += [rest[k] for k in order]
         for i, name in enumerate(self.colors):
             self.physics.set_cube_rgba(i, np.array(COLORS[name]))
 

@@ -3,6 +3,10 @@
 * ``tiny``: small ResNet tower + 2-layer, 128-wide Llama decoder; learns from 64x64 pixels on a CPU in
   minutes (tests and the demo). All Linear widths are multiples of 64 (bitsandbytes CPU kernels need it).
 * ``tiny-vit``: same decoder with a 2-layer ViT tower, to exercise the ViT code paths in tests.
+* ``sim-base``: the pretrained base of the built-in suite (``fastvla/checkpoints/sim-base``): a wider
+  ResNet tower with FiLM, a 4-layer, 256-wide Llama decoder; small enough (~14 MB fp32) to ship in the
+  repository and to fine-tune with QLoRA on a CPU, large enough to learn all five tasks on one H100 in
+  about 15 minutes (``docs/sim_base.md``).
 * ``openvla-7b-shape``: SigLIP-so400m-shaped ViT + Llama-2-7B-shaped decoder with random weights, for GPU
   memory/throughput benchmarks (build it on the GPU:
   ``from_preset(..., device="cuda", dtype=torch.bfloat16)``).
@@ -80,6 +84,19 @@ def _tiny() -> dict[str, Any]:
     }
 
 
+def _sim_base() -> dict[str, Any]:
+    cfg = _tiny()
+    cfg["vision"] = ResNetConfig(
+        embedding_size=32, hidden_sizes=[64, 128], depths=[2, 2], layer_type="basic", hidden_act="relu"
+    )
+    text = _tiny_text()
+    text.hidden_size, text.intermediate_size, text.num_hidden_layers = 256, 512, 4
+    cfg["text"] = text
+    cfg["fusion"] = {**cfg["fusion"], "num_queries": 32, "num_layers": 2, "num_heads": 4, "mlp_ratio": 2}
+    cfg["action_head"] = {"hidden_size": 256, "num_blocks": 3}
+    return cfg
+
+
 def _tiny_vit() -> dict[str, Any]:
     cfg = _tiny()
     cfg["vision"] = ViTConfig(
@@ -138,6 +155,9 @@ def _openvla_7b_shape() -> dict[str, Any]:
 #: All presets by name.
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(_tiny, description="ResNet(16,32,64) + Llama 2x128; CPU tests and demo, 64x64 images"),
+    "sim-base": Preset(
+        _sim_base, description="ResNet(32,64,128) + Llama 4x256; the shipped base of the built-in suite, 64x64"
+    ),
     "tiny-vit": Preset(_tiny_vit, description="ViT 2x64 (patch 8) + Llama 2x128; ViT code paths"),
     "openvla-7b-shape": Preset(
         _openvla_7b_shape, description="SigLIP-so400m + Llama-2-7B shapes, random weights (GPU benchmarks)"

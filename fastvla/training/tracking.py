@@ -1,4 +1,4 @@
-"""Where training metrics go: a progress bar, TensorBoard event files and (optionally) Weights & Biases.
+"""Where training metrics go: a progress bar, ``metrics.jsonl``, TensorBoard event files and (optionally) W&B.
 
 Only the main process logs. Metrics arrive every ``log_every`` updates as plain floats — the loop never
 calls ``.item()`` in between, so logging costs no host-device sync per step.
@@ -6,13 +6,17 @@ calls ``.item()`` in between, so logging costs no host-device sync per step.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 
 class Tracker:
-    """Progress bar + TensorBoard + wandb behind one ``log(step, metrics)`` call.
+    """Progress bar + ``<log_dir>/metrics.jsonl`` + TensorBoard + wandb behind one ``log(step, metrics)``.
+
+    ``metrics.jsonl`` holds one JSON object per logged step (``{"step": 100, "train/loss": ...}``), appended
+    and flushed as it goes: readable with no TensorBoard, by scripts and by ``tail -f``.
 
     Args:
         log_dir: folder of the TensorBoard event files.
@@ -40,8 +44,11 @@ class Tracker:
         self._tb = None
         self._wandb = None
         self._bar = None
+        self._jsonl = None
         if not enabled:
             return
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(Path(log_dir) / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -71,6 +78,9 @@ class Tracker:
         """Record ``metrics`` (names like ``train/loss``) at update ``step``; ``show`` goes in the bar."""
         if not self.enabled:
             return
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+            self._jsonl.flush()
         if self._tb is not None:
             for name, value in metrics.items():
                 self._tb.add_scalar(name, value, step)
@@ -92,6 +102,9 @@ class Tracker:
 
     def close(self) -> None:
         """Flush and close every sink."""
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
         if self._tb is not None:
             self._tb.flush()
             self._tb.close()

@@ -36,6 +36,19 @@ def test_samples_match_reader(make_dataset, tmp_path):
     assert td[11]["action_is_pad"].tolist() == [False, True, True, True, True]  # last frame of episode 0
 
 
+def test_parallel_cache_build_matches_serial(make_dataset, tmp_path, monkeypatch):
+    """Segments decoded by worker processes fill the same cache as one sequential pass."""
+    root = make_dataset((12, 9, 15, 11))
+    serial = TrainingDataset(root, None, 32, 2, cache_dir=tmp_path / "serial", progress=False)
+    monkeypatch.setattr(training_module, "SEGMENT_MIN_FRAMES", 5)  # 47 frames: several segments
+    monkeypatch.setattr(training_module, "_decode_workers", lambda frames: 2)
+    parallel = TrainingDataset(root, None, 32, 2, cache_dir=tmp_path / "parallel", progress=False)
+    for key in ("observation.images.front", "observation.images.wrist"):
+        a = np.load(serial.cache_path / f"{key}.npy")
+        b = np.load(parallel.cache_path / f"{key}.npy")
+        assert a.any() and np.array_equal(a, b), key
+
+
 def test_cache_is_reused_and_keyed(make_dataset, tmp_path, monkeypatch):
     root = make_dataset((6, 6))
     cache = tmp_path / "cache"
