@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     for flag, value in (("--episodes", args.episodes), ("--batch-size", args.batch_size)):
         if value < 1:
-            raise SystemExit(f"fastvla eval: {flag} {value} must be >= 1")
+            raise ValueError(f"{flag} {value} must be >= 1")  # fastvla.cli prints it as a user error
     kwargs: dict[str, Any] = {}
     if args.obs_map is not None:
         from fastvla.policies import ObservationMap

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fastvla.constants import OBS_STATE, POLICY_CONFIG_FILE, TASK, depth_key, image_key
+from fastvla.errors import NonFiniteError
 from fastvla.model.quantization import is_quantized
 from fastvla.policies.ensemble import ActionQueue, TemporalEnsembler
 from fastvla.policies.observation_map import ObservationMap, lookup
@@ -246,6 +247,7 @@ class FastVLAPolicy:
                     f"camera {cam!r} ({self.obs_map.cameras[cam]!r}) must be (H, W, 3) or (B, H, W, 3); "
                     f"got shape {image.shape}"
                 )
+            _check_finite(image, f"camera {cam!r} ({self.obs_map.cameras[cam]!r})")
             single = image.ndim == 3 if single is None else single
             if list(image.shape[-3:-1]) != list(cfg.image_size) and not self.processor.resize_images:
                 raise ValueError(
@@ -255,11 +257,14 @@ class FastVLAPolicy:
             hwc = torch.from_numpy(np.array(image[None] if single else image))  # copy: (B, H, W, 3)
             batch[image_key(cam)] = hwc.permute(0, 3, 1, 2)  # (B, 3, H, W)
             if cfg.use_depth:
-                d = np.asarray(lookup(obs, self.obs_map.depth.get(cam, f"depth/{cam}"), f"depth of {cam!r}"))
+                depth_path = self.obs_map.depth.get(cam, f"depth/{cam}")
+                d = np.asarray(lookup(obs, depth_path, f"depth of {cam!r}"))
+                _check_finite(d, f"depth of {cam!r} ({depth_path!r})")
                 batch[depth_key(cam)] = torch.from_numpy(np.array(d[None] if single else d, np.float32))
         size = 1 if single else batch[image_key(cfg.camera_names[0])].shape[0]
         if self.obs_map.state is not None:
             state = np.asarray(lookup(obs, self.obs_map.state, "state"), np.float32)
+            _check_finite(state, f"state {self.obs_map.state!r}")
             state = state.reshape(size, -1)
             if state.shape[-1] != cfg.state_dim:
                 raise ValueError(
@@ -290,6 +295,12 @@ class FastVLAPolicy:
         inputs = self.processor(batch, device=self.device)
         actions = self._forward(inputs).float().cpu().numpy()  # (B, T, A) normalised
         actions = self.processor.unnormalize_actions(actions)
+        if not np.isfinite(actions).all():  # the observation was checked: the model itself is broken
+            raise NonFiniteError(
+                "the model predicted NaN/inf actions for a finite observation; its weights (or the action "
+                "statistics) are probably non-finite, as after a diverged training run: load another "
+                "checkpoint"
+            )
         if self._low is not None:
             actions = np.clip(actions, self._low, self._high)
         return actions.astype(np.float32)
@@ -341,3 +352,12 @@ class FastVLAPolicy:
                     "call policy.reset() when the number of envs changes"
                 )
         return action[0] if single else action
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    """Raise if a float observation holds NaN or inf (integer images cannot): one pass over the array."""
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        raise ValueError(
+            f"{what} holds NaN or inf values; the policy needs finite observations (check the sensor or "
+            "the env, e.g. with np.isfinite)"
+        )

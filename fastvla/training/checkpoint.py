@@ -14,15 +14,29 @@ not at all. It holds:
   code on ``--resume``.
 * ``trainer_state.json`` — update count, data position (epoch, batch), samples seen, process layout.
 * ``config.yaml`` and ``dataset_stats.json``.
+* ``manifest.json`` — written last: the size and SHA-256 of every other file.
+
+Atomic renaming guards against a crash of the writer, not against what happens to the files afterwards
+(a full disk, a power cut before the data reached the disk, a copy that stopped half-way, bit rot).
+:func:`read_checkpoint` therefore checks a checkpoint before anything is restored from it: every file
+against the manifest, then that every file loads and that the weights are finite. On ``--resume`` the
+trainer reads checkpoints newest first and warns about (and skips) each one that fails
+(:func:`read_latest_usable`). Checkpoints of older versions, without a manifest, are used when every file
+loads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import pickle
 import random
 import re
 import shutil
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +47,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fastvla.constants import DATASET_STATS_FILE
+from fastvla.errors import CheckpointError, NonFiniteError
 from fastvla.utils.io import atomic_directory
 
 CHECKPOINTS = "checkpoints"
@@ -41,7 +56,13 @@ STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "config.yaml"
 _NAME = re.compile(r"^step_(\d{8})$")
 RNG_FILE = "rng.safetensors"
-_REQUIRED = (MODEL_FILE, "optimizer.pt", "scheduler.pt", RNG_FILE, STATE_FILE)
+MANIFEST_FILE = "manifest.json"
+OPTIMIZER_FILE, SCHEDULER_FILE, SCALER_FILE = "optimizer.pt", "scheduler.pt", "scaler.pt"
+_REQUIRED = (MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, STATE_FILE)
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """A checkpoint was skipped on resume because a file is missing, damaged or holds non-finite weights."""
 
 
 def checkpoint_path(output_dir: str | Path, step: int) -> Path:
@@ -49,17 +70,22 @@ def checkpoint_path(output_dir: str | Path, step: int) -> Path:
     return Path(output_dir) / CHECKPOINTS / f"step_{step:08d}"
 
 
-def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints as ``(step, path)``, oldest first (temporary folders are ignored)."""
+def checkpoint_folders(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every ``step_*`` folder as ``(step, path)``, oldest first, complete or not (resume reports them)."""
     root = Path(output_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = []
-    for path in root.iterdir():
-        match = _NAME.match(path.name)
-        if match and path.is_dir() and all((path / f).is_file() for f in _REQUIRED):
-            found.append((int(match.group(1)), path))
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
     return sorted(found)
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints as ``(step, path)``, oldest first (temporary folders are ignored).
+
+    Complete means every required file is present; whether the files are intact is
+    :func:`read_checkpoint`'s job.
+    """
+    return [(s, p) for s, p in checkpoint_folders(output_dir) if all((p / f).is_file() for f in _REQUIRED)]
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -231,20 +257,107 @@ def save_checkpoint(
         rng_states: one :func:`capture_rng_state` per rank, in rank order.
         config_yaml: the run's config as YAML text.
         stats: dataset statistics (LeRobot layout) the model is normalised with.
+
+    Raises:
+        NonFiniteError: a trainable weight or buffer holds NaN or inf (nothing is written).
     """
     path = Path(path)
+    tensors = trainable_state_dict(model)
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise NonFiniteError(
+            f"refusing to write checkpoint {path}: the weights hold NaN/inf values ({_names(bad)}); "
+            "training diverged: lower the learning rate or check the data for NaN/inf values"
+        )
     with atomic_directory(path, overwrite=True) as tmp:
-        save_file(trainable_state_dict(model), tmp / MODEL_FILE, metadata={"format": "pt"})
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        save_file(tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
         if scaler is not None:
-            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+            torch.save(scaler.state_dict(), tmp / SCALER_FILE)
         save_rng_states(rng_states, tmp / RNG_FILE)
         (tmp / CONFIG_FILE).write_text(config_yaml)
         if stats is not None:
             (tmp / DATASET_STATS_FILE).write_text(json.dumps(_jsonable(stats), indent=1))
         (tmp / STATE_FILE).write_text(json.dumps(dict(trainer_state), indent=2))
+        write_manifest(tmp)  # last: its presence means every file above was written in full
     return path
+
+
+@dataclass
+class CheckpointContents:
+    """Everything a checkpoint holds, read and checked by :func:`read_checkpoint` (nothing restored yet)."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any] | None
+    rng_states: list[dict[str, Any]]
+    trainer_state: dict[str, Any]
+
+
+def read_checkpoint(path: str | Path) -> CheckpointContents:
+    """Read every file of a checkpoint into memory, checking it on the way.
+
+    Checks, in order: the manifest (when there is one: each file listed is present with its size and
+    SHA-256), that every required file is present and not empty, that each loads (``torch.load`` with
+    ``weights_only=True``), that ``trainer_state.json`` holds the update count, and that every weight in
+    ``trainable.safetensors`` is finite.
+
+    Raises:
+        CheckpointError: naming the first file that fails and why.
+    """
+    path = Path(path)
+    _verify_manifest(path)
+    for name in _REQUIRED:
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing")
+        if file.stat().st_size == 0:
+            raise CheckpointError(f"{file}: empty file (0 bytes)")
+    tensors = _load(path / MODEL_FILE, load_file)
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise CheckpointError(f"{path / MODEL_FILE}: NaN/inf values in {_names(bad)}")
+    state = _load(path / STATE_FILE, lambda f: json.loads(Path(f).read_text()))
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{path / STATE_FILE}: no integer 'step' in it")
+    scaler_file = path / SCALER_FILE
+    return CheckpointContents(
+        path=path,
+        tensors=tensors,
+        optimizer=_load(path / OPTIMIZER_FILE, _torch_load),
+        scheduler=_load(path / SCHEDULER_FILE, _torch_load),
+        scaler=_load(scaler_file, _torch_load) if scaler_file.is_file() else None,
+        rng_states=_load(path / RNG_FILE, load_rng_states),
+        trainer_state=state,
+    )
+
+
+def apply_checkpoint(
+    contents: CheckpointContents,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Restore model, optimiser, scheduler and scaler in place from :func:`read_checkpoint`'s result.
+
+    Returns:
+        ``(trainer_state, rng_states)``; the caller restores its own rank's RNG state once everything
+        that draws random numbers at start-up (model init, data split) has run.
+
+    Raises:
+        ValueError: the checkpoint was trained with another model config (names or shapes differ).
+    """
+    load_trainable_state_dict(model, contents.tensors, source=str(contents.path))
+    optimizer.load_state_dict(contents.optimizer)
+    scheduler.load_state_dict(contents.scheduler)
+    if scaler is not None and contents.scaler is not None:
+        scaler.load_state_dict(contents.scaler)
+    return contents.trainer_state, contents.rng_states
 
 
 def load_checkpoint(
@@ -255,21 +368,131 @@ def load_checkpoint(
     scheduler: Any,
     scaler: Any | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Restore model, optimiser, scheduler and scaler in place.
+    """:func:`read_checkpoint` then :func:`apply_checkpoint`: nothing is restored from a corrupt checkpoint.
+
+    Raises:
+        CheckpointError: a file is missing, damaged, or holds non-finite weights.
+    """
+    contents = read_checkpoint(path)
+    return apply_checkpoint(contents, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+
+
+def read_latest_usable(
+    output_dir: str | Path, warn: Callable[[str], None] | None = None
+) -> CheckpointContents | None:
+    """The newest checkpoint of a run that passes :func:`read_checkpoint`, skipping (and reporting) others.
+
+    Args:
+        output_dir: the run folder (its ``checkpoints/`` is searched).
+        warn: called with one line per skipped checkpoint (default: a :class:`CorruptCheckpointWarning`).
 
     Returns:
-        ``(trainer_state, rng_states)``; the caller restores its own rank's RNG state once everything
-        that draws random numbers at start-up (model init, data split) has run.
+        The checkpoint's contents, or ``None`` when the run has no checkpoint folder at all.
+
+    Raises:
+        CheckpointError: there are checkpoints, but none is usable (the message lists why for each).
     """
-    path = Path(path)
-    load_trainable_state_dict(model, load_file(path / MODEL_FILE), source=str(path))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    if scaler is not None and (path / "scaler.pt").is_file():
-        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-    rng_states = load_rng_states(path / RNG_FILE)
-    trainer_state = json.loads((path / STATE_FILE).read_text())
-    return trainer_state, rng_states
+    if warn is None:
+
+        def warn(message: str) -> None:
+            warnings.warn(message, CorruptCheckpointWarning, stacklevel=3)
+
+    folders = checkpoint_folders(output_dir)
+    problems = []
+    for _, path in reversed(folders):
+        try:
+            return read_checkpoint(path)
+        except CheckpointError as err:
+            problems.append(str(err))
+            warn(f"skipping checkpoint {path.name}, it is unusable: {err}")
+    if not folders:
+        return None
+    raise CheckpointError(
+        f"no usable checkpoint in {Path(output_dir) / CHECKPOINTS} to resume from ({'; '.join(problems)}). "
+        "Start the run again with --overwrite (or another --output-dir), or restore the checkpoint files"
+    )
+
+
+# ------------------------------------------------------------------------------------------ integrity
+def write_manifest(folder: str | Path) -> Path:
+    """Write ``manifest.json``: size and SHA-256 of every other file in ``folder``, each flushed to disk.
+
+    The fsync makes the data durable before the folder is renamed into place: without it, a power cut
+    can leave a renamed checkpoint whose files are empty (delayed allocation).
+    """
+    folder = Path(folder)
+    files = {}
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST_FILE):
+        files[file.name] = {"size": file.stat().st_size, "sha256": _sha256(file, fsync=True)}
+    manifest = folder / MANIFEST_FILE
+    with open(manifest, "w") as f:
+        json.dump({"format": "fastvla-checkpoint", "version": 1, "files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    return manifest
+
+
+def _verify_manifest(path: Path) -> None:
+    """Every file the manifest lists has its recorded size and hash (no manifest: an older checkpoint)."""
+    manifest = path / MANIFEST_FILE
+    if not manifest.is_file():
+        return
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        entries = [(name, int(e["size"]), str(e["sha256"])) for name, e in files.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{manifest}: unreadable ({_reason(err)})") from err
+    for name, size, digest in entries:
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing (listed in {MANIFEST_FILE})")
+        actual = file.stat().st_size
+        if actual != size:
+            raise CheckpointError(
+                f"{file}: {actual} bytes, {MANIFEST_FILE} says {size} (truncated or replaced)"
+            )
+        if _sha256(file) != digest:
+            raise CheckpointError(f"{file}: SHA-256 differs from {MANIFEST_FILE} (the file is damaged)")
+
+
+def nonfinite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf."""
+    return [n for n, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _sha256(file: Path, fsync: bool = False) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+        if fsync:
+            os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def _torch_load(file: Path) -> Any:
+    return torch.load(file, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+
+
+def _load(file: Path, loader: Callable[[Path], Any]) -> Any:
+    try:
+        return loader(file)
+    except Exception as err:  # any failure to parse the file means it is unusable, whatever the library
+        raise CheckpointError(f"{file}: cannot be loaded ({_reason(err)})") from err
+
+
+def _reason(err: BaseException) -> str:
+    """``Type: first line of the message``, at most 300 characters."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if isinstance(err, pickle.UnpicklingError):
+        # torch's first line suggests weights_only=False; the useful line names the refused object.
+        lines = [line for line in lines if "GLOBAL" in line or "Unsupported" in line] or lines
+        lines = [f"refused by torch.load(weights_only=True): {lines[0] if lines else 'not plain tensors'}"]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _jsonable(value: Any) -> Any:

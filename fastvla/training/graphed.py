@@ -24,6 +24,11 @@ Requirements (checked, with the fix named): CUDA, ``torch.optim.AdamW``, bf16 or
 loss scaler syncs with the host), inputs of fixed shapes (instructions are padded to the processor's
 ``max_instruction_tokens``; positions ignore padding, so the loss is unchanged), and no RNG state saving in
 gradient checkpointing (``preserve_rng_state=False``).
+
+Non-finite losses: nothing here reads the loss or checks the weights, since a per-update check would be a
+host sync per update. The trainer records the first non-finite loss on the device (a few tiny kernels, no
+sync) and reads it, with a check of the weights, only at logging, validation, checkpoint and export
+boundaries (see :mod:`fastvla.training.loop`): a diverged run stops there and saves nothing after it.
 """
 
 from __future__ import annotations
@@ -129,7 +134,8 @@ class GraphedTrainStep:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run one update over ``accum`` micro-batches; returns ``(mean loss, grad norm)`` device tensors.
 
-        Nothing here waits for the GPU: read the returned tensors only when logging.
+        Nothing here waits for the GPU: read the returned tensors only when logging. The loss is not checked
+        for NaN/inf here (the caller checks it at its logging and saving boundaries).
 
         Raises:
             ValueError: a wrong number of micro-batches, or one whose keys/shapes differ from the example.

@@ -7,12 +7,19 @@ batch; gradients are averaged by DDP.
 
 One update = ``grad_accum_steps`` micro-batches of ``batch_size`` samples per process. The loop keeps
 losses on the device and syncs with the host only every ``log_every`` updates.
+
+A non-finite loss stops training with :class:`~fastvla.errors.NonFiniteError` (the update, the value, what
+to try), and nothing with non-finite weights is ever checkpointed or exported. The first non-finite loss
+is recorded on the device, without a host sync; it is read every update only in a single CPU process
+(where a sync costs nothing). On a GPU, eager or CUDA-graphed, and under DDP it is read, together with a
+check of the trainable weights, where the loop syncs anyway: at logging, before validation, the eval hook,
+every checkpoint and the export. So a GPU run may go on for up to ``log_every`` updates after the loss
+diverged, but it never saves them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +28,7 @@ from typing import Any
 
 import torch
 
+from fastvla.errors import NonFiniteError
 from fastvla.training import checkpoint as ckpt
 from fastvla.training import data as data_lib
 from fastvla.training import factory
@@ -110,6 +118,10 @@ class Trainer:
         self.samples_seen = 0
         #: Every logged metric dict (with its "step"), main process and others alike.
         self.history: list[dict[str, float]] = []
+        # Non-finite guard (module docstring): first bad update and its loss, kept on the device.
+        self._check_every_step = not self.graphs and acc.device.type == "cpu" and acc.num_processes == 1
+        self._bad_step = torch.full((), -1, dtype=torch.int64, device=acc.device)
+        self._bad_loss = torch.zeros((), device=acc.device)
         self._maybe_resume()
 
     # ------------------------------------------------------------------------------------------- loop
@@ -141,19 +153,20 @@ class Trainer:
                 with factory.oom_advice(cfg):
                     if self.graphs:
                         loss, grad_norm = self._graphed_update(batches)
-                        loss_sum += loss
                         self.scheduler.step()
                     else:
-                        loss_sum += self._update(batches)
+                        loss = self._update(batches)
                         if cfg.optim.max_grad_norm > 0:
                             grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
                         self.optimizer.step()
                         if not acc.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule in place
                             self.scheduler.step()
                         self.optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss
                 self.step += 1
                 self.samples_seen += global_batch
                 window_steps += 1
+                self._watch_loss(loss)
                 tracker.advance()
 
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -171,15 +184,76 @@ class Trainer:
     def _periodic(self, tracker: Tracker) -> None:
         """Validation, the closed-loop eval hook and checkpoints, each at its own interval."""
         cfg = self.cfg
-        if cfg.val_every and self.step % cfg.val_every == 0 and self.val_loader is not None:
+        due = [
+            cfg.val_every and self.step % cfg.val_every == 0 and self.val_loader is not None,
+            cfg.eval_every and self.eval_hook is not None and self.step % cfg.eval_every == 0,
+        ]
+        if any(due):
+            self.check_finite()
+        if due[0]:
             val_loss = self.validate()
             self.history.append({"step": self.step, "val/loss": val_loss})
             tracker.log(self.step, {"val/loss": val_loss})
             tracker.message(f"step {self.step}: val loss {val_loss:.4f}")
-        if cfg.eval_every and self.eval_hook is not None and self.step % cfg.eval_every == 0:
+        if due[1]:
             self._run_eval_hook(tracker)
         if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps:
             self.save_checkpoint()
+
+    # ------------------------------------------------------------------------------- non-finite guard
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        """Record the first update whose loss is not finite, on the device (no host sync, graph-friendly)."""
+        first = ~torch.isfinite(loss) & (self._bad_step < 0)
+        self._bad_loss.copy_(torch.where(first, loss.float(), self._bad_loss))
+        self._bad_step.masked_fill_(first, self.step)
+        if self._check_every_step:
+            self.check_finite(weights=False)
+
+    def check_finite(self, weights: bool = True) -> None:
+        """Stop training if a loss so far, or (``weights``) a trainable weight now, is not finite.
+
+        One host sync (collective under DDP: every process calls it at the same update).
+
+        Raises:
+            NonFiniteError: naming the update, what was not finite and what to try.
+        """
+        acc = self.accelerator
+        params = []
+        if weights:
+            params = [(n, p) for n, p in acc.unwrap_model(self.model).named_parameters() if p.requires_grad]
+        weights_bad = torch.zeros((), dtype=torch.int64, device=acc.device)
+        if params:
+            weights_bad = (~torch.stack([torch.isfinite(p).all() for _, p in params]).all()).long()
+        flags = torch.stack([self._bad_step, weights_bad])
+        if acc.num_processes > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad_step, bad_weights = flags.tolist()
+        if bad_step < 0 and not bad_weights:
+            return
+        if bad_step >= 0:
+            value = float(self._bad_loss) if int(self._bad_step) >= 0 else "not finite on another process"
+            what = f"the loss was {value} at update {bad_step}"
+        else:
+            names = [n for n, p in params if not bool(torch.isfinite(p).all())] or ["on another process"]
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            what = f"trainable weights hold NaN/inf values after update {self.step} ({shown})"
+        raise NonFiniteError(f"training diverged: {what}. {self._divergence_hint()}")
+
+    def _divergence_hint(self) -> str:
+        optim = self.cfg.optim
+        saved = ckpt.list_checkpoints(self.out)
+        last = (
+            f"the last checkpoint, {saved[-1][1]}, is from before it (--resume continues from there)"
+            if saved
+            else "no checkpoint was written"
+        )
+        return (
+            f"Nothing after it was saved; {last}. Try a lower learning rate (now --optim.lr {optim.lr:g}, "
+            f"--optim.head-lr {optim.head_lr:g}) and start again with --overwrite, check the dataset for "
+            "NaN/inf values, or train with --mixed-precision no"
+        )
 
     def _update(self, batches: Iterator[dict[str, Any]]) -> torch.Tensor:
         """Forward/backward over ``grad_accum_steps`` micro-batches; returns the update's mean loss."""
@@ -309,11 +383,8 @@ class Trainer:
             metrics["train/peak_mem_gib"] = mem
             show["mem"] = f"{mem:.1f}G"
         self.history.append({"step": self.step, **metrics})
-        if not math.isfinite(loss):
-            tracker.message(
-                f"step {self.step}: loss is {loss}; lower --optim.lr or use --mixed-precision bf16/no"
-            )
         tracker.log(self.step, metrics, show)
+        self.check_finite()  # the loss was just fetched: this sync is (nearly) free
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _prepare_output_dir(self) -> None:
@@ -354,6 +425,7 @@ class Trainer:
         from accelerate.utils import gather_object
 
         acc = self.accelerator
+        self.check_finite()  # never checkpoint a diverged run
         self._sync_buffers()
         rng_states = gather_object([ckpt.capture_rng_state()])  # one per rank, in rank order
         path = ckpt.checkpoint_path(self.out, self.step)
@@ -389,16 +461,18 @@ class Trainer:
             dist.broadcast(buffer.data, src=0)
 
     def _maybe_resume(self) -> None:
+        """Restore the newest usable checkpoint; damaged newer ones are skipped with a warning."""
         if not self.cfg.resume:
             return
-        path = ckpt.latest_checkpoint(self.out)
-        if path is None:
+        acc = self.accelerator
+        contents = ckpt.read_latest_usable(self.out, warn=None if self.is_main else lambda _: None)
+        if contents is None:
             if self.is_main:
                 print(f"fastvla train: no checkpoint in {self.out / ckpt.CHECKPOINTS}; starting from scratch")
             return
-        acc = self.accelerator
-        state, rng_states = ckpt.load_checkpoint(
-            path,
+        path = contents.path
+        state, rng_states = ckpt.apply_checkpoint(
+            contents,
             model=acc.unwrap_model(self.model),
             optimizer=self.optimizer.optimizer,
             scheduler=self.scheduler,
@@ -428,6 +502,7 @@ class Trainer:
     def export(self) -> Path:
         """Write the final policy folder (model + processor + stats + policy config) atomically."""
         path = self.out / "policy"
+        self.check_finite()  # never export a diverged policy
         if self.is_main:
             factory.export_policy(
                 self.accelerator.unwrap_model(self.model), self.processor, self.spec, self.cfg, path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -217,3 +218,37 @@ def test_cuda_graphs_option_is_checked_on_cpu() -> None:
         FastVLAPolicy(model, processor, device="cpu", kernels=True)
     policy = FastVLAPolicy(model, processor, device="cpu")
     assert policy._graphed is None and policy.kernel_patch is None  # auto: neither on CPU
+
+
+@pytest.mark.parametrize(
+    ("key", "bad", "named"),
+    [
+        ("joints", np.nan, "state 'joints'"),
+        ("joints", -np.inf, "state 'joints'"),
+        ("cam_top", np.nan, "camera 'top' ('sensors/cam_top')"),
+        ("cam_top", np.inf, "camera 'top' ('sensors/cam_top')"),
+    ],
+)
+def test_nonfinite_observation_is_named(toy_dir, key: str, bad: float, named: str) -> None:
+    policy = FastVLAPolicy.from_pretrained(toy_dir, obs_map=toy_map(instruction="lift"))
+    policy.model = CountingModel(policy.model)
+    obs, _ = ToyArmEnv().reset(seed=0)
+    obs["sensors"]["cam_top"] = obs["sensors"]["cam_top"].astype(np.float32) / 255  # float images are allowed
+    assert policy.select_action(obs).shape == (3,)
+    policy.reset()
+    target = obs["joints"] if key == "joints" else obs["sensors"]["cam_top"]
+    target.flat[3] = bad
+    with pytest.raises(ValueError, match=re.escape(named) + " holds NaN or inf values"):
+        policy.select_action(obs)
+    assert policy.model.calls == 1  # refused before the model ran
+
+
+def test_nonfinite_prediction_is_an_error(toy_dir) -> None:
+    from fastvla.errors import NonFiniteError
+
+    policy = FastVLAPolicy.from_pretrained(toy_dir, obs_map=toy_map(instruction="lift"))
+    obs, _ = ToyArmEnv().reset(seed=0)
+    with torch.no_grad():
+        next(p for n, p in policy.model.named_parameters() if "action_head" in n).fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match="predicted NaN/inf actions"):
+        policy.predict_action_chunk(obs)

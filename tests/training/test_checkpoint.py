@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from fastvla.errors import CheckpointError, NonFiniteError
 from fastvla.training import checkpoint as ckpt
 from fastvla.training.config import OptimConfig
 from fastvla.training.optim import build_optimizer, build_scheduler
@@ -154,7 +156,12 @@ def test_checkpoint_holds_no_pickle_and_a_malicious_pickle_is_refused(tmp_path: 
     (path / "rng.pt").write_bytes(pickle.dumps(_RunsCode(marker)))
     torch.save({"state": {}, "param_groups": [], "x": _RunsCode(marker)}, path / "optimizer.pt")
     fresh, fresh_opt, fresh_sched = _trained(seed=1)
-    with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|global"):
+    # The manifest catches the replaced file before it is opened at all...
+    with pytest.raises(CheckpointError, match=r"optimizer\.pt: \d+ bytes, manifest\.json says"):
+        ckpt.load_checkpoint(path, model=fresh, optimizer=fresh_opt, scheduler=fresh_sched, scaler=None)
+    # ...and without one (a checkpoint of an older version), weights_only refuses it.
+    (path / ckpt.MANIFEST_FILE).unlink()
+    with pytest.raises(CheckpointError, match=r"optimizer\.pt: .*weights_only=True.*GLOBAL posix.system"):
         ckpt.load_checkpoint(path, model=fresh, optimizer=fresh_opt, scheduler=fresh_sched, scaler=None)
     assert not marker.exists(), "loading a checkpoint ran code"
 
@@ -175,3 +182,118 @@ def test_rng_file_round_trips_several_ranks(tmp_path: Path) -> None:
         assert np.array_equal(back["numpy"][1], original["numpy"][1])
         assert back["numpy"][2:] == original["numpy"][2:]
         assert torch.equal(back["torch"], original["torch"])
+
+
+# ------------------------------------------------------------------------------------------- integrity
+def _damage(file: Path, how: str) -> None:
+    data = file.read_bytes()
+    if how == "truncated":
+        file.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        file.write_bytes(b"")
+    elif how == "missing":
+        file.unlink()
+    else:  # pragma: no cover
+        raise AssertionError(how)
+
+
+def test_manifest_lists_every_file_with_size_and_sha256(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    model, opt, sched = _trained()
+    path = _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    files = json.loads((path / ckpt.MANIFEST_FILE).read_text())["files"]
+    on_disk = sorted(p.name for p in path.iterdir() if p.name != ckpt.MANIFEST_FILE)
+    assert sorted(files) == on_disk and set(ckpt._REQUIRED) <= set(files)
+    for name, entry in files.items():
+        data = (path / name).read_bytes()
+        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+@pytest.mark.parametrize("how", ["truncated", "empty", "missing"])
+@pytest.mark.parametrize("name", ckpt._REQUIRED)
+def test_damaged_file_is_named_and_resume_falls_back(
+    tmp_path: Path, name: str, how: str, manifest: bool
+) -> None:
+    model, opt, sched = _trained()
+    _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched, step=3)
+    newest = _save(ckpt.checkpoint_path(tmp_path, 6), model, opt, sched, step=6)
+    if not manifest:  # as a checkpoint written before manifests existed
+        for _, path in ckpt.checkpoint_folders(tmp_path):
+            (path / ckpt.MANIFEST_FILE).unlink()
+    _damage(newest / name, how)
+
+    with pytest.raises(CheckpointError, match=re.escape(str(newest / name))):
+        ckpt.read_checkpoint(newest)
+    with pytest.warns(
+        ckpt.CorruptCheckpointWarning, match=rf"skipping checkpoint step_00000006.*{re.escape(name)}"
+    ):
+        contents = ckpt.read_latest_usable(tmp_path)
+    assert contents.path == ckpt.checkpoint_path(tmp_path, 3) and contents.trainer_state == {"step": 3}
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_nonfinite_weights_in_a_checkpoint_are_refused(tmp_path: Path, manifest: bool) -> None:
+    from safetensors.torch import save_file
+
+    model, opt, sched = _trained()
+    path = _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    tensors = load_file(path / ckpt.MODEL_FILE)
+    tensors["body.weight"][0, 0] = float("nan")
+    save_file(tensors, path / ckpt.MODEL_FILE)
+    (path / ckpt.MANIFEST_FILE).unlink()
+    if manifest:  # a manifest that matches the file: the values themselves are checked
+        ckpt.write_manifest(path)
+    with pytest.raises(CheckpointError, match=r"trainable\.safetensors: NaN/inf values in body\.weight"):
+        ckpt.read_checkpoint(path)
+
+
+def test_damaged_manifest_and_flipped_byte_are_caught(tmp_path: Path) -> None:
+    model, opt, sched = _trained()
+    path = _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    data = bytearray((path / ckpt.MODEL_FILE).read_bytes())
+    data[-1] ^= 0xFF  # same size, one bit pattern changed in the last weight
+    (path / ckpt.MODEL_FILE).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"trainable\.safetensors: SHA-256 differs from manifest"):
+        ckpt.read_checkpoint(path)
+    (path / ckpt.MANIFEST_FILE).write_text('{"files": ')
+    with pytest.raises(CheckpointError, match=r"manifest\.json: unreadable"):
+        ckpt.read_checkpoint(path)
+
+
+def test_older_checkpoint_without_manifest_still_loads(tmp_path: Path) -> None:
+    model, opt, sched = _trained()
+    path = _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    (path / ckpt.MANIFEST_FILE).unlink()
+    fresh, fresh_opt, fresh_sched = _trained(seed=1)
+    state, _ = ckpt.load_checkpoint(
+        path, model=fresh, optimizer=fresh_opt, scheduler=fresh_sched, scaler=None
+    )
+    assert state == {"step": 3}
+    assert torch.equal(fresh.body.weight, model.body.weight)
+
+
+def test_no_usable_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    model, opt, sched = _trained()
+    for step in (3, 6):
+        path = _save(ckpt.checkpoint_path(tmp_path, step), model, opt, sched, step=step)
+        _damage(path / "scheduler.pt", "empty")
+    with (
+        pytest.warns(ckpt.CorruptCheckpointWarning),
+        pytest.raises(
+            CheckpointError, match=r"no usable checkpoint in .*step_00000006.*step_00000003.*--overwrite"
+        ),
+    ):
+        ckpt.read_latest_usable(tmp_path)
+    assert ckpt.read_latest_usable(tmp_path / "elsewhere") is None  # no checkpoints at all: start fresh
+
+
+def test_save_refuses_nonfinite_weights(tmp_path: Path) -> None:
+    model, opt, sched = _trained()
+    with torch.no_grad():
+        model.action_head.bias[1] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"refusing to write checkpoint .*action_head\.bias"):
+        _save(ckpt.checkpoint_path(tmp_path, 3), model, opt, sched)
+    assert not (tmp_path / ckpt.CHECKPOINTS).exists() or not any((tmp_path / ckpt.CHECKPOINTS).iterdir())
