@@ -10,6 +10,11 @@ clients at once to show micro-batching. By default the policy is a constant one 
     python benchmarks/serve.py                 # or: fastvla bench serve
     python benchmarks/serve.py --calls 500 --json benchmarks/results/serve.json
     python benchmarks/serve.py --policy tiny --calls 50 --json benchmarks/results/serve-tiny.json
+    python benchmarks/serve.py --hostile 60 --json benchmarks/results/serve-hostile.json
+
+``--hostile SECONDS`` instead runs well-behaved clients (2 x 224x224 + state, 50 Hz each) against a server
+with the default :class:`~fastvla.serving.limits.ServerLimits` while other clients abuse it (see
+:mod:`fastvla.serving.stress`), and reports their latency, the refusals and the server's RSS.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from fastvla.serving.client import RemotePolicy
+from fastvla.serving.limits import ServerLimits
 from fastvla.utils.io import atomic_write_text
 
 # name -> cameras (observation path, H, W); state "agent_pos" of 8 floats.
@@ -57,6 +64,19 @@ class ConstantPolicy:
         if images.ndim == 4:  # a batch
             return np.broadcast_to(self.chunk, (images.shape[0], *self.chunk.shape)).copy()
         return self.chunk.copy()
+
+
+class DeclaredConstantPolicy(ConstantPolicy):
+    """A constant policy that declares its observation (2 cameras at 224x224, 8-D state) like
+    ``FastVLAPolicy`` does, so the server validates requests against it."""
+
+    state_dim = 8
+    image_size = (224, 224)
+    obs_map = SimpleNamespace(cameras={"front": "pixels/front", "wrist": "pixels/wrist"}, state="agent_pos")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processor = SimpleNamespace(resize_images=False)
 
 
 def make_obs(
@@ -198,6 +218,59 @@ def start_server(batch_window_ms: float, policy_path: str | None) -> tuple[subpr
             time.sleep(0.1)
 
 
+def hostile(seconds: float, clients: int, json_path: str | None) -> dict[str, Any]:
+    """Well-behaved clients against a default-limits server under hostile load; prints a table."""
+    from fastvla.serving.stress import HostileLoad, run_hostile_load, spawn_server
+
+    limits = ServerLimits()
+    here = str(Path(__file__).resolve().parent)
+    server = spawn_server("serve:DeclaredConstantPolicy", pythonpath=[here])
+    cameras = SCENARIOS[CONCURRENT_SCENARIO]
+    try:
+        load = HostileLoad(duration_s=seconds, good_clients=clients)
+        run = run_hostile_load(
+            server, lambda i: make_obs(cameras, seed=i), "pick", load, limits.max_message_bytes
+        )
+    finally:
+        server.stop()
+    result = {
+        "benchmark": "serve-hostile",
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        "limits": vars(limits),
+        "load": {k: v for k, v in vars(load).items() if k != "counts"},
+        **run,
+    }
+    print_hostile_table(result)
+    if json_path:
+        atomic_write_text(Path(json_path), json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {json_path}")
+    return result
+
+
+def print_hostile_table(result: dict[str, Any]) -> None:
+    good, rss = result["good"], result["rss_mib"]
+    print(
+        f"{result['duration_s']:.0f} s of hostile load, {good['clients']} well-behaved clients "
+        f"({CONCURRENT_SCENARIO}), {os.cpu_count()} cores, "
+        f"1-min load average {result['load_average_1min']:.1f}"
+    )
+    rows = [
+        ("well-behaved requests ok / failed", f"{good['requests_ok']} / {good['failed']}"),
+        ("latency p50 / p99 / max", f"{good['p50_ms']:.1f} / {good['p99_ms']:.1f} / {good['max_ms']:.1f} ms"),
+        (
+            "server RSS before / after / max",
+            f"{rss['before']} / {rss['after']} / {rss['max_during_load']} MiB",
+        ),
+    ]
+    rows += [(key, str(value)) for key, value in result["hostile"].items()]
+    rows += [(f"server: {key}", str(value)) for key, value in result["server_stats"].items()]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,7 +283,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--tune-malloc", action="store_true", help="also call fastvla.serving.tune_malloc() in the client"
     )
     parser.add_argument("--json", default="benchmarks/results/serve.json", help="where to write results")
+    parser.add_argument(
+        "--hostile", type=float, default=None, metavar="SECONDS", help="run the hostile-load mode instead"
+    )
     args = parser.parse_args(argv)
+    if args.hostile is not None:
+        json_path = (
+            args.json if args.json != parser.get_default("json") else "benchmarks/results/serve-hostile.json"
+        )
+        return hostile(args.hostile, args.clients, json_path)
     if args.tune_malloc:
         from fastvla.serving.memory import tune_malloc
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "ServerTimeoutError": "fastvla.serving.protocol",
     "MessageTooLargeError": "fastvla.serving.protocol",
     "ServerError": "fastvla.serving.protocol",
+    "ServerLimits": "fastvla.serving.limits",
     "tune_malloc": "fastvla.serving.memory",
 }
 

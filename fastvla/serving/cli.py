@@ -62,12 +62,34 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         token=args.token or os.environ.get(P.TOKEN_ENV) or None,
-        max_message_bytes=args.max_message_bytes,
         batch_window_ms=args.batch_window_ms,
-        max_batch_size=args.max_batch_size,
+        limits=limits_from_args(args),
     )
     server.run()
     return 0
+
+
+def limits_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~fastvla.serving.limits.ServerLimits` the command-line flags ask for."""
+    from dataclasses import fields
+
+    from fastvla.serving.limits import ServerLimits
+
+    return ServerLimits(**{f.name: getattr(args, f.name) for f in fields(ServerLimits)})
+
+
+# flag -> (type, help); defaults come from ServerLimits so the CLI and the Python API cannot drift.
+_LIMIT_FLAGS = {
+    "max_message_bytes": (int, "largest accepted request frame in bytes; larger ones close the connection"),
+    "max_batch_size": (int, "most observations per request (larger: bad_request) and per policy call"),
+    "max_array_bytes": (int, "largest single array in an observation, in bytes"),
+    "max_image_pixels": (int, "largest H*W of one image per sample"),
+    "max_queue": (int, "frames a connection may buffer while its previous request is answered"),
+    "max_connections": (int, "open websocket connections; more are refused with HTTP 503"),
+    "idle_timeout_s": (float, "close connections that send no complete message for this long"),
+    "handshake_timeout_s": (float, "time a new connection has to complete the websocket handshake"),
+    "auth_log_interval_s": (float, "at most one warning per this many seconds for rejected logins"),
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -87,12 +109,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"shared secret clients must send (default: ${P.TOKEN_ENV}; prefer the variable, "
         "command lines are visible to other users)",
     )
-    parser.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=P.DEFAULT_MAX_MESSAGE_BYTES,
-        help="largest accepted request in bytes (default: %(default)s)",
-    )
     parser.add_argument("--load-in-4bit", action="store_true", help="load the model with NF4 weights")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     parser.add_argument(
@@ -101,6 +117,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=2.0,
         help="how long to wait for other clients' requests to batch with (default: %(default)s)",
     )
-    parser.add_argument("--max-batch-size", type=int, default=64, help="most observations per policy call")
+    from fastvla.serving.limits import ServerLimits
+
+    defaults = ServerLimits()
+    limits = parser.add_argument_group("limits (see docs/serving.md)")
+    for name, (kind, text) in _LIMIT_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        limits.add_argument(
+            flag, type=kind, default=getattr(defaults, name), help=f"{text} (default: %(default)s)"
+        )
     parser.set_defaults(func=run)
     return parser

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
 from fastvla.serving import protocol as P
@@ -173,6 +174,11 @@ class RemotePolicy:
                     f"policy server at {self.url} rejected the token (HTTP 401): pass "
                     f"RemotePolicy(url, token=...) or set {P.TOKEN_ENV} to the server's --token"
                 ) from None
+            if status == 503:
+                raise P.ServerUnavailableError(
+                    f"policy server at {self.url} is at its connection limit (HTTP 503); close unused "
+                    "RemotePolicy objects, retry later, or restart it with a larger --max-connections"
+                ) from None
             raise P.ServerUnavailableError(f"policy server at {self.url} answered HTTP {status}") from err
         except (OSError, TimeoutError, InvalidHandshake) as err:
             raise P.ServerUnavailableError(
@@ -185,8 +191,19 @@ class RemotePolicy:
             return self._request_locked(msg)
 
     def _request_locked(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self._ws is not None and self._ws.state is not State.OPEN:
+            self.close()  # the server closed it between requests (idle timeout): nothing was outstanding
         if self._ws is None:
             self._ws = self._connect()
+        try:
+            return self._exchange(msg)
+        except _IdleClosed:
+            # The server's idle close crossed our request on the wire. It never ran (the server closes
+            # only connections with nothing in flight) and the server is stateless: send it again.
+            self._ws = self._connect()
+            return self._exchange(msg)
+
+    def _exchange(self, msg: dict[str, Any]) -> dict[str, Any]:
         request_id = next(self._ids)
         msg["id"] = request_id
         data = packb(msg)
@@ -216,6 +233,8 @@ class RemotePolicy:
         except ConnectionClosed as err:
             self.close()
             code = err.rcvd.code if err.rcvd is not None else None
+            if code == 1000 and err.rcvd.reason.startswith(P.IDLE_CLOSE_REASON):
+                raise _IdleClosed from None
             if code == _CLOSE_TOO_BIG:
                 raise P.MessageTooLargeError(
                     f"the policy server at {self.url} closed the connection: message too big "
@@ -235,6 +254,10 @@ class RemotePolicy:
         if reply.get("type") == P.ERROR:
             raise P.ServerError(reply.get("code", P.SERVER_ERROR), reply.get("message", ""))
         return reply
+
+
+class _IdleClosed(Exception):
+    """The server closed the connection for idleness just as a request was sent."""
 
 
 def _plain_obs(obs: Mapping[str, Any]) -> dict[str, Any]:

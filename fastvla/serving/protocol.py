@@ -14,6 +14,11 @@ request       fields                                                       reply
 ============  ===========================================================  ===============================
 
 Any request may instead get ``{"type": "error", "id", "code", "message"}``; the connection stays open.
+``bad_request`` means the request was refused before reaching the policy (malformed, over a limit, NaN/inf,
+not the observation the policy declared); ``policy_error`` means the policy itself raised.
+The handshake is refused with HTTP 401 (token) or 503 (connection limit); a frame over the size limit
+closes the connection with code 1009, an idle connection is closed with code 1000 and reason
+:data:`IDLE_CLOSE_REASON`.
 The server is stateless: it only calls ``policy.predict_action_chunk``; the client keeps the action queue.
 """
 
@@ -30,6 +35,10 @@ TOKEN_ENV = "FASTVLA_SERVE_TOKEN"
 """Environment variable read by the server and the client when no token is passed explicitly."""
 
 HEALTH_PATH = "/healthz"
+
+IDLE_CLOSE_REASON = "idle timeout"
+"""Reason of the close frame (code 1000) the server sends to a connection idle for ``idle_timeout_s``;
+the client reconnects on its next request."""
 
 # Request types.
 PING = "ping"

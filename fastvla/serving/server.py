@@ -12,9 +12,15 @@ Design:
   calls the policy once in a single worker thread (the event loop keeps answering pings and health checks
   meanwhile). Requests arriving during a forward pass form the next batch. If a merged call fails, each
   request is retried alone so one bad observation cannot fail another client's request.
-* **Safe by default.** Binds 127.0.0.1; optional shared token (``Authorization: Bearer``, compared in
-  constant time); frames over ``max_message_bytes`` close that connection with code 1009 (the client
-  checks the bound before sending); malformed messages get an ``error`` reply and the connection stays up.
+* **Safe by default.** Binds 127.0.0.1; optional shared token (exactly one ``Authorization: Bearer``
+  header, compared in constant time); frames over ``max_message_bytes`` close that connection with code
+  1009 (the client checks the bound before sending); malformed messages get an ``error`` reply and the
+  connection stays up.
+* **Bounded under hostile load** (:class:`~fastvla.serving.limits.ServerLimits`): observations are
+  validated on the event loop before they reach the policy queue (batch size, array and image sizes,
+  NaN/inf, the policy's declared cameras and state), each connection buffers at most ``max_queue`` frames
+  and has one request in the policy queue, connections beyond ``max_connections`` get HTTP 503, idle
+  connections and unfinished handshakes are closed, and rejected logins are logged at a bounded rate.
 """
 
 from __future__ import annotations
@@ -29,26 +35,28 @@ import logging
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from fastvla.serving import protocol as P
 from fastvla.serving.batching import InferRequest, flatten, infer_batch_size, merge, split
 from fastvla.serving.codec import CodecError, packb, unpackb
+from fastvla.serving.limits import BadRequest, LogThrottle, ServerLimits, validate_observation
 
 logger = logging.getLogger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_CLOSE_TOO_BIG = 1009
 
-
-class BadRequest(ValueError):
-    """A request the server cannot parse; answered with a ``bad_request`` error."""
+__all__ = ["BadRequest", "PolicyServer", "ServerLimits", "describe_policy"]
 
 
 def describe_policy(policy: Any) -> dict[str, Any]:
@@ -56,7 +64,9 @@ def describe_policy(policy: Any) -> dict[str, Any]:
 
     Uses ``policy.serving_metadata()`` when the policy defines it, otherwise reads the attributes
     ``FastVLAPolicy`` exposes (``config.action_dim``, ``config.chunk_size``, ``config.camera_names``,
-    ``config.state_dim``, ``n_action_steps``, ``obs_map``). Unknown fields are None.
+    ``config.state_dim``, ``config.image_size``, ``n_action_steps``, ``obs_map``,
+    ``processor.resize_images``). Unknown fields are None. The server validates requests against the
+    observation map, state size and (for policies that do not resize) image size it finds here.
     """
     if callable(getattr(policy, "serving_metadata", None)):
         return dict(policy.serving_metadata())
@@ -72,6 +82,7 @@ def describe_policy(policy: Any) -> dict[str, Any]:
 
     obs_map = getattr(policy, "obs_map", None)
     cameras = attr("camera_names")
+    resize = getattr(getattr(policy, "processor", None), "resize_images", None)
     meta = {
         "policy_class": type(policy).__name__,
         "action_dim": attr("action_dim"),
@@ -79,6 +90,8 @@ def describe_policy(policy: Any) -> dict[str, Any]:
         "n_action_steps": attr("n_action_steps"),
         "state_dim": attr("state_dim"),
         "cameras": list(cameras) if cameras is not None else None,
+        "image_size": attr("image_size"),
+        "resize_images": resize if isinstance(resize, bool) else None,
         "observation_map": None,
     }
     if obs_map is not None:
@@ -119,10 +132,11 @@ class PolicyServer:
             (set a token then).
         port: TCP port; 0 picks a free one (read it back from :attr:`url` after :meth:`start`).
         token: Shared secret clients must send as ``Authorization: Bearer <token>``; None disables auth.
-        max_message_bytes: Largest accepted frame; larger ones close the connection with code 1009.
         batch_window_ms: How long the batcher waits for other clients' requests before running a batch.
-        max_batch_size: Most observations stacked into one policy call.
         metadata: Overrides merged into :func:`describe_policy`'s answer.
+        limits: Resource limits (:class:`~fastvla.serving.limits.ServerLimits`; its defaults if None).
+        **overrides: Any :class:`ServerLimits` field (``max_message_bytes=...``, ``max_batch_size=...``),
+            applied on top of ``limits``.
 
     Example:
         >>> with PolicyServer(policy, port=0) as server:  # doctest: +SKIP
@@ -137,10 +151,10 @@ class PolicyServer:
         host: str = "127.0.0.1",
         port: int = P.DEFAULT_PORT,
         token: str | None = None,
-        max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES,
         batch_window_ms: float = 2.0,
-        max_batch_size: int = 64,
         metadata: Mapping[str, Any] | None = None,
+        limits: ServerLimits | None = None,
+        **overrides: Any,
     ) -> None:
         if not callable(getattr(policy, "predict_action_chunk", None)):
             raise TypeError(
@@ -148,34 +162,49 @@ class PolicyServer:
                 "stateless and needs whole action chunks; wrap select_action-only policies to return a "
                 "(1, action_dim) chunk"
             )
-        if max_message_bytes < 1024:
-            raise ValueError(f"max_message_bytes={max_message_bytes} is too small; use at least 1024")
-        if batch_window_ms < 0 or max_batch_size < 1:
-            raise ValueError(
-                f"batch_window_ms={batch_window_ms} must be >= 0 and max_batch_size={max_batch_size} >= 1"
-            )
+        try:
+            self.limits = replace(limits or ServerLimits(), **overrides)
+        except TypeError as err:
+            raise TypeError(
+                f"{err}; PolicyServer keywords are ServerLimits fields: {list(asdict(ServerLimits()))}"
+            ) from None
+        if batch_window_ms < 0:
+            raise ValueError(f"batch_window_ms={batch_window_ms} must be >= 0")
         self.policy = policy
         self.host = host
         self.port = port
         self.token = token or None
-        self.max_message_bytes = int(max_message_bytes)
         self.batch_window_s = batch_window_ms / 1000.0
-        self.max_batch_size = int(max_batch_size)
         self.metadata = {
             **describe_policy(policy),
             **_plain(dict(metadata or {})),
             "protocol_version": P.PROTOCOL_VERSION,
-            "max_message_bytes": self.max_message_bytes,
+            "max_message_bytes": self.limits.max_message_bytes,
+            "max_batch_size": self.limits.max_batch_size,
             "auth": self.token is not None,
         }
         self.stats: dict[str, int] = defaultdict(int)
         self._started = time.monotonic()
-        self._connections = 0
+        self._connections = 0  # handlers running (the batcher waits only while one has no request in)
+        self._admitted: set[ServerConnection] = set()  # upgrades accepted, counted against the cap
+        self._auth_log = LogThrottle(self.limits.auth_log_interval_s)
+        self._refused_log = LogThrottle(self.limits.auth_log_interval_s)
+        self._carry: deque[InferRequest] = deque()  # dequeued but did not fit the last batch
         self._queue: asyncio.Queue[InferRequest] | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Largest accepted frame (``limits.max_message_bytes``)."""
+        return self.limits.max_message_bytes
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most observations per request and per policy call (``limits.max_batch_size``)."""
+        return self.limits.max_batch_size
 
     @property
     def url(self) -> str:
@@ -205,7 +234,12 @@ class PolicyServer:
                 self.host,
                 self.port,
                 process_request=self._process_request,
-                max_size=self.max_message_bytes,
+                max_size=self.limits.max_message_bytes,
+                # One request per connection is answered at a time; beyond max_queue buffered frames the
+                # socket is not read, so a pipelining client is held back by TCP instead of our memory.
+                max_queue=self.limits.max_queue,
+                open_timeout=self.limits.handshake_timeout_s,
+                close_timeout=min(5.0, self.limits.handshake_timeout_s),
                 compression=None,  # deflate costs more CPU than it saves on images over a LAN
                 ping_interval=20,
                 ping_timeout=20,
@@ -287,26 +321,72 @@ class PolicyServer:
             response = connection.respond(http.HTTPStatus.OK, json.dumps(body) + "\n")
             response.headers["Content-Type"] = "application/json"
             return response
-        if self.token is not None:
-            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-            if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
-                self.stats["auth_rejected"] += 1
+        if self.token is not None and not self._authorized(request):
+            self.stats["auth_rejected"] += 1
+            suppressed = self._auth_log.allow()
+            if suppressed is not None:
                 logger.warning(
-                    "rejected a connection from %s: missing or wrong token", connection.remote_address
+                    "rejected a connection from %s: missing, repeated or wrong token (%d more rejected "
+                    "since the last warning; at most one warning per %g s)",
+                    connection.remote_address,
+                    suppressed,
+                    self.limits.auth_log_interval_s,
                 )
-                return connection.respond(
-                    http.HTTPStatus.UNAUTHORIZED,
-                    f"missing or wrong token: pass RemotePolicy(url, token=...) or set {P.TOKEN_ENV}\n",
+            return connection.respond(
+                http.HTTPStatus.UNAUTHORIZED,
+                "send exactly one 'Authorization: Bearer <token>' header: pass RemotePolicy(url, token=...) "
+                f"or set {P.TOKEN_ENV}\n",
+            )
+        # Connections whose handshake failed or that closed leave the set here (no leak, no race:
+        # this runs on the event loop, between the check and the admission nothing else does).
+        self._admitted = {c for c in self._admitted if c.state is not State.CLOSED}
+        if len(self._admitted) >= self.limits.max_connections:
+            self.stats["connections_refused"] += 1
+            suppressed = self._refused_log.allow()
+            if suppressed is not None:
+                logger.warning(
+                    "refused a connection from %s: %d connections open (max_connections=%d; %d more "
+                    "refused since the last warning)",
+                    connection.remote_address,
+                    len(self._admitted),
+                    self.limits.max_connections,
+                    suppressed,
                 )
+            response = connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"server at its connection limit (max_connections={self.limits.max_connections}); "
+                "retry later\n",
+            )
+            response.headers["Retry-After"] = "1"
+            return response
+        self._admitted.add(connection)
         return None
+
+    def _authorized(self, request: Request) -> bool:
+        """Exactly one ``Authorization`` header, scheme ``Bearer`` (any case), the right token."""
+        values = request.headers.get_all("Authorization")
+        if len(values) != 1:
+            return False
+        scheme, _, credentials = values[0].strip().partition(" ")
+        given = credentials.strip().encode("utf-8", "replace")
+        # compare_digest even for a wrong scheme, so timing does not tell which part was wrong.
+        return hmac.compare_digest(given, self.token.encode()) and scheme.lower() == "bearer"
 
     # ------------------------------------------------------------------ websocket: one client
     async def _handle(self, ws: ServerConnection) -> None:
         self._connections += 1
         peer = ws.remote_address
-        logger.info("client %s connected", peer)
+        logger.debug("client %s connected", peer)  # debug: a connection flood must not flood the log
+        idle = self.limits.idle_timeout_s
         try:
-            async for message in ws:
+            while True:
+                try:
+                    # Also ends a frame trickled in slowly: only a *complete* message resets the clock.
+                    message = await asyncio.wait_for(ws.recv(), idle)
+                except asyncio.TimeoutError:
+                    self.stats["idle_closed"] += 1
+                    await ws.close(1000, f"{P.IDLE_CLOSE_REASON} ({idle:g} s)")
+                    return
                 received = time.perf_counter()
                 reply = await self._reply(message, received)
                 try:
@@ -318,7 +398,9 @@ class PolicyServer:
                 await ws.send(data)
         except ConnectionClosed as err:
             # Oversized frames land here too (close code 1009); the server itself keeps serving.
-            logger.info("client %s disconnected: %s", peer, err)
+            if err.sent is not None and err.sent.code == _CLOSE_TOO_BIG:
+                self.stats["too_big_closed"] += 1
+            logger.debug("client %s disconnected: %s", peer, err)
         finally:
             self._connections -= 1
 
@@ -367,6 +449,7 @@ class PolicyServer:
             raise BadRequest(f"'return' must be 'chunk' or 'action', got {want!r}")
         leaves = flatten(obs)
         size = infer_batch_size(leaves, task, batched) if leaves is not None else None
+        validate_observation(obs, size, self.limits, self.metadata)
         request = InferRequest(obs, task, size, leaves, self._loop.create_future(), received)
         self.stats["requests"] += 1
         await self._queue.put(request)
@@ -380,7 +463,7 @@ class PolicyServer:
     # ------------------------------------------------------------------ batching
     async def _batch_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            batch = [self._carry.popleft() if self._carry else await self._queue.get()]
             deadline = self._loop.time() + self.batch_window_s
             n_samples = batch[0].n_samples
             while n_samples < self.max_batch_size:
@@ -393,6 +476,9 @@ class PolicyServer:
                     with contextlib.suppress(asyncio.TimeoutError):
                         item = await asyncio.wait_for(self._queue.get(), remaining)
                 if item is None:
+                    break
+                if n_samples + item.n_samples > self.max_batch_size:
+                    self._carry.append(item)  # first in the next batch: order is kept
                     break
                 batch.append(item)
                 n_samples += item.n_samples

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -25,7 +26,12 @@ class ToyPolicy:
     """Actions depend on every input (image, state, task) and on the position in the chunk.
 
     Records the batch size of each ``predict_action_chunk`` call so tests can see server-side batching.
+    Declares its observation like ``FastVLAPolicy`` (``obs_map``, ``state_dim``), so the server validates
+    requests against it. The task ``"explode"`` makes it raise (a genuine policy error).
     """
+
+    state_dim = STATE_DIM
+    obs_map = SimpleNamespace(cameras={"front": "pixels/front"}, state="agent_pos", instruction=None)
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
@@ -46,6 +52,8 @@ class ToyPolicy:
         tasks = [task] * batch if task is None or isinstance(task, str) else list(task)
         if len(tasks) != batch:
             raise ValueError(f"got {len(tasks)} tasks for {batch} observations")
+        if "explode" in tasks:
+            raise RuntimeError("the policy exploded")
         with self.lock:
             self.calls.append(batch)
         if self.delay_s:

@@ -112,17 +112,19 @@ def test_malformed_messages_get_errors_and_the_connection_keeps_serving(toy_serv
     ]
     replies = _raw_exchange(toy_server.url, frames)
     codes = [r.get("code") for r in replies]
-    assert codes == ["bad_request"] * 7 + ["policy_error", None]
+    # A wrong observation key is the client's mistake, caught before the policy runs.
+    assert codes == ["bad_request"] * 8 + [None]
     assert [r["id"] for r in replies[3:]] == [3, 4, 5, None, 8, 9]  # an undecodable frame has no id
-    assert "KeyError" in replies[7]["message"] and "'fly'" in replies[3]["message"]
+    assert "'pixels/front'" in replies[7]["message"] and "wrong_key" in replies[7]["message"]
+    assert "'fly'" in replies[3]["message"]
     np.testing.assert_array_equal(
         replies[-1]["actions"], ToyPolicy().predict_action_chunk(make_obs(0), "pick")
     )
 
 
 def test_policy_errors_reach_the_client(remote: RemotePolicy) -> None:
-    with pytest.raises(ServerError, match="KeyError") as info:
-        remote.predict_action_chunk({"state": np.zeros((2, 3), np.float32)}, task=["a", "b"])
+    with pytest.raises(ServerError, match="RuntimeError: the policy exploded") as info:
+        remote.predict_action_chunk(make_obs(0), task="explode")
     assert info.value.code == "policy_error"
     assert remote.predict_action_chunk(make_obs(0)).shape == (4, 3)  # same connection still works
 
