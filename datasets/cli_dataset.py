@@ -1,8 +1,10 @@
-"""``fastvla dataset info|view|convert``: inspect, visualise and convert LeRobot datasets.
+"""``fastvla dataset info|view|convert|repair``: inspect, visualise and convert LeRobot datasets.
 
 Examples::
 
     fastvla dataset info data/pick
+    fastvla dataset info data/pick --verify     # decode every file; exit 1 on problems
+    fastvla dataset repair data/pick            # after a crash: trim leftovers, rewrite totals
     fastvla dataset view data/pick --episode 3 --out-dir views/
     fastvla dataset convert old_v21/ new_v30/
 """
@@ -11,18 +13,47 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
+def _dataset_errors() -> tuple[type[Exception], ...]:
+    from fastvla.datasets.metadata import DatasetFormatError
+    from fastvla.datasets.video import VideoDecodeError
+
+    return DatasetFormatError, VideoDecodeError
+
+
 def run_info(args: argparse.Namespace) -> int:
-    """Print a readable (or JSON) summary of a dataset."""
+    """Print a summary of a dataset (tables or JSON); ``--verify`` checks every file, exit 1 on problems."""
     from fastvla.datasets.lerobot_dataset import resolve_root
     from fastvla.datasets.viewer import summary
 
-    facts = summary(resolve_root(args.path))
+    try:
+        root = resolve_root(args.path)
+        facts = summary(root)
+    except _dataset_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.verify:
+        from fastvla.datasets.verify import format_report, verify
+
+        report = verify(root)
+        if args.json:
+            print(json.dumps({**facts, "verify": {"ok": report.ok, "problems": report.problems}}, indent=2))
+        else:
+            _print_info(facts)
+            print(format_report(report))
+        return 0 if report.ok else 1
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0
+    _print_info(facts)
+    print("metadata checked; `--verify` decodes every data and video file")
+    return 0
+
+
+def _print_info(facts: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -60,7 +91,6 @@ def run_info(args: argparse.Namespace) -> int:
         for key, s in facts["stats"].items():
             stats.add_row(key, "  ".join(f"{m:.3g}±{d:.2g}" for m, d in zip(s["mean"], s["std"])))
         console.print(stats)
-    return 0
 
 
 def run_view(args: argparse.Namespace) -> int:
@@ -86,6 +116,19 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_repair(args: argparse.Namespace) -> int:
+    """Trim what an interrupted recording left behind and rewrite the totals (v3.0 datasets)."""
+    from fastvla.datasets.recovery import repair
+
+    try:
+        actions = repair(args.path)
+    except _dataset_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(actions) if actions else f"{args.path}: nothing to repair")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``fastvla dataset``."""
     parser = subparsers.add_parser(
@@ -98,6 +141,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     info = sub.add_parser("info", help="summary of a dataset (local folder or hub id)")
     info.add_argument("path", help="dataset root or Hugging Face repo id")
     info.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    info.add_argument(
+        "--verify",
+        action="store_true",
+        help="open every data and video file, check frame counts and timestamps; exit 1 on problems",
+    )
     info.set_defaults(func=run_info)
     view = sub.add_parser("view", help="mp4 of an episode's cameras + plot of its state/action")
     view.add_argument("path", help="dataset root or Hugging Face repo id")
@@ -109,4 +157,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     convert.add_argument("dst", help="output folder for the v3.0 dataset")
     convert.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
     convert.set_defaults(func=run_convert)
+    repair = sub.add_parser("repair", help="after a crash: trim uncommitted rows/frames, rewrite totals")
+    repair.add_argument("path", help="local v3.0 dataset root")
+    repair.set_defaults(func=run_repair)
     return parser

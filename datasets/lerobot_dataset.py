@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from fastvla.constants import EPISODE_INDEX, TASK, TASK_INDEX, TIMESTAMP
 from fastvla.datasets.metadata import DatasetFormatError, DatasetMeta, read_parquet
 from fastvla.datasets.stats import numeric_stats
-from fastvla.datasets.video import decode_frames
+from fastvla.datasets.validation import validate_columns, validate_video_extents
+from fastvla.datasets.video import VideoDecodeError, decode_frames
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -42,13 +44,20 @@ def resolve_root(root_or_repo_id: str | os.PathLike, revision: str | None = None
     return Path(local)
 
 
-def _decode_png(value: Any) -> np.ndarray:
-    from PIL import Image
+def _decode_png(value: Any, where: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
 
     data = value["bytes"] if isinstance(value, Mapping) else value
-    if data is None:
-        raise DatasetFormatError("image feature without embedded bytes (path-only images are not supported)")
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    if not isinstance(data, bytes):
+        raise DatasetFormatError(
+            f"{where}: image feature without embedded bytes (path-only images are not supported)"
+        )
+    try:
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DatasetFormatError(
+            f"{where}: an embedded image cannot be decoded ({err}); corrupt file"
+        ) from err
 
 
 class LeRobotDataset(torch.utils.data.Dataset):
@@ -61,6 +70,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
             each offset must be a multiple of ``1/fps``.
         revision: hub revision when downloading.
         tolerance_s: allowed timestamp mismatch when locating video frames (lerobot's default 1e-4).
+        allow_nonfinite: accept NaN/inf in float features (by default they raise
+            :class:`DatasetFormatError` at open, naming the file, episode and frame).
         video_backend: ``"auto"`` (torchcodec when installed, else PyAV), ``"pyav"`` or ``"torchcodec"``.
         image_transforms: optional callable applied to each float ``(3, H, W)`` camera tensor.
 
@@ -80,10 +91,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
         tolerance_s: float = 1e-4,
         video_backend: str = "auto",
         image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        allow_nonfinite: bool = False,
     ):
         self.root = resolve_root(root_or_repo_id, revision)
         self.meta = DatasetMeta(self.root)
         self.tolerance_s = tolerance_s
+        self.allow_nonfinite = allow_nonfinite
         self.video_backend = video_backend
         self.image_transforms = image_transforms
         by_index = {ep["episode_index"]: ep for ep in self.meta.episodes}
@@ -99,6 +112,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             self.episodes = sorted(set(int(e) for e in episodes))
         self._episode_meta = [by_index[e] for e in self.episodes]
         self._load_data()
+        self._check_video_extents()
         self.delta_indices = self._delta_indices(delta_timestamps)
         self.delta_timestamps = dict(delta_timestamps) if delta_timestamps else None
         if not self.meta.stats and len(self):
@@ -112,43 +126,32 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return [k for k, f in self.meta.features.items() if f["dtype"] not in ("video", "image", "string")]
 
     def _load_data(self) -> None:
-        """Load the selected episodes' parquet rows into column arrays (positions 0..N-1)."""
+        """Load the selected episodes' parquet rows into column arrays (positions 0..N-1), then validate."""
         wanted = [k for k in self.meta.features if self.meta.features[k]["dtype"] != "video"]
-        tables: dict[str, Any] = {}
+        tables: dict[Path, Any] = {}
         parts: dict[str, list[Any]] = {k: [] for k in wanted}
         starts, lengths = [], []
         position = 0
         for ep in self._episode_meta:
-            path = self.root / ep["data/path"]
-            if path not in tables:
-                table = read_parquet(path)
-                absent = [k for k in wanted if k not in table.column_names]
-                if absent:
-                    raise DatasetFormatError(
-                        f"{path} lacks columns {absent} that meta/info.json declares; the data file does not "
-                        "belong to this metadata. Re-download or re-write the dataset."
-                    )
-                ep_col = table.column(EPISODE_INDEX).to_numpy()
-                order = np.argsort(ep_col, kind="stable")  # rows grouped by episode, file order kept
-                tables[path] = (table, ep_col[order], order)
-            table, sorted_eps, order = tables[path]
-            lo, hi = (
-                np.searchsorted(sorted_eps, ep["episode_index"], side="left"),
-                np.searchsorted(sorted_eps, ep["episode_index"], side="right"),
-            )
-            rows = order[lo:hi]
-            if len(rows) != ep["length"]:
+            path = self.meta.file(ep["data/path"])
+            try:
+                if path not in tables:
+                    tables[path] = self._open_table(path, wanted)
+                rows = self._episode_rows(tables[path], ep, path)
+                sub = tables[path][0].take(rows)
+                for key in wanted:
+                    col = sub.column(key)
+                    if key in self.meta.image_keys:
+                        parts[key].extend(col.to_pylist())
+                    else:
+                        parts[key].append(self._column_array(key, col, path))
+            except (pa.ArrowException, KeyError, TypeError, ValueError) as err:
+                if isinstance(err, DatasetFormatError):
+                    raise
                 raise DatasetFormatError(
-                    f"episode {ep['episode_index']} has {len(rows)} rows in {path} but the metadata says "
-                    f"length {ep['length']}; the dataset is inconsistent (interrupted copy?). Re-download it."
-                )
-            sub = table.take(rows)
-            for key in wanted:
-                col = sub.column(key)
-                if key in self.meta.image_keys:
-                    parts[key].extend(col.to_pylist())
-                else:
-                    parts[key].append(self._column_array(key, col))
+                    f"{path}: episode {ep['episode_index']} cannot be read ({type(err).__name__}: {err}); "
+                    "the data file is corrupt or does not belong to this metadata. Re-download the dataset."
+                ) from err
             starts.append(position)
             lengths.append(len(rows))
             position += len(rows)
@@ -162,20 +165,81 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.episode_lengths = np.asarray(lengths, dtype=np.int64)
         # For each position: which selected episode (0..len(episodes)-1) it belongs to.
         self.position_episode = np.repeat(np.arange(len(starts)), lengths)
+        validate_columns(
+            self.columns,
+            self.episode_lengths,
+            self.meta.fps,
+            self.meta.task_names,
+            self._numeric_keys,
+            self._describe_position,
+            tolerance_s=self.tolerance_s,
+            allow_nonfinite=self.allow_nonfinite,
+        )
 
-    def _column_array(self, key: str, col: Any) -> np.ndarray:
+    def _check_video_extents(self) -> None:
+        """v3.0 only: v2.1 time ranges are derived from the lengths (one file per episode), not stored."""
+        if self.meta.version != "v3.0":
+            return
+        ends: dict[Path, tuple[float, int]] = {}
+        for ep in self._episode_meta:
+            for key in self.meta.video_keys:
+                path = self.meta.file(ep[f"videos/{key}/path"])
+                end = float(ep[f"videos/{key}/to_timestamp"])
+                if end > ends.get(path, (-1.0, 0))[0]:
+                    ends[path] = (end, ep["episode_index"])
+        validate_video_extents(ends, self.meta.fps)
+
+    def _open_table(self, path: Path, wanted: list[str]) -> tuple[Any, np.ndarray, np.ndarray]:
+        table = read_parquet(path)
+        absent = [k for k in wanted if k not in table.column_names]
+        if absent:
+            raise DatasetFormatError(
+                f"{path} lacks columns {absent} that meta/info.json declares; the data file does not "
+                "belong to this metadata. Re-download or re-write the dataset."
+            )
+        ep_col = table.column(EPISODE_INDEX).to_numpy()
+        order = np.argsort(ep_col, kind="stable")  # rows grouped by episode, file order kept
+        return table, ep_col[order], order
+
+    @staticmethod
+    def _episode_rows(opened: tuple[Any, np.ndarray, np.ndarray], ep: dict, path: Path) -> np.ndarray:
+        _, sorted_eps, order = opened
+        lo = np.searchsorted(sorted_eps, ep["episode_index"], side="left")
+        hi = np.searchsorted(sorted_eps, ep["episode_index"], side="right")
+        rows = order[lo:hi]
+        if len(rows) != ep["length"]:
+            raise DatasetFormatError(
+                f"episode {ep['episode_index']} has {len(rows)} rows in {path} but the metadata says "
+                f"length {ep['length']}; the dataset is inconsistent (interrupted copy?). Re-download it."
+            )
+        return rows
+
+    def _describe_position(self, position: int) -> str:
+        slot = int(self.position_episode[position])
+        ep = self._episode_meta[slot]
+        frame = position - int(self.episode_starts[slot])
+        return f"{self.meta.file(ep['data/path'])}: episode {ep['episode_index']} frame {frame}"
+
+    def _column_array(self, key: str, col: Any, path: Path) -> np.ndarray:
         shape = tuple(self.meta.features[key]["shape"])
         values = col.combine_chunks() if hasattr(col, "combine_chunks") else col
+        if values.null_count:
+            raise DatasetFormatError(f"{path}: feature {key!r} has {values.null_count} missing (null) values")
         if hasattr(values, "flatten"):  # list column: (N * C,) values
             arr = values.flatten().to_numpy(zero_copy_only=False)
         else:
             arr = values.to_numpy(zero_copy_only=False)
             if arr.dtype == object:
                 arr = np.stack(arr).reshape(-1)
+        if self.meta.features[key]["dtype"] != "string" and arr.dtype.kind not in "biuf":
+            raise DatasetFormatError(
+                f"{path}: feature {key!r} holds {arr.dtype} values, but meta/info.json declares "
+                f"{self.meta.features[key]['dtype']}; the data and metadata disagree"
+            )
         n, per_frame = len(values), int(np.prod(shape)) if shape else 1
         if arr.size != n * per_frame:
             raise DatasetFormatError(
-                f"feature {key!r} has {arr.size // max(n, 1)} values per frame in the data but "
+                f"feature {key!r} has {arr.size // max(n, 1)} values per frame in {path} but "
                 f"meta/info.json declares shape {list(shape)}; the metadata and data disagree. Fix "
                 "meta/info.json or re-write the dataset."
             )
@@ -230,15 +294,28 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def video_location(self, key: str, episode_slot: int) -> tuple[Path, float]:
         """``(mp4 path, from_timestamp)`` of a video feature for the ``episode_slot``-th selected episode."""
         ep = self._episode_meta[episode_slot]
-        return self.root / ep[f"videos/{key}/path"], float(ep[f"videos/{key}/from_timestamp"])
+        return self.meta.file(ep[f"videos/{key}/path"]), float(ep[f"videos/{key}/from_timestamp"])
 
     def _camera_frames(self, key: str, slot: int, positions: np.ndarray) -> torch.Tensor:
+        shape = tuple(self.meta.features[key]["shape"])
         if key in self.meta.image_keys:
-            frames = np.stack([_decode_png(self.columns[key][p]) for p in positions])
+            where = f"{self.meta.file(self._episode_meta[slot]['data/path'])} {key}"
+            decoded = [_decode_png(self.columns[key][p], where) for p in positions]
+            wrong = [d.shape for d in decoded if d.shape != shape]
+            if wrong:
+                raise DatasetFormatError(
+                    f"{where}: embedded image of shape {wrong[0]}, declared {list(shape)}"
+                )
+            frames = np.stack(decoded)
         else:
             path, start = self.video_location(key, slot)
             times = start + self.columns[TIMESTAMP][positions].astype(np.float64)
             frames = decode_frames(path, times, self.tolerance_s, backend=self.video_backend)
+            if frames.shape[1:] != shape:  # one tuple comparison per item: a re-encoded/foreign file
+                raise VideoDecodeError(
+                    f"{path} holds frames of shape {frames.shape[1:]} but meta/info.json declares {key} as "
+                    f"{list(shape)}; the video does not belong to this metadata"
+                )
         images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
         if self.image_transforms is not None:
             images = torch.stack([self.image_transforms(img) for img in images])

@@ -17,8 +17,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fastvla.datasets.stats import Stats, aggregate_stats, stats_from_json
+from fastvla.datasets.validation import (
+    SUPPORTED_VERSIONS,
+    format_path,
+    inside_root,
+    validate_episodes,
+    validate_info,
+    validate_tasks,
+)
 
-SUPPORTED_VERSIONS = ("v3.0", "v2.1")
+__all__ = ["SUPPORTED_VERSIONS", "DatasetFormatError", "DatasetMeta", "inside_root", "read_parquet"]
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
 TASKS_PATH = "meta/tasks.parquet"
@@ -39,7 +47,7 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
         raise DatasetFormatError(f"parquet file {path} is missing; re-download or re-write the dataset")
     try:
         return pq.read_table(path, columns=columns)
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowException, OSError) as err:
         raise DatasetFormatError(
             f"parquet file {path} is unreadable ({err}); it is truncated or corrupt. Re-download the "
             "dataset, or for a dataset you recorded, reopen it with LeRobotDatasetWriter to repair it."
@@ -59,42 +67,72 @@ def load_info(root: Path) -> dict[str, Any]:
             f"{path} not found: {root} is not a LeRobot dataset root ({hint}). Point to the folder that "
             "contains meta/, data/ and videos/, or pass a Hugging Face repo id."
         )
+    return validate_info(read_json(path), path)
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; an unreadable, non-UTF-8 or truncated file raises an error naming it."""
     try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetFormatError(f"{path} is not valid JSON ({err}); restore it from the source") from err
-    version = info.get("codebase_version")
-    if version not in SUPPORTED_VERSIONS:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise DatasetFormatError(f"{path} is not UTF-8 text ({err}); restore it from the source") from err
+    except (json.JSONDecodeError, RecursionError) as err:
         raise DatasetFormatError(
-            f"unsupported LeRobot codebase_version {version!r} in {path}; supported: "
-            f"{list(SUPPORTED_VERSIONS)}. Convert older datasets with lerobot's conversion scripts "
-            "(v2.0 -> v2.1), then `fastvla dataset convert` for v2.1 -> v3.0."
-        )
-    for key in ("fps", "features"):
-        if key not in info:
-            raise DatasetFormatError(f"{path} lacks the required field {key!r}; the file is incomplete")
-    return info
+            f"{path} is not valid JSON ({err}); it is truncated or corrupt. Restore it from the source"
+        ) from err
+    except OSError as err:
+        raise DatasetFormatError(f"{path} cannot be read ({err})") from err
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DatasetFormatError(f"{path} is missing; a v2.1 dataset needs it. Re-download the dataset.")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DatasetFormatError(f"{path} is not UTF-8 text ({err}); restore it from the source") from err
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetFormatError(f"{path} line {number} is not valid JSON ({err}); truncated?") from err
+        if not isinstance(row, dict):
+            raise DatasetFormatError(f"{path} line {number} is a {type(row).__name__}, not a JSON object")
+        rows.append(row)
+    return rows
 
 
-def load_episodes_v30(root: Path) -> list[dict[str, Any]]:
-    """All rows of ``meta/episodes/chunk-*/file-*.parquet``, sorted by episode index."""
+def _sorted_episodes(rows: list[dict[str, Any]], sources: dict[int, Path], info: dict[str, Any]) -> list:
+    validate_episodes(rows, info, sources)
+    return sorted(rows, key=lambda r: r["episode_index"])
+
+
+def load_episodes_v30(root: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
+    """All rows of ``meta/episodes/chunk-*/file-*.parquet``, validated, sorted by episode index."""
     files = sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
     if not files:
         raise DatasetFormatError(
             f"no episode metadata under {root / EPISODES_DIR}; the dataset is incomplete. Re-download it."
         )
     rows: list[dict[str, Any]] = []
+    sources: dict[int, Path] = {}
     for f in files:
         table = read_parquet(f)
         keep = [c for c in table.column_names if not c.startswith("stats/")]
-        rows.extend(table.select(keep).to_pylist())
-    return sorted(rows, key=lambda r: r["episode_index"])
+        for row in _pylist(table.select(keep), f):
+            sources[id(row)] = f
+            rows.append(row)
+    return _sorted_episodes(rows, sources, info)
+
+
+def _pylist(table: pa.Table, path: Path) -> list[dict[str, Any]]:
+    try:
+        return table.to_pylist()
+    except (pa.ArrowException, ValueError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(f"parquet file {path} holds values that cannot be read ({err})") from err
 
 
 def load_episode_stats_v30(root: Path) -> dict[int, Stats]:
@@ -103,7 +141,7 @@ def load_episode_stats_v30(root: Path) -> dict[int, Stats]:
     for f in sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet")):
         table = read_parquet(f)
         cols = [c for c in table.column_names if c.startswith("stats/")]
-        for row in table.select(["episode_index", *cols]).to_pylist():
+        for row in _pylist(table.select(["episode_index", *cols]), f):
             stats: Stats = {}
             for col in cols:
                 if row[col] is None:  # a stat some episodes lack (e.g. quantiles of converted ones)
@@ -115,13 +153,19 @@ def load_episode_stats_v30(root: Path) -> dict[int, Stats]:
 
 
 def load_tasks_v30(root: Path) -> dict[str, int]:
-    """``{task: task_index}`` from ``meta/tasks.parquet``."""
-    table = read_parquet(root / TASKS_PATH)
-    return {r["task"]: int(r["task_index"]) for r in table.select(["task", "task_index"]).to_pylist()}
+    """``{task: task_index}`` from ``meta/tasks.parquet`` (tasks UTF-8 strings, indices unique)."""
+    path = root / TASKS_PATH
+    table = read_parquet(path)
+    missing = [c for c in ("task", "task_index") if c not in table.column_names]
+    if missing:
+        raise DatasetFormatError(f"{path} lacks the columns {missing}; restore it from the source dataset")
+    return validate_tasks(_pylist(table.select(["task", "task_index"]), path), path)
 
 
 def _v21_episodes(root: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = sorted(_jsonl(root / "meta/episodes.jsonl"), key=lambda r: r["episode_index"])
+    path = root / "meta/episodes.jsonl"
+    rows = _jsonl(path)
+    rows = _sorted_episodes(rows, {id(r): path for r in rows}, info)
     chunks = int(info.get("chunks_size", 1000))
     video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
     start = 0
@@ -130,26 +174,36 @@ def _v21_episodes(root: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
         row["dataset_from_index"], row["dataset_to_index"] = start, start + length
         start += length
         chunk = ep // chunks
-        row["data/path"] = info["data_path"].format(episode_chunk=chunk, episode_index=ep)
+        row["data/path"] = _relative(
+            root, info["data_path"], "data_path", episode_chunk=chunk, episode_index=ep
+        )
         for key in video_keys:
-            row[f"videos/{key}/path"] = info["video_path"].format(
-                episode_chunk=chunk, episode_index=ep, video_key=key
+            row[f"videos/{key}/path"] = _relative(
+                root, info["video_path"], "video_path", episode_chunk=chunk, episode_index=ep, video_key=key
             )
             row[f"videos/{key}/from_timestamp"] = 0.0
             row[f"videos/{key}/to_timestamp"] = length / info["fps"]
     return rows
 
 
-def _v30_paths(info: dict[str, Any], episodes: list[dict[str, Any]]) -> None:
+def _relative(root: Path, template: str, name: str, **fields: Any) -> str:
+    """A formatted path template, checked to stay inside ``root``, relative to it."""
+    path = format_path(root, template, f"{root / INFO_PATH} {name}", **fields)
+    return path.relative_to(root).as_posix()
+
+
+def _v30_paths(root: Path, info: dict[str, Any], episodes: list[dict[str, Any]]) -> None:
     video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
-    data_path = info.get("data_path", DEFAULT_DATA_PATH)
-    video_path = info.get("video_path", DEFAULT_VIDEO_PATH)
+    data_path = info.get("data_path") or DEFAULT_DATA_PATH
+    video_path = info.get("video_path") or DEFAULT_VIDEO_PATH
     for row in episodes:
-        row["data/path"] = data_path.format(
-            chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
-        )
+        chunk, file = row["data/chunk_index"], row["data/file_index"]
+        row["data/path"] = _relative(root, data_path, "data_path", chunk_index=chunk, file_index=file)
         for key in video_keys:
-            row[f"videos/{key}/path"] = video_path.format(
+            row[f"videos/{key}/path"] = _relative(
+                root,
+                video_path,
+                "video_path",
                 video_key=key,
                 chunk_index=row[f"videos/{key}/chunk_index"],
                 file_index=row[f"videos/{key}/file_index"],
@@ -180,10 +234,11 @@ class DatasetMeta:
             self.tasks, self.episodes = {}, []
         elif self.version == "v3.0":
             self.tasks = load_tasks_v30(self.root)
-            self.episodes = load_episodes_v30(self.root)
-            _v30_paths(self.info, self.episodes)
+            self.episodes = load_episodes_v30(self.root, self.info)
+            _v30_paths(self.root, self.info, self.episodes)
         else:
-            self.tasks = {r["task"]: int(r["task_index"]) for r in _jsonl(self.root / "meta/tasks.jsonl")}
+            tasks_path = self.root / "meta/tasks.jsonl"
+            self.tasks = validate_tasks(_jsonl(tasks_path), tasks_path)
             self.episodes = _v21_episodes(self.root, self.info)
         self._stats: Stats | None = None
 
@@ -191,6 +246,10 @@ class DatasetMeta:
         """A freshly created dataset (or one whose first recording was interrupted) has no episodes."""
         has_files = any((self.root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
         return not has_files and int(self.info.get("total_episodes", 0)) == 0
+
+    def file(self, relative: str) -> Path:
+        """The absolute path of a file named in the metadata (``ep["data/path"]``), checked to stay inside."""
+        return inside_root(self.root, relative, f"{self.root / INFO_PATH} path template")
 
     @property
     def fps(self) -> int:
@@ -236,7 +295,7 @@ class DatasetMeta:
         path = self.root / "meta/episodes_stats.jsonl"
         if not path.is_file():
             return {}
-        return {r["episode_index"]: stats_from_json(r["stats"]) for r in _jsonl(path)}
+        return {r.get("episode_index"): _checked_stats(r.get("stats"), path) for r in _jsonl(path)}
 
     @property
     def stats(self) -> Stats:
@@ -247,7 +306,7 @@ class DatasetMeta:
         if self._stats is None:
             path = self.root / STATS_PATH
             if self.version == "v3.0" and path.is_file():
-                self._stats = stats_from_json(json.loads(path.read_text()))
+                self._stats = _checked_stats(read_json(path), path)
             else:
                 per_episode = self.episode_stats()
                 self._stats = aggregate_stats(list(per_episode.values())) if per_episode else {}
@@ -256,3 +315,28 @@ class DatasetMeta:
     @stats.setter
     def stats(self, value: Stats) -> None:
         self._stats = value
+
+
+def _checked_stats(data: Any, path: Path) -> Stats:
+    """Statistics as arrays: an object of objects of finite numbers (lists), else an error naming the file."""
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise DatasetFormatError(
+            f"{path} is not an object of per-feature statistics objects; restore it (or delete it: the "
+            "reader then computes statistics from the data)"
+        )
+    try:
+        stats = stats_from_json(data)
+        bad = [
+            f"{k}/{s}"
+            for k, d in stats.items()
+            for s, v in d.items()
+            if v.dtype.kind not in "iuf" or not np.isfinite(v.astype(np.float64)).all()
+        ]
+    except (ValueError, TypeError) as err:
+        raise DatasetFormatError(f"{path} holds statistics that are not numeric arrays ({err})") from err
+    if bad:
+        raise DatasetFormatError(
+            f"{path}: statistics {bad[:5]} are not finite numbers; normalising with them would give NaN. "
+            "Restore the file, or delete it so the reader computes statistics from the data."
+        )
+    return stats

@@ -3,7 +3,12 @@
 The writer commits an episode by rewriting ``meta/episodes/...parquet`` last, so the episodes metadata
 always describes complete data. An interruption can leave, beyond it: a staging folder, temporary files,
 rows of the unsaved episode at the end of a data file, frames at the end of a video file, or a new file
-nobody references. :func:`recover` removes exactly those.
+nobody references. :func:`recover` removes exactly those, and :func:`repair` (``fastvla dataset repair``)
+runs it without appending, so that ``meta/info.json`` totals match the saved episodes again.
+
+Every file it touches is formatted from the ``info.json`` templates and checked by
+:func:`~fastvla.datasets.validation.inside_root` (symlinks resolved) first, and only files matching a
+template are candidates for deletion: a corrupted template can never make recovery delete the real data.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +28,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fastvla.datasets.metadata import EPISODES_DIR, TASKS_PATH, load_tasks_v30, read_parquet
+from fastvla.datasets.metadata import (
+    DEFAULT_DATA_PATH,
+    DEFAULT_VIDEO_PATH,
+    EPISODES_DIR,
+    INFO_PATH,
+    TASKS_PATH,
+    load_tasks_v30,
+    read_parquet,
+)
 from fastvla.datasets.stats import Stats, aggregate_stats
+from fastvla.datasets.validation import format_path, inside_root, validate_episodes
 from fastvla.utils.io import atomic_write_bytes
 
 STAGING = ".staging"
@@ -36,13 +51,32 @@ class RecoveredState:
     tasks: dict[str, int]
     episode_rows: list[dict[str, Any]]
     stats: Stats
+    actions: list[str] = field(default_factory=list)  # what was trimmed or removed, for the report
 
 
-def _episode_rows(root: Path) -> list[dict[str, Any]]:
+def _episode_rows(root: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    sources: dict[int, Path] = {}
     for f in sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet")):
-        rows.extend(read_parquet(f).to_pylist())
+        for row in read_parquet(f).to_pylist():
+            sources[id(row)] = f
+            rows.append(row)
+    validate_episodes(rows, info, sources)
     return sorted(rows, key=lambda r: r["episode_index"])
+
+
+def _template_glob(template: str) -> str:
+    """``data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet`` -> ``data/chunk-*/file-*.parquet``."""
+    return re.sub(r"\{[^{}]*\}", "*", template)
+
+
+def _candidates(root: Path, template: str, source: str, **fixed: str) -> list[Path]:
+    """Existing files matching a path template (fields fixed where given), each checked to be inside."""
+    pattern = template
+    for name, value in fixed.items():
+        pattern = pattern.replace("{" + name + "}", value)
+    found = sorted(p for p in root.glob(_template_glob(pattern)) if p.is_file())
+    return [inside_root(root, p.relative_to(root).as_posix(), source, strict=True) for p in found]
 
 
 def _stats_of(row: dict[str, Any]) -> Stats:
@@ -54,27 +88,38 @@ def _stats_of(row: dict[str, Any]) -> Stats:
     return stats
 
 
-def _remove_temporaries(root: Path) -> None:
-    shutil.rmtree(root / STAGING, ignore_errors=True)
+def _remove_temporaries(root: Path, actions: list[str]) -> None:
+    if (root / STAGING).exists():
+        shutil.rmtree(root / STAGING, ignore_errors=True)
+        actions.append(f"removed the staging folder {root / STAGING}")
     for path in root.rglob(".*"):
         if path.is_file() and ".tmp" in path.name:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+                actions.append(f"removed the temporary file {path}")
 
 
-def _trim_data(root: Path, info: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def _trim_data(root: Path, info: dict[str, Any], rows: list[dict[str, Any]], actions: list[str]) -> None:
+    template = info.get("data_path") or DEFAULT_DATA_PATH
+    source = f"{root / INFO_PATH} data_path"
     referenced: dict[Path, set[int]] = defaultdict(set)
     for r in rows:
-        path = root / info["data_path"].format(
-            chunk_index=r["data/chunk_index"], file_index=r["data/file_index"]
+        path = format_path(
+            root,
+            template,
+            source,
+            strict=True,
+            chunk_index=r["data/chunk_index"],
+            file_index=r["data/file_index"],
         )
         referenced[path].add(r["episode_index"])
-    for path in sorted((root / "data").glob("chunk-*/*.parquet")):
+    for path in _candidates(root, template, source):
         keep = referenced.get(path)
         if not keep:
             path.unlink()
+            actions.append(f"removed {path} (no saved episode references it)")
             continue
-        table = pq.read_table(path)
+        table = read_parquet(path)
         mask = pc.is_in(table.column("episode_index"), value_set=pa.array(sorted(keep), pa.int64()))
         if pc.all(mask).as_py():
             continue
@@ -82,26 +127,34 @@ def _trim_data(root: Path, info: dict[str, Any], rows: list[dict[str, Any]]) -> 
         buf = io.BytesIO()
         pq.write_table(kept, buf)
         atomic_write_bytes(path, buf.getvalue())
+        actions.append(f"dropped {table.num_rows - kept.num_rows} uncommitted rows from {path}")
 
 
-def _trim_videos(root: Path, info: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def _trim_videos(root: Path, info: dict[str, Any], rows: list[dict[str, Any]], actions: list[str]) -> None:
     from fastvla.datasets.video import truncate_video, video_info
 
     fps = info["fps"]
+    template = info.get("video_path") or DEFAULT_VIDEO_PATH
+    source = f"{root / INFO_PATH} video_path"
     for key, spec in info["features"].items():
         if spec["dtype"] != "video":
             continue
         ends: dict[Path, float] = {}
         for r in rows:
-            path = root / info["video_path"].format(
+            path = format_path(
+                root,
+                template,
+                source,
+                strict=True,
                 video_key=key,
                 chunk_index=r[f"videos/{key}/chunk_index"],
                 file_index=r[f"videos/{key}/file_index"],
             )
             ends[path] = max(ends.get(path, 0.0), float(r[f"videos/{key}/to_timestamp"]))
-        for path in sorted((root / "videos" / key).glob("chunk-*/*.mp4")):
+        for path in _candidates(root, template, source, video_key=key):
             if path not in ends:
                 path.unlink()
+                actions.append(f"removed {path} (no saved episode references it)")
                 continue
             expected = round(ends[path] * fps)
             try:
@@ -112,16 +165,43 @@ def _trim_videos(root: Path, info: dict[str, Any], rows: list[dict[str, Any]]) -
                 tmp = path.with_name(f".{path.name}.tmp.mp4")
                 truncate_video(path, ends[path] - 0.5 / fps, tmp)
                 os.replace(tmp, path)
+                actions.append(f"trimmed {path} from {frames} to {expected} frames")
 
 
 def recover(root: Path, info: dict[str, Any]) -> RecoveredState:
     """Trim leftovers of an interrupted episode and return the dataset's saved state."""
-    _remove_temporaries(root)
-    rows = _episode_rows(root) if (root / EPISODES_DIR).is_dir() else []
+    actions: list[str] = []
+    _remove_temporaries(root, actions)
+    rows = _episode_rows(root, info) if (root / EPISODES_DIR).is_dir() else []
     tasks = load_tasks_v30(root) if (root / TASKS_PATH).is_file() else {}
-    _trim_data(root, info, rows)
+    _trim_data(root, info, rows, actions)
     if info.get("video_path"):
-        _trim_videos(root, info, rows)
+        _trim_videos(root, info, rows, actions)
     per_episode = [_stats_of(r) for r in rows]
     stats = aggregate_stats(per_episode) if per_episode else {}
-    return RecoveredState(tasks=tasks, episode_rows=rows, stats=stats)
+    return RecoveredState(tasks=tasks, episode_rows=rows, stats=stats, actions=actions)
+
+
+def repair(root: str | os.PathLike) -> list[str]:
+    """Bring a v3.0 dataset back to its saved episodes after a crash, without appending.
+
+    Removes staging/temporary files, uncommitted rows and frames and unreferenced files, and rewrites
+    ``meta/info.json`` (totals, splits), ``meta/stats.json`` and ``meta/tasks.parquet`` from the episodes
+    metadata, the commit point. Returns what was done (also the totals that changed).
+
+    Example:
+        >>> repair("data/pick")  # doctest: +SKIP
+        ['dropped 6 uncommitted rows from data/pick/data/chunk-000/file-000.parquet', ...]
+    """
+    from fastvla.datasets.metadata import load_info
+    from fastvla.datasets.writer import LeRobotDatasetWriter
+
+    root = Path(root)
+    before = load_info(root)
+    writer = LeRobotDatasetWriter(root)
+    writer.finalize()
+    actions = list(writer.recovery_actions)
+    for key in ("total_episodes", "total_frames", "total_tasks"):
+        if before.get(key) != writer.info[key]:
+            actions.append(f"meta/info.json {key}: {before.get(key)} -> {writer.info[key]}")
+    return actions

@@ -40,10 +40,26 @@ def _open(path: str | os.PathLike) -> av.container.InputContainer:
             "(or restore the file) — a partial copy cannot be read."
         )
     try:
-        return av.open(str(path))
-    except av.error.FFmpegError as err:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise VideoDecodeError(
             f"cannot open video {path}: {err}. The file is corrupt; re-download it."
+        ) from err
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(f"{path} has no video stream; the file is corrupt or not a video")
+    return container
+
+
+@contextlib.contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Turn PyAV/FFmpeg errors raised while demuxing or decoding into a VideoDecodeError naming the file."""
+    try:
+        yield
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise VideoDecodeError(
+            f"decoding {path} failed ({type(err).__name__}: {err}); the file is truncated or corrupt. "
+            "Re-download or re-record the dataset."
         ) from err
 
 
@@ -82,9 +98,9 @@ def decode_frames(
         global _TORCHCODEC_BROKEN
         try:
             out = None if (_TORCHCODEC_BROKEN and backend == "auto") else _torchcodec_decode(path, timestamps)
-        except Exception as err:  # an incompatible torchcodec/FFmpeg install: fall back to PyAV
+        except Exception as err:  # an incompatible torchcodec/FFmpeg install, or a corrupt file
             if backend == "torchcodec":
-                raise
+                raise VideoDecodeError(f"torchcodec cannot decode {path} ({err!r}); corrupt file?") from err
             warnings.warn(f"torchcodec failed ({err!r}); decoding with PyAV instead", stacklevel=2)
             _TORCHCODEC_BROKEN, out = True, None
         if out is not None:
@@ -104,7 +120,7 @@ def decode_frames(
     first, last = float(query.min()), float(query.max())
     times: list[float] = []
     frames: list[np.ndarray] = []
-    with _open(path) as container:
+    with _open(path) as container, _decoding(path):
         stream = container.streams.video[0]
         if first > 0:
             container.seek(int(first / stream.time_base), stream=stream, backward=True, any_frame=False)
@@ -149,7 +165,8 @@ def iter_frames(
         start_s: skip (by seeking to the preceding keyframe) to this time.
         end_s: stop after the first frame at or beyond this time.
     """
-    with _open(path) as container:
+    path = Path(path)
+    with _open(path) as container, _decoding(path):
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if start_s > 0:
@@ -164,9 +181,22 @@ def iter_frames(
                 break
 
 
+def frame_times(path: str | os.PathLike) -> np.ndarray:
+    """Decode every frame of a video (no colour conversion) and return their times in seconds, in order."""
+    path = Path(path)
+    times = []
+    with _open(path) as container, _decoding(path):
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if frame.time is not None:
+                times.append(float(frame.time))
+    return np.asarray(times, dtype=np.float64)
+
+
 def video_info(path: str | os.PathLike) -> dict:
-    """Codec, size, fps and frame count of a video file."""
-    with _open(path) as container:
+    """Codec, size, fps and frame count (from the container header) of a video file."""
+    with _open(path) as container, _decoding(Path(path)):
         stream = container.streams.video[0]
         return {
             "codec": stream.codec_context.name,

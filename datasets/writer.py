@@ -41,8 +41,10 @@ from fastvla.datasets.metadata import (
     TASKS_PATH,
     DatasetFormatError,
     load_info,
+    read_parquet,
 )
 from fastvla.datasets.stats import STAT_KEYS, aggregate_stats, image_stats, numeric_stats, stats_to_json
+from fastvla.datasets.validation import format_path
 from fastvla.datasets.video import VideoEncoder, concat_videos
 from fastvla.utils.io import atomic_write_bytes, atomic_write_text
 
@@ -206,6 +208,7 @@ class LeRobotDatasetWriter:
         self.tasks: dict[str, int] = {}
         self.episode_rows: list[dict[str, Any]] = []
         self.stats: dict[str, dict[str, np.ndarray]] = {}
+        self.recovery_actions: list[str] = []
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_info()
 
@@ -232,6 +235,7 @@ class LeRobotDatasetWriter:
         self.codec = codecs.pop() if codecs else codec
         state = recovery.recover(self.root, self.info)
         self.tasks, self.episode_rows, self.stats = state.tasks, state.episode_rows, state.stats
+        self.recovery_actions = state.actions
         self._write_meta()
 
     def _reset_buffer(self) -> None:
@@ -466,17 +470,22 @@ class LeRobotDatasetWriter:
 
     def _write_data(self, table: pa.Table) -> dict[str, int]:
         def path_of(c: int, f: int) -> Path:
-            return self.root / self.info["data_path"].format(chunk_index=c, file_index=f)
+            source = f"{self.root / INFO_PATH} data_path"
+            return format_path(
+                self.root, self.info["data_path"], source, strict=True, chunk_index=c, file_index=f
+            )
 
         chunk, file, exists = self._roll("data", path_of, self.info["data_files_size_in_mb"])
         if exists:
-            table = pa.concat_tables([pq.read_table(path_of(chunk, file)), table])
+            table = pa.concat_tables([read_parquet(path_of(chunk, file)), table])
         atomic_write_bytes(path_of(chunk, file), _parquet_bytes(table))
         return {"data/chunk_index": chunk, "data/file_index": file}
 
     def _write_video(self, key: str, staged: Path, length: int) -> dict[str, Any]:
         def path_of(c: int, f: int) -> Path:
-            return self.root / self.info["video_path"].format(video_key=key, chunk_index=c, file_index=f)
+            source = f"{self.root / INFO_PATH} video_path"
+            fields = {"video_key": key, "chunk_index": c, "file_index": f}
+            return format_path(self.root, self.info["video_path"], source, strict=True, **fields)
 
         prefix = f"videos/{key}"
         chunk, file, exists = self._roll(prefix, path_of, self.info["video_files_size_in_mb"])

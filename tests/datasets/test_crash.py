@@ -98,3 +98,18 @@ def test_sigkill_keeps_completed_episodes(tmp_path, mode):
     writer.finalize()
     _check(root, saved + 1)
     assert json.loads((root / "meta/info.json").read_text())["total_episodes"] == saved + 1
+
+
+def test_sigkill_then_verify_and_repair(tmp_path):
+    from fastvla.datasets.recovery import repair
+    from fastvla.datasets.verify import verify
+
+    root = _run_child(tmp_path, "during_commit")
+    report = verify(root)  # the third episode's rows and frames are on disk but not committed
+    assert not report.ok and any("repair" in p for p in report.problems), report.problems
+    actions = repair(root)  # no append needed
+    assert any("uncommitted rows" in a for a in actions) and any("trimmed" in a for a in actions), actions
+    assert verify(root).ok, verify(root).problems
+    info = json.loads((root / "meta/info.json").read_text())
+    assert (info["total_episodes"], info["total_frames"]) == (2, 20)
+    _check(root, 2)
