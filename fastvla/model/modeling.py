@@ -391,6 +391,97 @@ class FastVLAModel(FastVLAPreTrainedModel):
             after_quantized_load(model)
         return model
 
+    # ----------------------------------------------------------------- Unsloth-shaped fine-tuning API
+    @staticmethod
+    def get_peft_model(
+        model: nn.Module,
+        r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.0,
+        target_vision: bool = True,
+        target_language: bool = True,
+        attention: bool = True,
+        mlp: bool = True,
+        target_modules: tuple[str, ...] = (),
+        modules_to_save: tuple[str, ...] = (),
+        use_gradient_checkpointing: bool = False,
+        use_rslora: bool = False,
+        random_state: int | None = None,
+    ) -> Any:
+        """Add LoRA adapters (PEFT) the way Unsloth's ``FastLanguageModel.get_peft_model`` does.
+
+        FastVLA's own small modules (projector, fusion, state projection, action queries, action head)
+        train in full; the vision tower and decoder — 4-bit NF4 if loaded so — get adapters.
+
+        Args:
+            model: a :class:`FastVLAModel` (full precision or quantised).
+            r: adapter rank.
+            lora_alpha: scaling numerator (``alpha / r``).
+            lora_dropout: dropout on the adapter input (0 keeps the fused LoRA kernels).
+            target_vision: adapt the vision tower.
+            target_language: adapt the decoder.
+            attention: adapt attention projections.
+            mlp: adapt MLP layers (and a conv tower's convolutions).
+            target_modules: more module-name suffixes to adapt.
+            modules_to_save: more modules trained in full (FastVLA's own modules always are).
+            use_gradient_checkpointing: recompute decoder activations in the backward pass.
+            use_rslora: rank-stabilised scaling ``alpha / sqrt(r)``.
+            random_state: seed of the adapters' initialisation (``None``: the global torch generator).
+
+        Returns:
+            The ``PeftModel``.
+
+        Example:
+            >>> from transformers import BitsAndBytesConfig
+            >>> model = FastVLAModel.from_pretrained(  # doctest: +SKIP
+            ...     "fastvla/checkpoints/sim-base", quantization_config=BitsAndBytesConfig(load_in_4bit=True)
+            ... )
+            >>> model = FastVLAModel.get_peft_model(model, r=16)  # doctest: +SKIP
+            >>> FastVLAModel.for_training(model)  # train ...  # doctest: +SKIP
+            >>> FastVLAModel.for_inference(model)  # evaluate ...  # doctest: +SKIP
+        """
+        from fastvla.model.lora import add_lora  # lora imports this module
+
+        if use_gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if random_state is not None:
+            torch.manual_seed(random_state)
+        return add_lora(
+            model,
+            r=r,
+            alpha=lora_alpha,
+            dropout=lora_dropout,
+            target_vision=target_vision,
+            target_language=target_language,
+            attention=attention,
+            mlp=mlp,
+            extra_targets=tuple(target_modules),
+            train_modules=tuple(dict.fromkeys([*NON_QUANTIZED_MODULES, *modules_to_save])),
+            use_rslora=use_rslora,
+        )
+
+    @staticmethod
+    def for_inference(model: nn.Module) -> nn.Module:
+        """Switch ``model`` (plain or PEFT-wrapped) to inference: eval mode, no activation recomputation.
+
+        On CPU the 4-bit layers stay guarded against bitsandbytes' in-place inference repacking, so a
+        later :meth:`for_training` gets correct LoRA gradients (see ``guard_cpu_4bit``).
+        """
+        from fastvla.model.quantization import guard_cpu_4bit
+
+        guard_cpu_4bit(model)
+        model.eval()
+        return model
+
+    @staticmethod
+    def for_training(model: nn.Module) -> nn.Module:
+        """Switch ``model`` back to training mode (dropout on, adapters trainable)."""
+        from fastvla.model.quantization import guard_cpu_4bit
+
+        guard_cpu_4bit(model)
+        model.train()
+        return model
+
 
 AutoConfig.register("fastvla", FastVLAConfig, exist_ok=True)
 AutoModel.register(FastVLAConfig, FastVLAModel, exist_ok=True)

@@ -266,23 +266,23 @@ def _backbone_processor(config: Any, mc: ModelConfig) -> Any:
 
 
 def apply_lora(model: nn.Module, mc: ModelConfig, head_modules: tuple[str, ...]) -> nn.Module:
-    """Wrap ``model`` with LoRA adapters (:func:`fastvla.model.lora.add_lora`).
+    """Wrap ``model`` with LoRA adapters (:meth:`fastvla.model.FastVLAModel.get_peft_model`).
 
     The fresh modules named by ``head_modules`` are trained in full (PEFT ``modules_to_save``).
     """
-    from fastvla.model.lora import add_lora
+    from fastvla.model import FastVLAModel
 
-    return add_lora(
+    return FastVLAModel.get_peft_model(
         model,
         r=mc.lora_r,
-        alpha=mc.lora_alpha,
-        dropout=mc.lora_dropout,
+        lora_alpha=mc.lora_alpha,
+        lora_dropout=mc.lora_dropout,
         target_vision=mc.lora_vision,
         target_language=mc.lora_language,
         attention=mc.lora_attention,
         mlp=mc.lora_mlp,
-        extra_targets=tuple(mc.lora_extra_targets),
-        train_modules=tuple(head_modules),
+        target_modules=tuple(mc.lora_extra_targets),
+        modules_to_save=tuple(head_modules),
     )
 
 

@@ -237,3 +237,26 @@ def test_qlora_overfits_one_episode_and_survives_merge(tmp_path) -> None:
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in reloaded.modules())
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).actions, after_merge, rtol=0, atol=1e-5)
+
+
+def test_unsloth_shaped_api_adapts_like_add_lora_and_switches_keep_gradients(saved) -> None:
+    """get_peft_model = add_lora under Unsloth's names; for_inference/for_training toggle modes safely."""
+    quant = bnb_config(4, compute_dtype=torch.float32)
+    ours = FastVLAModel.get_peft_model(FastVLAModel.from_pretrained(saved, quantization_config=quant), r=8)
+    ref = add_lora(FastVLAModel.from_pretrained(saved, quantization_config=quant), r=8)
+
+    def trainable(m) -> set[str]:
+        return {n for n, p in m.named_parameters() if p.requires_grad}
+
+    assert trainable(ours) == trainable(ref) and any("lora_A" in n for n in trainable(ours))
+    for n, p in ours.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)  # non-zero B so lora_A gets gradients
+    inputs = tiny_inputs()
+    before = _lora_grads(FastVLAModel.for_training(ours), inputs)
+    assert FastVLAModel.for_inference(ours) is ours and not ours.training
+    with torch.no_grad():
+        ours(**inputs)
+    assert FastVLAModel.for_training(ours).training
+    after = _lora_grads(ours, inputs)
+    assert max(((before[k] - after[k]).norm() / before[k].norm()).item() for k in before) < 1e-5
