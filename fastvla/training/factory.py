@@ -337,9 +337,39 @@ def _plain_model(model: nn.Module) -> nn.Module:
     return merge() if merge is not None else model
 
 
+def _merge_into_full_precision(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """The QLoRA-trained adapters merged into the full-precision model they started from (on CPU).
+
+    Merging into the 4-bit base would re-quantise the sum and lose most of a small update; instead the
+    checkpoint is reloaded unquantised, wrapped with the same adapters, given the trained adapter and
+    head weights, and merged. The result loads in fp32, or again in 4-bit with ``load_in_4bit``.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from fastvla.model import FastVLAModel
+
+    base = FastVLAModel.from_pretrained(cfg.model.checkpoint, dtype=torch.float32)
+    full = apply_lora(base, cfg.model, cfg.optim.head_modules)
+    trained = {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(model).items()}
+    result = set_peft_model_state_dict(full, trained)
+    if getattr(result, "unexpected_keys", None):
+        raise RuntimeError(
+            f"adapter weights did not fit the full-precision model: {result.unexpected_keys[:5]}"
+        )
+    return full.merge_and_unload()
+
+
 def export_policy(model: nn.Module, processor: Any, spec: Any, cfg: TrainConfig, path: Path) -> Path:
-    """Write ``path`` atomically: model weights + config, processor (tokenizer, stats), policy config."""
-    plain = _plain_model(model)
+    """Write ``path`` atomically: model weights + config, processor (tokenizer, stats), policy config.
+
+    A QLoRA run from a checkpoint (``--model.checkpoint`` with ``--model.quantization 4bit/8bit``) exports
+    the adapters merged into the full-precision checkpoint (:func:`_merge_into_full_precision`);
+    other runs export the trained model with its adapters merged as it is.
+    """
+    quantized_lora = (
+        cfg.model.quantization != "none" and cfg.model.checkpoint and hasattr(model, "peft_config")
+    )
+    plain = _merge_into_full_precision(model, cfg) if quantized_lora else _plain_model(model)
     with atomic_directory(path, overwrite=True) as tmp:
         plain.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -356,6 +386,7 @@ def export_policy(model: nn.Module, processor: Any, spec: Any, cfg: TrainConfig,
             "fps": spec.fps,
             "dataset": str(cfg.data.root),
             "trained_with_quantization": cfg.model.quantization,
+            "merged_into": "full-precision checkpoint" if quantized_lora else "trained model",
         }
         (tmp / POLICY_CONFIG_FILE).write_text(json.dumps(policy_config, indent=2) + "\n")
         cfg.save(tmp / "train_config.yaml")
