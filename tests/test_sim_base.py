@@ -1,4 +1,4 @@
-"""The shipped ``sim-base`` checkpoint: it loads (fp32 and 4-bit), QLoRA on it learns, and it acts in closed loop."""
+"""The shipped ``sim-base`` checkpoint: it loads (fp32, 4-bit), QLoRA on it learns, it acts in closed loop."""
 
 from __future__ import annotations
 
