@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     )
     table = Table(title=f"recorded -> {args.out}")
     table.add_column("env", no_wrap=True)
-    for col in ("saved", "attempted", "expert success", "frames", "seconds", "instructions", "seeds"):
+    table.add_column("saved", no_wrap=True)
+    for col in ("attempted", "expert success", "frames", "seconds", "instructions", "seeds"):
         table.add_column(col)
     for env_id, summary in zip(args.env, summaries, strict=True):
         table.add_row(
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             str(len(summary.tasks)),
             f"{summary.seed}..",
         )
-    console = Console()
+    console = Console(width=max(Console().width, 132))  # the table stays readable in logs and pipes
     console.print(table)
     short = [(e, s) for e, s in zip(args.env, summaries, strict=True) if not s.complete]
     for env_id, summary in short:

@@ -10,7 +10,7 @@ envs = pytest.importorskip("fastvla.envs")
 
 from fastvla.cli import main  # noqa: E402
 from fastvla.datasets import LeRobotDataset  # noqa: E402
-from fastvla.datasets.recorder import record  # noqa: E402
+from fastvla.datasets.recorder import SEED_BLOCK, next_free_seed, record  # noqa: E402
 
 ENV = "fastvla/ReachCube-v0"
 
@@ -51,12 +51,54 @@ def test_record_cli_async_workers_and_append(tmp_path, capsys):
     argv = ["record", "--env", ENV, "--episodes", "3", "--cameras", "front,wrist", "--out", str(out)]
     assert main([*argv, "--image-size", "32", "--num-envs", "2"]) == 0
     text = capsys.readouterr().out
-    assert "episodes saved" in text and "3 / 3" in text
+    assert ENV in text and "3 / 3" in text
     _replay_first_frames(out)
     assert main([*argv, "--image-size", "32", "--num-envs", "2", "--episodes", "1", "--seed", "100"]) == 0
     ds = LeRobotDataset(out)
     assert ds.num_episodes == 4
     assert sorted(set(ds.columns["episode_index"].tolist())) == [0, 1, 2, 3]
+
+
+def _first_images(root) -> list:
+    ds = LeRobotDataset(root)
+    starts = ds.episode_starts
+    return [ds[int(s)]["observation.images.front"].numpy() for s in starts]
+
+
+def test_appending_without_seed_records_new_episodes(tmp_path):
+    """Re-running the same recording continues the seed sequence instead of repeating episodes."""
+    out = tmp_path / "reach"
+    first = record(ENV, out, episodes=2, image_size=32, num_envs=1, progress=False)
+    again = record(ENV, out, episodes=2, image_size=32, num_envs=1, progress=False)
+    assert first.seed == 0 and again.seed == SEED_BLOCK
+    assert next_free_seed(out) == 2 * SEED_BLOCK
+    images = _first_images(out)
+    assert len(images) == 4
+    # Episode 2 (the append's first) starts from another scene than episode 0 (same seed would repeat it).
+    assert np.abs(images[2] - images[0]).mean() > 0.01
+    fresh = record(ENV, tmp_path / "fresh", episodes=1, image_size=32, num_envs=1, progress=False, seed=0)
+    assert np.abs(_first_images(tmp_path / "fresh")[0] - images[0]).mean() < 0.02  # seed 0 is reproducible
+    assert fresh.seed == 0
+
+
+def test_multi_task_recording_is_balanced_with_task_per_episode(tmp_path, capsys):
+    out = tmp_path / "suite"
+    envs = ["fastvla/ReachCube-v0", "fastvla/PushCube-v0"]
+    colors = '{"instruction_colors": ["red", "blue"]}'
+    argv = ["record", "--env", *envs, "--episodes-per-env", "2", "--image-size", "32", "--num-envs", "1"]
+    assert main([*argv, "--env-kwargs", colors, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert all(e in text for e in envs), text
+    ds = LeRobotDataset(out)
+    assert ds.num_episodes == 4
+    from fastvla.envs import push_cube, reach_cube
+
+    def instructions(module) -> set[str]:
+        return {t.format(color=c) for t in module.TEMPLATES for c in ("red", "blue")}
+
+    tasks = [ds[int(s)]["task"] for s in ds.episode_starts]
+    assert set(tasks[:2]) <= instructions(reach_cube), tasks
+    assert set(tasks[2:]) <= instructions(push_cube), tasks
 
 
 def test_record_keep_failed_with_short_episodes(tmp_path):
@@ -82,6 +124,7 @@ def test_record_keep_failed_with_short_episodes(tmp_path):
         progress=False,
         keep_failed=True,
         env_kwargs={"max_episode_steps": 1},
+        seed=0,  # the replay below starts from seed 0 (an append would otherwise continue the seeds)
     )
     assert summary.complete and summary.successes == 0
     ds = LeRobotDataset(out)
