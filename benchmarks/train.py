@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
-FIXTURE = HERE.parents[2] / "shared" / "fixtures" / "lerobot" / "sim_2cam_video_v30"
+FIXTURE = HERE.parents[1] / "tests" / "fixtures" / "lerobot" / "sim_2cam_video_v30"
 TASK = "pick up the red cube and put it in the bin"
 
 
