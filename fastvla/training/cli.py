@@ -18,22 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from fastvla.training.args import add_config_arguments, config_from_args
+from fastvla.training.args import add_config_arguments, config_from_args, handle_config_output
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the config from the flags, optionally print/save it, then train."""
     config = config_from_args(args)
-    if args.save_config:
-        config.save(args.save_config)
-        print(f"wrote {args.save_config}")
-        return 0
-    if args.print_config:
-        import yaml
-
-        sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if handle_config_output(args, config):
         return 0
     from fastvla.training.loop import train
 
@@ -52,9 +44,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(parser)
-    parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved config as YAML and exit"
-    )
-    parser.add_argument("--save-config", metavar="FILE", help="write the resolved config to FILE and exit")
     parser.set_defaults(func=run)
     return parser
