@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if cfg.eval.out_dir is None:
         raise ValueError("--out is required: the folder for eval_info.json, report.md and videos/")
-    from fastvla.eval import evaluate, load_policy
+    from fastvla.eval import evaluate
     from fastvla.eval.report import print_summary
+    from fastvla.policies import load_policy
 
     policy = load_policy(cfg.policy, **cfg.policy_kwargs())
     result = evaluate(

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from fastvla.constants import INFO_SUCCESS, INFO_TASK
-from fastvla.eval.baselines import load_policy
 from fastvla.eval.config import EvalConfig
 from fastvla.eval.metrics import EpisodeRecord, aggregate, wilson_interval
 from fastvla.eval.vector import env_groups, is_vector_env, make_vector_env
 from fastvla.eval.video import VideoWriter, get_path, image_keys_of_space
+from fastvla.policies.loading import load_policy
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,12 @@ import torch
 from fastvla.constants import OBS_STATE, POLICY_CONFIG_FILE, TASK, depth_key, image_key
 from fastvla.errors import NonFiniteError
 from fastvla.model.quantization import is_quantized
+from fastvla.policies.base import BasePolicy
 from fastvla.policies.ensemble import ActionQueue, TemporalEnsembler
 from fastvla.policies.observation_map import ObservationMap, lookup
 
 
-class FastVLAPolicy:
+class FastVLAPolicy(BasePolicy):
     """Acts in any Gymnasium env with a :class:`~fastvla.model.FastVLAModel`.
 
     Args:
