@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 
 from fastvla.datasets.config import RecordConfig
-from fastvla.utils.flags import add_config_arguments, config_from_args, handle_config_output
+from fastvla.utils.flags import add_command
 
 
-def run(args: argparse.Namespace) -> int:
+def run(cfg: RecordConfig) -> int:
     """Record, then print a summary table."""
     from rich.console import Console
     from rich.table import Table
 
     from fastvla.datasets.recorder import record_suite
 
-    cfg = config_from_args(args, RecordConfig)
-    if handle_config_output(args, cfg):
-        return 0
     summaries = record_suite(
         cfg.env,
         cfg.out,
@@ -72,12 +69,5 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``fastvla record``."""
-    parser = subparsers.add_parser(
-        "record",
-        help="record expert demonstrations into a LeRobot dataset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_config_arguments(parser, RecordConfig)
-    parser.set_defaults(func=run)
-    return parser
+    help_text = "record expert demonstrations into a LeRobot dataset"
+    return add_command(subparsers, "record", help_text, __doc__, run, RecordConfig)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastvla.eval.config import EvalPipelineConfig
-from fastvla.utils.flags import add_config_arguments, config_from_args, handle_config_output
+from fastvla.utils.flags import add_command
 
 #: The resolved config beside eval_info.json: `fastvla eval --config` repeats the run.
 EVAL_CONFIG = "eval_config.yaml"
@@ -27,23 +27,12 @@ EXAMPLES = """examples:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``fastvla eval`` on the top-level sub-parsers."""
-    p = subparsers.add_parser(
-        "eval",
-        help="evaluate a policy in simulation (success rate, videos, report)",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_config_arguments(p, EvalPipelineConfig)
-    p.set_defaults(func=run)
-    return p
+    help_text = "evaluate a policy in simulation (success rate, videos, report)"
+    return add_command(subparsers, "eval", help_text, __doc__, run, EvalPipelineConfig, epilog=EXAMPLES)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the evaluation described by the parsed arguments and print the summary table."""
-    cfg = config_from_args(args, EvalPipelineConfig)
-    if handle_config_output(args, cfg):
-        return 0
+def run(cfg: EvalPipelineConfig) -> int:
+    """Run the evaluation the config describes and print the summary table."""
     if cfg.eval.out_dir is None:
         raise ValueError("--out is required: the folder for eval_info.json, report.md and videos/")
     from fastvla.eval import evaluate

@@ -22,7 +22,7 @@ from typing import Any
 from fastvla.serving import protocol as P
 from fastvla.serving.config import ServeConfig
 from fastvla.serving.limits import ServerLimits
-from fastvla.utils.flags import add_config_arguments, config_from_args, handle_config_output
+from fastvla.utils.flags import add_command, config_from_args
 
 _IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -52,11 +52,8 @@ def load_policy(spec: str, load_in_4bit: bool = False, device: str | None = None
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(cfg: ServeConfig) -> int:
     """Load the policy and serve until interrupted."""
-    cfg = config_from_args(args, ServeConfig)
-    if handle_config_output(args, cfg):
-        return 0
     from fastvla.serving.memory import tune_malloc
     from fastvla.serving.server import PolicyServer
 
@@ -82,12 +79,5 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``fastvla serve``."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="serve a policy over websockets (msgpack + numpy)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_config_arguments(parser, ServeConfig)
-    parser.set_defaults(func=run)
-    return parser
+    help_text = "serve a policy over websockets (msgpack + numpy)"
+    return add_command(subparsers, "serve", help_text, __doc__, run, ServeConfig)

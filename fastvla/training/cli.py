@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 
-from fastvla.training.args import add_config_arguments, config_from_args, handle_config_output
+from fastvla.training.config import TrainConfig
+from fastvla.utils.flags import add_command
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build the config from the flags, optionally print/save it, then train."""
-    config = config_from_args(args)
-    if handle_config_output(args, config):
-        return 0
+def run(config: TrainConfig) -> int:
+    """Train with the resolved config."""
     from fastvla.training.loop import train
 
     policy_dir = train(config)
@@ -37,12 +35,5 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``fastvla train``."""
-    parser = subparsers.add_parser(
-        "train",
-        help="fine-tune a policy on a LeRobot dataset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_config_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
+    help_text = "fine-tune a policy on a LeRobot dataset"
+    return add_command(subparsers, "train", help_text, __doc__, run, TrainConfig)

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,3 +192,42 @@ def handle_config_output(args: argparse.Namespace, config: Any) -> bool:
         sys.stdout.write(dump_config(config))
         return True
     return False
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    help: str,
+    description: str | None,
+    run: Callable[[Any], int] | None,
+    config: type | None = None,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """Register ``fastvla <name>``: the module docstring as description, examples as epilog.
+
+    With ``config``, the flags are generated from that dataclass and ``run`` is called with the resolved
+    config (after ``--print-config`` / ``--save-config``, which stop there); without, ``run`` gets the parsed
+    ``argparse.Namespace`` and the caller adds its own arguments to the returned parser (``run=None``: the
+    caller's sub-commands set their own).
+    """
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if config is None:
+        if run is not None:
+            parser.set_defaults(func=run)
+    else:
+        add_config_arguments(parser, config)
+        parser.set_defaults(func=functools.partial(_run_with_config, config, run))
+    return parser
+
+
+def _run_with_config(cls: type, run: Callable[[Any], int], args: argparse.Namespace) -> int:
+    config = config_from_args(args, cls)
+    if handle_config_output(args, config):
+        return 0
+    return run(config)
