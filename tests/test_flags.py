@@ -34,7 +34,7 @@ def test_old_flag_spellings_still_parse() -> None:
     assert cfg.eval.camera_keys == ("pixels/front",)
     rec = _config(
         ["record", "--env", "e", "--episodes-per-env", "4", "--out", "d", "--cameras", "front,wrist"]
-    )  # noqa: E501
+    )
     assert rec.episodes == 4 and rec.cameras == ("front", "wrist") and rec.seed is None
     assert _config(["record", "--env", "e", "--episodes", "4", "--out", "d", "--keep-failed"]).keep_failed
 
