@@ -119,7 +119,7 @@ class FastVLAPolicy(BasePolicy):
             self.kernel_patch = apply_kernels(self.model, KernelConfig(nf4_inference=True))
         self._graphed = None
         if cuda_graphs and self.device.type == "cuda":
-            from fastvla.policies.graphed import GraphedForward
+            from fastvla.policies.graphed_forward import GraphedForward
 
             self._graphed = GraphedForward(lambda **inputs: self.model(**inputs).actions)
 

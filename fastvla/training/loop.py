@@ -33,7 +33,7 @@ from fastvla.training import checkpoint as ckpt
 from fastvla.training import data as data_lib
 from fastvla.training import factory
 from fastvla.training.config import TrainConfig
-from fastvla.training.graphed import GraphedTrainStep, try_graphed_step
+from fastvla.training.graphed_step import GraphedTrainStep, try_graphed_step
 from fastvla.training.optim import build_optimizer, build_scheduler
 from fastvla.training.tracking import Tracker
 
@@ -101,7 +101,7 @@ class Trainer:
             self.val_loader = data_lib.make_loader(self.val_set, val_sampler, min(workers, 1), pin, cfg.seed)
 
         # Optimiser and schedule. With CUDA graphs the model is not wrapped in DDP: the graphed update
-        # all-reduces the flat gradient buffers itself (fastvla.training.graphed).
+        # all-reduces the flat gradient buffers itself (fastvla.training.graphed_step).
         optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(optimizer, cfg.optim, cfg.steps)
         self.graphs, self.graphs_required = factory.use_cuda_graphs(cfg, acc.device)

@@ -8,7 +8,7 @@ import torch
 
 from fastvla.model import FastVLAModel, FastVLAProcessor
 from fastvla.policies import FastVLAPolicy
-from fastvla.policies.graphed import GraphedForward
+from fastvla.policies.graphed_forward import GraphedForward
 
 pytestmark = [
     pytest.mark.gpu,
