@@ -28,6 +28,7 @@ import numpy as np
 
 from fastvla.serving import protocol as P
 from fastvla.utils.config import config_field
+from fastvla.utils.image import as_hw
 
 
 class BadRequest(ValueError):
@@ -194,11 +195,10 @@ def _check_schema(obs: Mapping[str, Any], batch_size: int | None, metadata: Mapp
             raise BadRequest(
                 f"camera {cam!r} ({path!r}) must be (H, W, 3) or (B, H, W, 3); got {image.shape}"
             )
-        size = [image_size, image_size] if isinstance(image_size, int) else image_size
-        if check_size and list(image.shape[-3:-1]) != list(size):
+        if check_size and tuple(image.shape[-3:-1]) != as_hw(image_size):
             raise BadRequest(
                 f"camera {cam!r} ({path!r}) images are {tuple(image.shape[-3:-1])} but the policy expects "
-                f"{tuple(size)} (it does not resize); render at that size"
+                f"{as_hw(image_size)} (it does not resize); render at that size"
             )
     state_path, state_dim = obs_map.get("state"), metadata.get("state_dim")
     if state_path:

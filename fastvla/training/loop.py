@@ -36,6 +36,7 @@ from fastvla.training.config import TrainConfig
 from fastvla.training.graphed_step import GraphedTrainStep, try_graphed_step
 from fastvla.training.optim import build_optimizer, build_scheduler
 from fastvla.training.tracking import Tracker
+from fastvla.utils.image import as_hw
 
 #: ``eval_hook(step=..., model=..., processor=..., output_dir=...) -> {"success_rate": ...}``; runs on the
 #: main process every ``eval_every`` updates, its metrics are logged under ``eval/``.
@@ -79,7 +80,8 @@ class Trainer:
         # Dataset metadata and split first: the model's shapes and statistics come from the dataset.
         self.spec = data_lib.inspect_dataset(cfg.data, cfg.seed)
         self.model, self.processor = factory.build_model(cfg, self.spec, acc.device)
-        image_size = cfg.data.image_size or int(self.processor.image_size[0])
+        # (H, W): the model's own size unless data.image_size asks for a square one
+        image_size = as_hw(cfg.data.image_size) if cfg.data.image_size else as_hw(self.processor.image_size)
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out / "frame_cache"
         with acc.main_process_first():  # the main process fills the frame cache, the others then read it
             self.train_set = data_lib.build_dataset(

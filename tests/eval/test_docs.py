@@ -17,6 +17,7 @@ MODULES = [
     "fastvla.serving.config",
     "fastvla.utils.config",
     "fastvla.utils.flags",
+    "fastvla.utils.image",
 ]
 
 
