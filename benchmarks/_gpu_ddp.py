@@ -2,7 +2,7 @@
 ``torchrun --nproc-per-node N`` (``gpu.py`` launches it so).
 
 Each of N processes trains FastVLA ``openvla-7b-shape`` in 4-bit + LoRA (r=32 on the decoder, dropout 0)
-on its own GPU with ``fastvla train``'s update, :class:`fastvla.training.graphed.GraphedTrainStep`: the
+on its own GPU with ``fastvla train``'s update, :class:`fastvla.training.graphed_step.GraphedTrainStep`: the
 forward + backward and the clip + AdamW captured in CUDA graphs, one NCCL all-reduce (average) of the flat
 LoRA gradient buffer between them. ``B`` is the per-GPU batch. OPTS as in ``_gpu_rows.py`` (``k`` fused
 kernels, ``mr`` kernels + MLP recomputation, ``gc`` checkpointing, ``g`` graphs; without ``g`` the same
@@ -42,7 +42,7 @@ def _global_batch(update: int, size: int, cams: int, device: torch.device) -> di
 
 
 def row_fv_ddp(spec: str) -> dict[str, Any] | None:
-    from fastvla.training.graphed import GraphedTrainStep
+    from fastvla.training.graphed_step import GraphedTrainStep
 
     _, n, fusion, cams, bsz, opts = spec.split(":")
     cams, bsz, opts = int(cams), int(bsz), _opts(opts)

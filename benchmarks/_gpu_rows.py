@@ -482,8 +482,8 @@ def _infer_times(
 
 
 def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> tuple[list[float], float]:
-    """Replay the forward from a CUDA graph as ``FastVLAPolicy`` does (``fastvla.policies.graphed``)."""
-    from fastvla.policies.graphed import GraphedForward
+    """Replay the forward from a CUDA graph as ``FastVLAPolicy`` does (``policies/graphed_forward.py``)."""
+    from fastvla.policies.graphed_forward import GraphedForward
 
     graphed = GraphedForward(lambda **kw: model(**kw).actions)
     out = graphed(**batch)  # captures

@@ -2,14 +2,13 @@
 # benchmarks or tests: `. benchmarks/device_setup.sh`.
 #
 # The device image has torch, triton, peft, accelerate, pytest but not bitsandbytes or PyAV, and an older
-# transformers; carry their wheels in an ignored .wheels/ folder (see benchmarks/NOTES.md). A copy of the
-# shared LeRobot fixture (for the training GPU tests) travels in the ignored .devshare/ folder.
+# transformers; carry their wheels in an ignored .wheels/ folder (see benchmarks/NOTES.md). The LeRobot
+# fixtures the training GPU tests read are part of the repository (tests/fixtures/).
 # fastvla is made importable as a package tree (core folder copied, side folders linked), not by putting the
 # repository root on sys.path: there our datasets/ folder would shadow Hugging Face `datasets`.
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .wheels/*.whl
 rm -rf /tmp/fv && mkdir -p /tmp/fv && cp -r fastvla /tmp/fv/
 for d in envs policies datasets eval; do ln -sfn "$PWD/$d" "/tmp/fv/fastvla/$d"; done
 export PYTHONPATH=/tmp/site:/tmp/fv
-export FASTVLA_SHARED="$PWD/.devshare"
 export PYTHONUNBUFFERED=1
 python3 -c "import torch, transformers, bitsandbytes, fastvla.datasets; print('device setup:', torch.__version__, torch.cuda.get_device_name(0), 'transformers', transformers.__version__, 'bnb', bitsandbytes.__version__)"

@@ -7,7 +7,8 @@ Rows, per batch size, each in its own process (so every peak-memory figure is it
 * ``fastvla-step``: FastVLA's training step — Accelerate, parameter groups (LoRA vs head learning rates),
   gradient clipping, warm-up/cosine schedule — on the same synthetic batches;
 * ``fastvla-graphed`` (CUDA): the update ``fastvla train`` runs on a GPU — fused Triton kernels in the
-  decoder and the whole update captured in CUDA graphs (:class:`fastvla.training.graphed.GraphedTrainStep`);
+  decoder and the whole update captured in CUDA graphs
+  (:class:`fastvla.training.graphed_step.GraphedTrainStep`);
 * ``fastvla-train`` (CPU, when a dataset is available): ``fastvla.train`` end to end on a recorded LeRobot
   dataset, data loading included (samples/s of the last logging window).
 
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
-FIXTURE = HERE.parents[2] / "shared" / "fixtures" / "lerobot" / "sim_2cam_video_v30"
+FIXTURE = HERE.parents[1] / "tests" / "fixtures" / "lerobot" / "sim_2cam_video_v30"
 TASK = "pick up the red cube and put it in the bin"
 
 
@@ -158,7 +159,7 @@ def run_step_row(args: argparse.Namespace, kind: str, batch_size: int) -> dict[s
             return loss.detach()
 
     elif kind == "fastvla-graphed":
-        from fastvla.training.graphed import GraphedTrainStep
+        from fastvla.training.graphed_step import GraphedTrainStep
 
         opt = build_optimizer(model, cfg.optim)
         sched = build_scheduler(opt, cfg.optim, cfg.steps)

@@ -13,15 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-
-def _dataset_errors() -> tuple[type[Exception], ...]:
-    from fastvla.datasets.metadata import DatasetFormatError
-    from fastvla.datasets.video import VideoDecodeError
-
-    return DatasetFormatError, VideoDecodeError
+from fastvla.utils.flags import add_command
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -29,12 +23,8 @@ def run_info(args: argparse.Namespace) -> int:
     from fastvla.datasets.lerobot_dataset import resolve_root
     from fastvla.datasets.viewer import summary
 
-    try:
-        root = resolve_root(args.path)
-        facts = summary(root)
-    except _dataset_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    root = resolve_root(args.path)  # a bad dataset is a user error: fastvla.cli prints one line, exit 2
+    facts = summary(root)
     if args.verify:
         from fastvla.datasets.verify import format_report, verify
 
@@ -120,23 +110,14 @@ def run_repair(args: argparse.Namespace) -> int:
     """Trim what an interrupted recording left behind and rewrite the totals (v3.0 datasets)."""
     from fastvla.datasets.recovery import repair
 
-    try:
-        actions = repair(args.path)
-    except _dataset_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    actions = repair(args.path)
     print("\n".join(actions) if actions else f"{args.path}: nothing to repair")
     return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``fastvla dataset``."""
-    parser = subparsers.add_parser(
-        "dataset",
-        help="inspect, view and convert LeRobot datasets",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "dataset", "inspect, view and convert LeRobot datasets", __doc__, None)
     sub = parser.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     info = sub.add_parser("info", help="summary of a dataset (local folder or hub id)")
     info.add_argument("path", help="dataset root or Hugging Face repo id")

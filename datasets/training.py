@@ -26,6 +26,7 @@ from fastvla.constants import ACTION, ACTION_IS_PAD, OBS_STATE, TASK, TASK_INDEX
 from fastvla.datasets.augment import Augment
 from fastvla.datasets.lerobot_dataset import LeRobotDataset
 from fastvla.datasets.video import VideoDecodeError, iter_frames
+from fastvla.utils.image import as_hw
 from fastvla.utils.io import atomic_directory
 
 CACHE_FORMAT = 1
@@ -86,13 +87,6 @@ def _decode_segment(
 def default_cache_dir() -> Path:
     """``$FASTVLA_CACHE/frames`` or ``~/.cache/fastvla/frames``."""
     return Path(os.environ.get("FASTVLA_CACHE", Path.home() / ".cache" / "fastvla")) / "frames"
-
-
-def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    h, w = (int(v) for v in image_size)
-    return h, w
 
 
 def _camera_keys(dataset: LeRobotDataset, cameras: Sequence[str] | None) -> list[str]:
@@ -165,7 +159,7 @@ class TrainingDataset(torch.utils.data.Dataset):
                 )
         self.meta = dataset.meta
         self.camera_keys = _camera_keys(dataset, cameras)
-        self.image_size = _size(image_size)
+        self.image_size = as_hw(image_size)
         self.chunk_size = int(chunk_size)
         self.augment = augment
         self.states = np.ascontiguousarray(dataset.columns[OBS_STATE], dtype=np.float32)

@@ -13,16 +13,19 @@ from the command line.
 
 from __future__ import annotations
 
-from fastvla.eval.baselines import BASELINES, Policy, RandomPolicy, ScriptedPolicy, load_policy
+from fastvla.eval.config import EvalConfig, EvalPipelineConfig
 from fastvla.eval.metrics import EpisodeRecord, aggregate, summarize, wilson_interval
 from fastvla.eval.report import comparison_table, print_summary
 from fastvla.eval.rollout import EvalResult, evaluate, run_group
 from fastvla.eval.vector import EnvFactory, make_vector_env
+from fastvla.policies import BASELINES, Policy, RandomPolicy, ScriptedPolicy, load_policy
 
 __all__ = [
     "BASELINES",
     "EnvFactory",
     "EpisodeRecord",
+    "EvalConfig",
+    "EvalPipelineConfig",
     "EvalResult",
     "Policy",
     "RandomPolicy",

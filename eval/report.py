@@ -178,6 +178,14 @@ def comparison_table(results: Mapping[str, EvalResult]) -> str:
     return markdown_table(rows)
 
 
+def _shorten(text: str, width: int) -> str:
+    """``text`` cut in the middle to ``width`` characters (keeps a path's start and its last part)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+
+
 def plot_success(info: dict[str, Any], path: str | Path) -> Path:
     """Bar plot of the success rate per task (and overall) with Wilson 95 % error bars, as PNG."""
     import io
@@ -196,12 +204,16 @@ def plot_success(info: dict[str, Any], path: str | Path) -> Path:
     try:
         colors = ["#3a7" if n != "overall" else "#357" for n in names]
         ax.bar(range(len(entries)), rates, yerr=[lows, highs], capsize=4, color=colors)
-        ax.set_xticks(range(len(entries)), names, rotation=20 if len(entries) > 3 else 0, ha="right")
+        rotated = len(entries) > 3
+        ticks = {"rotation": 20, "ha": "right"} if rotated else {"ha": "center"}
+        ax.set_xticks(range(len(entries)), names, **ticks)
         ax.set_ylim(0, 112)
         ax.set_ylabel("success rate (%)")
-        ax.set_title(f"{info['meta']['config']['policy']}: success with Wilson 95% CI")
+        # Two short lines: a long policy path on one line with the caption was clipped at the figure edge.
+        policy = _shorten(str(info["meta"]["config"]["policy"]), 40)
+        ax.set_title(f"{policy}\nsuccess rate, Wilson 95% CI", fontsize=10)
         for i, r in enumerate(rates):
-            ax.text(i, r + 1.5, f"{r:.0f}%", ha="left", va="bottom", fontsize=8)
+            ax.text(i + 0.06, r + 1.5, f"{r:.0f}%", ha="left", va="bottom", fontsize=8)  # beside the CI bar
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")

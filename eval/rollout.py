@@ -11,6 +11,7 @@ any batch size.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -22,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from fastvla.constants import INFO_SUCCESS, INFO_TASK
-from fastvla.eval.baselines import load_policy
+from fastvla.eval.config import EvalConfig
 from fastvla.eval.metrics import EpisodeRecord, aggregate, wilson_interval
 from fastvla.eval.vector import env_groups, is_vector_env, make_vector_env
 from fastvla.eval.video import VideoWriter, get_path, image_keys_of_space
+from fastvla.policies.loading import load_policy
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +136,23 @@ def _episode_max_steps(vec_env: Any, max_steps: int | None) -> int:
         logger.info("env has no max_episode_steps; capping episodes at 1000 steps (set max_steps)")
         return 1000
     return int(limit)
+
+
+def _eval_config(config: EvalConfig | int | None, options: dict[str, Any]) -> EvalConfig:
+    """The :class:`EvalConfig` of an :func:`evaluate` call: ``config`` overridden by keyword options."""
+    if isinstance(config, int) and not isinstance(config, bool):  # evaluate(policy, env, 20): n_episodes
+        if "n_episodes" in options:
+            raise TypeError("evaluate() got n_episodes twice (as the third argument and as a keyword)")
+        config, options = None, {**options, "n_episodes": config}
+    names = {f.name for f in dataclasses.fields(EvalConfig)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"evaluate() got unknown option(s) {unknown}; EvalConfig fields: {sorted(names)}")
+    if config is None:
+        return EvalConfig(**options)
+    if not isinstance(config, EvalConfig):
+        raise TypeError(f"config must be an EvalConfig (or an int: n_episodes), got {type(config).__name__}")
+    return dataclasses.replace(config, **options) if options else config
 
 
 def run_group(
@@ -315,22 +334,12 @@ class EvalResult:
 def evaluate(
     policy: Any,
     env: EnvLike | Sequence[EnvLike] | Mapping[str, EnvLike],
-    n_episodes: int,
-    batch_size: int = 1,
-    seed: int = 0,
-    max_steps: int | None = None,
-    video_dir: str | Path | None = None,
-    max_videos: int = 10,
-    out_dir: str | Path | None = None,
-    env_kwargs: Mapping[str, Any] | None = None,
-    camera_keys: Sequence[str] | None = None,
-    task: str | None = None,
-    vectorization: str = "auto",
-    fps: int | None = None,
-    progress: bool = True,
+    config: EvalConfig | int | None = None,
+    *,
     policy_kwargs: Mapping[str, Any] | None = None,
     policy_name: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> EvalResult:
     """Evaluate a policy in closed loop and report success rate, returns, lengths and videos.
 
@@ -341,38 +350,26 @@ def evaluate(
 
     Args:
         policy: An object with ``reset()`` and ``select_action(obs, task=None) -> (B, A)``, or a spec for
-            :func:`~fastvla.eval.load_policy` (``"scripted"``, ``"random"``, ``"ws://..."``, a path).
+            :func:`~fastvla.policies.load_policy` (``"scripted"``, ``"random"``, ``"ws://..."``, a path).
         env: A Gymnasium id (``"fastvla/PickCube-v0"``), a zero-argument factory returning an env, an
             open ``gymnasium.vector.VectorEnv`` (reused as is and left open, e.g. for periodic evaluation
             during training; its ``num_envs`` is the batch size), or a list / ``{name: env}`` dict of them
             for a per-env breakdown.
-        n_episodes: Episodes per env.
-        batch_size: Envs stepped in parallel (one vector env of this size).
-        seed: Seed of episode 0.
-        max_steps: Step cap per episode (``None``: the env's ``max_episode_steps``).
-        video_dir: Folder for videos (default ``out_dir / "videos"``; ``None`` without ``out_dir``: none).
-        max_videos: Videos written per env at most (the first episodes); 0 disables videos.
-        out_dir: Folder for ``eval_info.json``, ``report.md`` and videos; ``None`` writes nothing.
-        env_kwargs: Keyword arguments for ``gym.make`` of env ids.
-        camera_keys: Observation paths of the images to show in videos (``"pixels/front"``, ``"cam_high"``);
-            default: the policy's ``obs_map`` cameras if it has one, else every ``(H, W, 3)`` uint8 image
-            of the observation, else ``env.render()``.
-        task: Instruction used instead of ``info["task"]`` (for envs that give none; without it such envs
-            use the policy's ``obs_map.instruction``).
-        vectorization: ``"auto"``, ``"async"`` or ``"sync"`` (see :func:`make_vector_env`).
-        fps: Frame rate of the videos (default: the env's ``render_fps`` metadata, else 30).
-        progress: Show a progress bar.
-        policy_kwargs: Passed to :func:`~fastvla.eval.load_policy` when ``policy`` is a spec.
+        config: An :class:`~fastvla.eval.EvalConfig` (episodes, batch size, seed, videos, output folder,
+            ...; see its fields). An int is taken as ``n_episodes``.
+        policy_kwargs: Passed to :func:`~fastvla.policies.load_policy` when ``policy`` is a spec.
         policy_name: Name of the policy in the results (default: the spec string or the class name).
         metadata: Extra entries for the ``meta.config`` block of ``eval_info.json``.
+        **options: :class:`~fastvla.eval.EvalConfig` fields given as keywords (``n_episodes=20``,
+            ``batch_size=4``, ``out_dir=...``); they override ``config``'s.
 
     Returns:
         An :class:`EvalResult`.
 
     Example:
-        >>> from fastvla.eval import evaluate
+        >>> from fastvla.eval import EvalConfig, evaluate
         >>> from fastvla.eval.toy import ToyReachEnv
-        >>> result = evaluate("scripted", ToyReachEnv, n_episodes=4, batch_size=2, progress=False)
+        >>> result = evaluate("scripted", ToyReachEnv, EvalConfig(n_episodes=4, batch_size=2, progress=False))
         >>> result.success_rate, [e.seed for e in result.episodes]
         (1.0, [0, 1, 2, 3])
         >>> result = evaluate(
@@ -380,19 +377,19 @@ def evaluate(
         ... )  # doctest: +SKIP
         >>> print(f"{result.success_rate:.0%}, 95% CI {result.success_ci95}")  # doctest: +SKIP
     """
+    cfg = _eval_config(config, options)
+    n_episodes, batch_size, seed, max_steps = cfg.n_episodes, cfg.batch_size, cfg.seed, cfg.max_steps
+    max_videos, task, fps = cfg.max_videos, cfg.task, cfg.fps
+    env_kwargs, camera_keys, video_dir = cfg.env_kwargs, list(cfg.camera_keys) or None, cfg.video_dir
     from fastvla.eval.report import build_eval_info, write_outputs
 
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes={n_episodes}; must be >= 1")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}; must be >= 1")
     policy_spec = policy_name or (policy if isinstance(policy, str) else type(policy).__name__)
     policy = load_policy(policy, **dict(policy_kwargs or {}))
     groups = env_groups(env, env_kwargs)
     obs_map = getattr(policy, "obs_map", None)
     if camera_keys is None and getattr(obs_map, "cameras", None):
         camera_keys = list(obs_map.cameras.values())  # videos show what the policy sees
-    out_path = Path(out_dir) if out_dir is not None else None
+    out_path = Path(cfg.out_dir) if cfg.out_dir is not None else None
     if video_dir is None and out_path is not None:
         video_dir = out_path / "videos"
     writer = VideoWriter(fps=fps or 30) if video_dir is not None and max_videos > 0 else None
@@ -411,12 +408,12 @@ def evaluate(
     records: list[EpisodeRecord] = []
     used: set[str] = set()
     sizes: set[int] = set()
-    with tqdm(total=n_episodes * len(groups), desc="eval", unit="ep", disable=not progress) as bar:
+    with tqdm(total=n_episodes * len(groups), desc="eval", unit="ep", disable=not cfg.progress) as bar:
         try:
             for name, factory in groups.items():
                 owned = not is_vector_env(factory)
                 if owned:
-                    vec_env, kind = make_vector_env(factory, num_envs, vectorization)
+                    vec_env, kind = make_vector_env(factory, num_envs, cfg.vectorization)
                 else:  # the caller's vector env: its size is the batch size, and it stays open
                     vec_env = factory
                     kind = "async" if isinstance(vec_env, gym.vector.AsyncVectorEnv) else "sync"

@@ -11,6 +11,8 @@ import runpy
 import sys
 from pathlib import Path
 
+from fastvla.utils.flags import add_command
+
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -43,13 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``fastvla bench``."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="run a benchmark (table + JSON)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "bench", "run a benchmark (table + JSON)", __doc__, run)
     parser.add_argument("name", help=f"benchmark to run: {', '.join(available()) or 'see benchmarks/'}")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
-    parser.set_defaults(func=run)
     return parser

@@ -21,11 +21,12 @@ import torch
 from fastvla.constants import OBS_STATE, POLICY_CONFIG_FILE, TASK, depth_key, image_key
 from fastvla.errors import NonFiniteError
 from fastvla.model.quantization import is_quantized
+from fastvla.policies.base import BasePolicy
 from fastvla.policies.ensemble import ActionQueue, TemporalEnsembler
 from fastvla.policies.observation_map import ObservationMap, lookup
 
 
-class FastVLAPolicy:
+class FastVLAPolicy(BasePolicy):
     """Acts in any Gymnasium env with a :class:`~fastvla.model.FastVLAModel`.
 
     Args:
@@ -118,7 +119,7 @@ class FastVLAPolicy:
             self.kernel_patch = apply_kernels(self.model, KernelConfig(nf4_inference=True))
         self._graphed = None
         if cuda_graphs and self.device.type == "cuda":
-            from fastvla.policies.graphed import GraphedForward
+            from fastvla.policies.graphed_forward import GraphedForward
 
             self._graphed = GraphedForward(lambda **inputs: self.model(**inputs).actions)
 

@@ -1,4 +1,4 @@
-"""Shared pytest setup: headless rendering and paths to the shared LeRobot fixtures."""
+"""Shared pytest setup: headless rendering and the path to the LeRobot fixtures in ``tests/fixtures``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FASTVLA_SHARED", REPO_ROOT.parent / "shared"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def lerobot_fixtures() -> Path:
-    """Folder of datasets written by the ``lerobot`` package itself (read-only)."""
-    path = SHARED / "fixtures" / "lerobot"
-    if not path.is_dir():
-        pytest.skip(f"shared LeRobot fixtures not found at {path} (set FASTVLA_SHARED)")
+    """Folder of datasets written by the ``lerobot`` package itself (read-only; see fixtures/README.md)."""
+    path = FIXTURES / "lerobot"
+    assert path.is_dir(), f"LeRobot fixtures missing at {path}; they are part of the repository"
     return path

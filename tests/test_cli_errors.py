@@ -68,7 +68,7 @@ def test_debug_env_shows_the_traceback(tmp_path: Path) -> None:
                 "0",
             ],
             "eval",
-            "--episodes 0 must be >= 1",
+            "n_episodes=0 (--episodes); must be >= 1",
         ),
     ],
     ids=["dataset-info", "train-data-root", "train-steps", "eval-policy", "eval-episodes"],

@@ -7,16 +7,14 @@ from fastvla.model.checkpointing import decoder_layers, set_checkpointed_layers
 from fastvla.model.configuration import ActionHeadConfig, FastVLAConfig, FusionConfig
 from fastvla.model.lora import LoraSettings, add_lora, merge_and_save
 from fastvla.model.modeling import (
-    NON_QUANTIZED_MODULES,
     FastVLAModel,
     FastVLAOutput,
     attn_implementation_map,
-    compute_dtype,
     default_attn_implementation,
 )
 from fastvla.model.presets import PRESETS, Preset, get_preset, preset_config
 from fastvla.model.processor import FastVLAProcessor
-from fastvla.model.quantization import bnb_config, guard_cpu_4bit
+from fastvla.model.quantization import NON_QUANTIZED_MODULES, bnb_config, compute_dtype, guard_cpu_4bit
 
 __all__ = [
     "NON_QUANTIZED_MODULES",

@@ -12,6 +12,8 @@ from typing import Literal
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from fastvla.utils.image import as_hw
+
 #: Vision ``model_type``s whose tower returns a (B, C, h, w) feature map (tokens are its pixels).
 CONV_VISION_TYPES = ("resnet", "convnext", "convnextv2", "regnet")
 #: Vision ``model_type``s whose tower returns (B, N, D) patch tokens.
@@ -139,30 +141,29 @@ class FastVLAConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
-        if isinstance(self.image_size, int):
-            self.image_size = (self.image_size, self.image_size)
+        self.image_size = as_hw(self.image_size)
         super().__post_init__(**kwargs)
         self.camera_names = list(self.camera_names)
-        self.image_size = list(self.image_size)
+        self.image_size = list(self.image_size)  # [H, W]: a list survives the JSON round trip unchanged
         if not self.camera_names or len(set(self.camera_names)) != len(self.camera_names):
             raise ValueError(f"camera_names must be non-empty and unique; got {self.camera_names}")
         for name in ("state_dim", "action_dim", "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if len(self.image_size) != 2:
-            raise ValueError(f"image_size must be (H, W); got {self.image_size}")
         if self.fusion_dim % self.fusion.num_heads:
             raise ValueError(
                 f"fusion.num_heads={self.fusion.num_heads} must divide the fusion width {self.fusion_dim}"
             )
         vision_size = getattr(self.vision, "image_size", None)
-        if self.vision_kind == "vit" and vision_size is not None:
-            expected = list(vision_size) if isinstance(vision_size, (list, tuple)) else [vision_size] * 2
-            if expected != self.image_size:
-                raise ValueError(
-                    f"image_size={self.image_size} differs from the vision tower's image_size={vision_size}; "
-                    "set both to the same size (ViT position embeddings are sized for it)"
-                )
+        if (
+            self.vision_kind == "vit"
+            and vision_size is not None
+            and list(as_hw(vision_size)) != self.image_size
+        ):
+            raise ValueError(
+                f"image_size={self.image_size} differs from the vision tower's image_size={vision_size}; "
+                "set both to the same size (ViT position embeddings are sized for it)"
+            )
 
     @property
     def fusion_dim(self) -> int:

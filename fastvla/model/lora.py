@@ -13,8 +13,12 @@ from typing import Any
 
 from torch import nn
 
-from fastvla.model.modeling import NON_QUANTIZED_MODULES
-from fastvla.model.quantization import guard_cpu_4bit, is_quantized
+from fastvla.model.quantization import (
+    NON_QUANTIZED_MODULES,
+    guard_cpu_4bit,
+    import_bitsandbytes,
+    is_quantized,
+)
 
 #: Linear-layer name endings that belong to attention blocks (Llama/Qwen/Gemma, SigLIP/CLIP, ViT/DINOv2).
 ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "query", "key", "value", "qkv")
@@ -59,7 +63,7 @@ class LoraSettings:
 
 
 def _is_linear(module: nn.Module) -> bool:
-    import bitsandbytes as bnb
+    bnb = import_bitsandbytes()  # deferred: start-up time (bitsandbytes loads its native library)
 
     return isinstance(module, (nn.Linear, bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
 

@@ -24,14 +24,13 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from fastvla.constants import FRESH_MODULES
 from fastvla.model.action_head import ActionHead
 from fastvla.model.configuration import FastVLAConfig
 from fastvla.model.fusion import Fusion, Projector
+from fastvla.model.quantization import NON_QUANTIZED_MODULES as NON_QUANTIZED_MODULES  # old import path
+from fastvla.model.quantization import after_quantized_load, is_quantized, prepare_bnb_config
+from fastvla.model.quantization import compute_dtype as compute_dtype  # old import path
 from fastvla.model.vision import VisionEncoder, vision_feature_dim
-
-#: Modules never quantised (small, trainable, kept in higher precision). Patterns match module-name prefixes.
-NON_QUANTIZED_MODULES = list(FRESH_MODULES)
 
 
 @dataclass
@@ -68,14 +67,6 @@ def attn_implementation_map(
     """
     attn = requested or default_attn_implementation(device)
     return {"": attn, "text": attn}
-
-
-def compute_dtype(device: str | torch.device | None = None) -> torch.dtype:
-    """Best training dtype for a device: bf16 where supported, fp16 on older GPUs (T4), fp32 on CPU."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 @contextlib.contextmanager
@@ -378,8 +369,6 @@ class FastVLAModel(FastVLAPreTrainedModel):
         bitsandbytes' inference repacking (see :func:`fastvla.model.quantization.guard_cpu_4bit`).
         ``attn_implementation`` defaults to :func:`default_attn_implementation`.
         """
-        from fastvla.model.quantization import after_quantized_load, is_quantized, prepare_bnb_config
-
         quant = kwargs.get("quantization_config")
         if quant is not None:
             kwargs["quantization_config"] = prepare_bnb_config(quant)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from fastvla.constants import ACTION, ACTION_IS_PAD, DATASET_STATS_FILE, OBS_STATE, TASK, depth_key, image_key
 from fastvla.normalize import Normalizer
+from fastvla.utils.image import as_hw
 
 PROCESSOR_CONFIG_FILE = "processor_config.json"
 DEFAULT_MODES = {OBS_STATE: "mean_std", ACTION: "min_max"}
@@ -86,7 +87,7 @@ class FastVLAProcessor:
             raise ValueError(f"prompt_template {prompt_template!r} must contain '{{task}}'")
         self.tokenizer = tokenizer
         self.camera_names = list(camera_names)
-        self.image_size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
+        self.image_size = as_hw(image_size)
         self.image_mean = [float(v) for v in image_mean]
         self.image_std = [float(v) for v in image_std]
         self.normalizer = normalizer
@@ -172,10 +173,10 @@ class FastVLAProcessor:
             if x.dim() != 4 or x.shape[1] != channels:
                 raise ValueError(f"{key!r} must be (B, {channels}, H, W); got shape {tuple(x.shape)}")
             x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-            if list(x.shape[-2:]) != self.image_size:
+            if tuple(x.shape[-2:]) != self.image_size:
                 if not self.resize_images:
                     raise ValueError(
-                        f"{key!r} is {tuple(x.shape[-2:])} but the model expects {tuple(self.image_size)}; "
+                        f"{key!r} is {tuple(x.shape[-2:])} but the model expects {self.image_size}; "
                         "resize the images or construct the processor with resize_images=True"
                     )
                 mode = {"mode": "bilinear", "antialias": True} if channels == 3 else {"mode": "nearest"}
@@ -268,7 +269,7 @@ class FastVLAProcessor:
         return {
             "processor_class": type(self).__name__,
             "camera_names": self.camera_names,
-            "image_size": self.image_size,
+            "image_size": list(self.image_size),
             "image_mean": self.image_mean,
             "image_std": self.image_std,
             "max_instruction_tokens": self.max_instruction_tokens,

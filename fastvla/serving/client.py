@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
+from fastvla.policies.base import BasePolicy
 from fastvla.serving import protocol as P
 from fastvla.serving.codec import CodecError, packb, unpackb
 
@@ -41,7 +42,7 @@ def _connect_kwargs() -> dict[str, Any]:
     return extra
 
 
-class RemotePolicy:
+class RemotePolicy(BasePolicy):
     """Query a remote FastVLA policy server as if it were a local policy.
 
     Args:

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from fastvla.serving import protocol as P
+from fastvla.utils.config import config_field
+from fastvla.utils.image import as_hw
 
 
 class BadRequest(ValueError):
@@ -63,15 +65,27 @@ class ServerLimits:
             connections, with a count of the suppressed ones.
     """
 
-    max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES
-    max_batch_size: int = 64
-    max_array_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES
-    max_image_pixels: int = 2**21
-    max_queue: int = 1
-    max_connections: int = 16
-    idle_timeout_s: float = 60.0
-    handshake_timeout_s: float = 5.0
-    auth_log_interval_s: float = 10.0
+    max_message_bytes: int = config_field(
+        P.DEFAULT_MAX_MESSAGE_BYTES, "Largest accepted request frame in bytes; larger ones close the socket."
+    )
+    max_batch_size: int = config_field(
+        64, "Most observations per request (larger: bad_request) and per policy call."
+    )
+    max_array_bytes: int = config_field(
+        P.DEFAULT_MAX_MESSAGE_BYTES, "Largest single array in an observation, in bytes."
+    )
+    max_image_pixels: int = config_field(2**21, "Largest H*W of one image per sample.")
+    max_queue: int = config_field(1, "Frames a connection may buffer while its previous request is answered.")
+    max_connections: int = config_field(16, "Open websocket connections; more are refused with HTTP 503.")
+    idle_timeout_s: float = config_field(
+        60.0, "Close connections that send no complete message for this long (seconds)."
+    )
+    handshake_timeout_s: float = config_field(
+        5.0, "Time a new connection has to complete the websocket handshake."
+    )
+    auth_log_interval_s: float = config_field(
+        10.0, "At most one warning per this many seconds for rejected logins."
+    )
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1024:
@@ -181,11 +195,10 @@ def _check_schema(obs: Mapping[str, Any], batch_size: int | None, metadata: Mapp
             raise BadRequest(
                 f"camera {cam!r} ({path!r}) must be (H, W, 3) or (B, H, W, 3); got {image.shape}"
             )
-        size = [image_size, image_size] if isinstance(image_size, int) else image_size
-        if check_size and list(image.shape[-3:-1]) != list(size):
+        if check_size and tuple(image.shape[-3:-1]) != as_hw(image_size):
             raise BadRequest(
                 f"camera {cam!r} ({path!r}) images are {tuple(image.shape[-3:-1])} but the policy expects "
-                f"{tuple(size)} (it does not resize); render at that size"
+                f"{as_hw(image_size)} (it does not resize); render at that size"
             )
     state_path, state_dim = obs_map.get("state"), metadata.get("state_dim")
     if state_path:

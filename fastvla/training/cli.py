@@ -18,23 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from fastvla.training.args import add_config_arguments, config_from_args
+from fastvla.training.config import TrainConfig
+from fastvla.utils.flags import add_command
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build the config from the flags, optionally print/save it, then train."""
-    config = config_from_args(args)
-    if args.save_config:
-        config.save(args.save_config)
-        print(f"wrote {args.save_config}")
-        return 0
-    if args.print_config:
-        import yaml
-
-        sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        return 0
+def run(config: TrainConfig) -> int:
+    """Train with the resolved config."""
     from fastvla.training.loop import train
 
     policy_dir = train(config)
@@ -45,16 +35,5 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``fastvla train``."""
-    parser = subparsers.add_parser(
-        "train",
-        help="fine-tune a policy on a LeRobot dataset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_config_arguments(parser)
-    parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved config as YAML and exit"
-    )
-    parser.add_argument("--save-config", metavar="FILE", help="write the resolved config to FILE and exit")
-    parser.set_defaults(func=run)
-    return parser
+    help_text = "fine-tune a policy on a LeRobot dataset"
+    return add_command(subparsers, "train", help_text, __doc__, run, TrainConfig)

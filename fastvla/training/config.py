@@ -15,27 +15,16 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from fastvla.constants import FRESH_MODULES
-from fastvla.utils.io import atomic_write_text
+from fastvla.utils.config import ConfigMixin, config_field, load_config_dict, nested_from_dicts
+from fastvla.utils.config import check as _check
 
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with its documentation (shown by ``--help``)."""
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("use a tuple default for sequence fields")
-    return field(default=default, metadata={"help": help, **kw})
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
+_f = config_field  # short name: every field below is one
 
 
 @dataclass
@@ -235,7 +224,7 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigMixin):
     """A whole fine-tuning run. Defaults are the reference recipe; see ``fastvla train --help``."""
 
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data"})
@@ -283,10 +272,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        for name, cls in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig)):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, _from_dict(cls, value, prefix=f"{name}."))
+        nested_from_dicts(self)
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.grad_accum_steps >= 1, f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
@@ -313,31 +299,6 @@ class TrainConfig:
         )
 
     # ----------------------------------------------------------------------------------------- I/O
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples become lists), JSON/YAML serialisable."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build (and validate) a config from a nested dict; unknown keys are an error."""
-        return _from_dict(cls, data)
-
-    def save(self, path: str | Path) -> None:
-        """Write the config atomically as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
-        path = Path(path)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        else:
-            text = json.dumps(self.to_dict(), indent=2) + "\n"
-        atomic_write_text(path, text)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        """Read a config written by :meth:`save` (or by hand; missing fields take their defaults)."""
-        return cls.from_dict(load_config_dict(path))
-
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir)
@@ -369,37 +330,11 @@ def graph_incompatibility(cfg: TrainConfig) -> str | None:
     return None
 
 
-def load_config_dict(path: str | Path) -> dict[str, Any]:
-    """The raw dict of a YAML or JSON config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"config file {path} must hold a mapping at the top level, got {type(data).__name__}"
-        )
-    return data
-
-
-def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {[prefix + k for k in unknown]}; valid: {sorted(names)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = _from_dict(hint, value, prefix=f"{prefix}{name}.")
-        elif typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "graph_incompatibility",
+    "load_config_dict",
+]

@@ -88,10 +88,10 @@ def build_dataset(
     episodes: list[int],
     train: bool,
     cache_dir: Path,
-    image_size: int,
+    image_size: tuple[int, int],
     progress: bool = True,
 ) -> Dataset:
-    """A :class:`fastvla.datasets.training.TrainingDataset` over ``episodes`` at ``image_size`` pixels."""
+    """A :class:`fastvla.datasets.training.TrainingDataset` over ``episodes`` at ``image_size`` (H, W)."""
     from fastvla.datasets import LeRobotDataset
     from fastvla.datasets.augment import default_augment
     from fastvla.datasets.training import TrainingDataset

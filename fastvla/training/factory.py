@@ -19,6 +19,7 @@ from torch import nn
 
 from fastvla.constants import POLICY_CONFIG_FILE
 from fastvla.training.config import ModelConfig, TrainConfig
+from fastvla.utils.image import as_hw
 from fastvla.utils.io import atomic_directory
 
 # ------------------------------------------------------------------------------------------ accelerator
@@ -119,7 +120,7 @@ def _shape_overrides(cfg: TrainConfig, spec: Any) -> dict[str, Any]:
         "chunk_size": cfg.data.chunk_size,
     }
     if cfg.data.image_size:
-        fields["image_size"] = [cfg.data.image_size, cfg.data.image_size]
+        fields["image_size"] = as_hw(cfg.data.image_size)
     return fields
 
 

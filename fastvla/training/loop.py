@@ -33,9 +33,10 @@ from fastvla.training import checkpoint as ckpt
 from fastvla.training import data as data_lib
 from fastvla.training import factory
 from fastvla.training.config import TrainConfig
-from fastvla.training.graphed import GraphedTrainStep, try_graphed_step
+from fastvla.training.graphed_step import GraphedTrainStep, try_graphed_step
 from fastvla.training.optim import build_optimizer, build_scheduler
 from fastvla.training.tracking import Tracker
+from fastvla.utils.image import as_hw
 
 #: ``eval_hook(step=..., model=..., processor=..., output_dir=...) -> {"success_rate": ...}``; runs on the
 #: main process every ``eval_every`` updates, its metrics are logged under ``eval/``.
@@ -79,7 +80,8 @@ class Trainer:
         # Dataset metadata and split first: the model's shapes and statistics come from the dataset.
         self.spec = data_lib.inspect_dataset(cfg.data, cfg.seed)
         self.model, self.processor = factory.build_model(cfg, self.spec, acc.device)
-        image_size = cfg.data.image_size or int(self.processor.image_size[0])
+        # (H, W): the model's own size unless data.image_size asks for a square one
+        image_size = as_hw(cfg.data.image_size) if cfg.data.image_size else as_hw(self.processor.image_size)
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out / "frame_cache"
         with acc.main_process_first():  # the main process fills the frame cache, the others then read it
             self.train_set = data_lib.build_dataset(
@@ -101,7 +103,7 @@ class Trainer:
             self.val_loader = data_lib.make_loader(self.val_set, val_sampler, min(workers, 1), pin, cfg.seed)
 
         # Optimiser and schedule. With CUDA graphs the model is not wrapped in DDP: the graphed update
-        # all-reduces the flat gradient buffers itself (fastvla.training.graphed).
+        # all-reduces the flat gradient buffers itself (fastvla.training.graphed_step).
         optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(optimizer, cfg.optim, cfg.steps)
         self.graphs, self.graphs_required = factory.use_cuda_graphs(cfg, acc.device)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("mujoco")
-envs = pytest.importorskip("fastvla.envs")
-
-from fastvla.cli import main  # noqa: E402
-from fastvla.datasets import LeRobotDataset  # noqa: E402
-from fastvla.datasets.recorder import SEED_BLOCK, next_free_seed, record  # noqa: E402
+import fastvla.envs  # noqa: F401  (registers the ids)
+from fastvla.cli import main
+from fastvla.datasets import LeRobotDataset
+from fastvla.datasets.recorder import SEED_BLOCK, next_free_seed, record
 
 ENV = "fastvla/ReachCube-v0"
 

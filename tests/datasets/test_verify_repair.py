@@ -34,8 +34,9 @@ def test_info_reports_broken_metadata_without_traceback(make_dataset, capsys):
     info = json.loads((root / "meta/info.json").read_text())
     info["fps"] = "ten"
     (root / "meta/info.json").write_text(json.dumps(info))
-    assert main(["dataset", "info", str(root)]) == 1
-    assert "fps='ten' must be a positive integer" in capsys.readouterr().err
+    assert main(["dataset", "info", str(root)]) == 2  # a user error (fastvla.cli): one line, no traceback
+    err = capsys.readouterr().err
+    assert "fps='ten' must be a positive integer" in err and "Traceback" not in err
 
 
 def test_repair_reconciles_totals_and_leftovers(make_dataset, capsys):

@@ -188,8 +188,9 @@ class ChunkedController:
 
 
 def test_remote_policy_by_ws_url() -> None:
-    pytest.importorskip("websockets")
-    server_mod = pytest.importorskip("fastvla.serving.server")
+    pytest.importorskip("websockets", reason="the serve extra: pip install 'fastvla[serve]'")
+    from fastvla.serving import server as server_mod
+
     with server_mod.PolicyServer(ChunkedController(), port=0) as server:
         assert server.url.startswith("ws://")
         result = evaluate(
@@ -235,8 +236,8 @@ def test_policy_observation_map_picks_video_cameras_and_default_instruction(tmp_
     import av
 
     from fastvla.eval.video import FrameComposer
+    from fastvla.policies import observation_map
 
-    observation_map = pytest.importorskip("fastvla.policies.observation_map")
     factory = functools.partial(
         ToyReachEnv, cameras=("cam_high", "cam_low"), flat_images=True, state_key="qpos", with_task=False
     )

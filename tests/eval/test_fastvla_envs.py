@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import fastvla.envs  # noqa: F401  (registers the ids)
 from fastvla.eval import evaluate
 from fastvla.eval.video import count_frames
-
-pytest.importorskip("fastvla.envs.reach_cube", reason="fastvla.envs ReachCube not available")
 
 ENV = "fastvla/ReachCube-v0"
 SMALL = {"image_size": 48}

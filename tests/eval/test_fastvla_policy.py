@@ -12,9 +12,6 @@ from fastvla.eval import evaluate
 from fastvla.eval.toy import ToyReachEnv
 from fastvla.eval.video import count_frames
 
-pytest.importorskip("fastvla.policies.fastvla_policy", reason="FastVLAPolicy not available")
-pytest.importorskip("fastvla.model", reason="fastvla.model not available")
-
 
 @pytest.mark.slow
 def test_checkpoint_path_on_env_with_other_keys(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import pytest
+import bitsandbytes as bnb
+import peft
 import torch
+import transformers
 from torch import nn
 
 from fastvla.kernels import KernelConfig, kernels_enabled
@@ -14,7 +16,6 @@ from fastvla.kernels import KernelConfig, kernels_enabled
 
 def to_4bit(linear: nn.Linear, compute_dtype: torch.dtype, device: str = "cpu") -> nn.Module:
     """A bitsandbytes NF4 copy of ``linear`` on ``device``, guarded against CPU repacking."""
-    bnb = pytest.importorskip("bitsandbytes")
     from fastvla.model import guard_cpu_4bit
 
     q = bnb.nn.Linear4bit(
@@ -51,8 +52,6 @@ def counting_saved(saved: dict[int, int]) -> torch.autograd.graph.saved_tensors_
 
 def peft_tiny_llama(hidden: int = 64, intermediate: int = 128) -> nn.Module:
     """A frozen 2-layer Llama with rank-4 LoRA adapters on every linear (``lora_B`` randomised)."""
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
         hidden_size=hidden,

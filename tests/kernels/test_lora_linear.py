@@ -4,6 +4,7 @@ Compared with PEFT's own (unfused) forward and backward on the same layer: outpu
 ``x``, ``A`` and ``B`` in the same dtypes and to rounding, and never more saved activation bytes.
 """
 
+import peft
 import pytest
 import torch
 from torch import nn
@@ -13,8 +14,6 @@ from fastvla.kernels.lora_linear import lora_linear, lora_linear_fallback_reason
 
 from ._lora_helpers import counting_saved, fwd_bwd, peft_tiny_llama, randomize_lora_b, to_4bit
 from .conftest import rel_err
-
-peft = pytest.importorskip("peft")
 
 D_IN, D_OUT, TOKENS = 128, 64, (2, 8)  # widths multiples of 64: bitsandbytes' CPU kernels need it
 # The epilogue rounds once where PEFT rounds after the GEMM, the multiply and the add (and dx is summed in

@@ -1,5 +1,6 @@
 """``swiglu_down``: same outputs and gradients as the unfused MLP, without saving the SwiGLU output."""
 
+import peft
 import pytest
 import torch
 from torch import nn
@@ -14,8 +15,6 @@ from fastvla.kernels import (
 
 from ._lora_helpers import counting_saved, fwd_bwd, peft_tiny_llama, randomize_lora_b, to_4bit
 from .conftest import rel_err
-
-peft = pytest.importorskip("peft")
 
 D, INTER, TOKENS = 64, 128, (2, 8)  # widths multiples of 64: bitsandbytes' CPU kernels need it
 # Output agreement with PEFT's unfused ops: the epilogue rounds once where PEFT rounds three times, so bf16

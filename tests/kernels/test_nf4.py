@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import bitsandbytes as bnb
+import bitsandbytes.functional as F
 import pytest
 import torch
 
@@ -9,9 +11,6 @@ from fastvla.kernels import KernelConfig, apply_kernels
 from fastvla.kernels import nf4 as K
 
 from .conftest import rel_err
-
-bnb = pytest.importorskip("bitsandbytes")
-F = pytest.importorskip("bitsandbytes.functional")
 
 
 @pytest.fixture(autouse=True)

@@ -1,18 +1,13 @@
 """Patching a Hugging Face Llama onto the kernels: same outputs and gradients, fully reversible."""
 
-import sys
-
 import pytest
 import torch
+import transformers
+from transformers.models.llama import modeling_llama as llama
 
 from fastvla.kernels import KernelConfig, apply_kernels, kernels_enabled
 
 from .conftest import rel_err
-
-transformers = pytest.importorskip("transformers")
-llama = sys.modules.get("transformers.models.llama.modeling_llama") or pytest.importorskip(
-    "transformers.models.llama.modeling_llama"
-)
 
 
 def _tiny_llama(device: torch.device | str = "cpu") -> torch.nn.Module:

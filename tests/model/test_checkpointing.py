@@ -94,7 +94,6 @@ def test_needs_checkpointing_enabled_first():
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "autocast-bf16"])
 def test_combines_with_mlp_recompute_on_nf4(tmp_path, autocast):
     """The 7B recipe in miniature: NF4 + LoRA, partial checkpointing x MLP recomputation."""
-    pytest.importorskip("bitsandbytes")
     from fastvla.kernels import KernelConfig, kernels_enabled
     from fastvla.model import bnb_config
 

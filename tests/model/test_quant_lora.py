@@ -260,3 +260,16 @@ def test_unsloth_shaped_api_adapts_like_add_lora_and_switches_keep_gradients(sav
     assert FastVLAModel.for_training(ours).training
     after = _lora_grads(ours, inputs)
     assert max(((before[k] - after[k]).norm() / before[k].norm()).item() for k in before) < 1e-5
+
+
+def test_cpu_4bit_setup_keeps_the_kernels_community_warning_out_of_user_output(tmp_path) -> None:
+    """bitsandbytes warns on import when its optional hub kernel can't load; FastVLA's 4-bit path hides it."""
+    import subprocess
+    import sys
+
+    code = "from fastvla.model import bnb_config; bnb_config(4); import bitsandbytes"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "gemm_4bit_forward" not in proc.stderr + proc.stdout

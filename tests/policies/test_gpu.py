@@ -8,7 +8,7 @@ import torch
 
 from fastvla.model import FastVLAModel, FastVLAProcessor
 from fastvla.policies import FastVLAPolicy
-from fastvla.policies.graphed import GraphedForward
+from fastvla.policies.graphed_forward import GraphedForward
 
 pytestmark = [
     pytest.mark.gpu,
@@ -50,7 +50,6 @@ def test_graphed_forward_raises_on_host_sync_and_policy_auto_falls_back() -> Non
 
 
 def test_4bit_policy_with_fused_kernels_matches_bitsandbytes(tmp_path) -> None:
-    pytest.importorskip("bitsandbytes")
     torch.manual_seed(0)
     model = FastVLAModel.from_preset("tiny-vit", image_size=64, state_dim=8)
     processor = FastVLAProcessor.from_preset("tiny-vit", config=model.config)

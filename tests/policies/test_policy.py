@@ -187,7 +187,8 @@ def test_save_pretrained_keeps_obs_map(toy_dir, tmp_path) -> None:
 
 
 def test_drives_fastvla_env(tmp_path) -> None:
-    envs = pytest.importorskip("fastvla.envs")
+    import fastvla.envs  # noqa: F401  (registers the ids)
+
     env = gym.make("fastvla/ReachCube-v0", cameras=("front", "wrist"), image_size=64)
     try:
         obs, info = env.reset(seed=0)
@@ -202,7 +203,6 @@ def test_drives_fastvla_env(tmp_path) -> None:
             assert isinstance(info["task"], str)
     finally:
         env.close()
-    del envs
 
 
 def test_cuda_graphs_option_is_checked_on_cpu() -> None:

@@ -22,6 +22,8 @@ from fastvla.cli import build_parser
 from fastvla.serving import RemotePolicyError, ServerDisconnectedError
 from fastvla.serving.cli import load_policy
 from fastvla.serving.client import RemotePolicy
+from fastvla.serving.config import ServeConfig
+from fastvla.utils.flags import config_from_args
 
 HERE = Path(__file__).resolve().parent
 STARTUP_S = 60.0  # imports every CLI module (torch included) on a busy 2-core machine
@@ -103,8 +105,9 @@ def test_serve_command_is_registered() -> None:
     args = build_parser().parse_args(
         ["serve", "--policy", "ckpt", "--token", "t", "--max-message-bytes", "2048", "--load-in-4bit"]
     )
-    assert args.host == "127.0.0.1" and args.port == 8000  # loopback unless told otherwise
-    assert args.token == "t" and args.max_message_bytes == 2048 and args.load_in_4bit
+    cfg = config_from_args(args, ServeConfig)
+    assert cfg.host == "127.0.0.1" and cfg.port == 8000  # loopback unless told otherwise
+    assert cfg.token == "t" and cfg.limits.max_message_bytes == 2048 and cfg.load_in_4bit
 
 
 def test_load_policy_specs(tmp_path: Path) -> None:

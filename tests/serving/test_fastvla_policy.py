@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-policies = pytest.importorskip("fastvla.policies")
-model_mod = pytest.importorskip("fastvla.model")
-
-from fastvla.serving import PolicyServer, RemotePolicy  # noqa: E402
-from fastvla.serving.cli import load_policy  # noqa: E402
+from fastvla import model as model_mod
+from fastvla import policies
+from fastvla.serving import PolicyServer, RemotePolicy
+from fastvla.serving.cli import load_policy
 
 CAMERAS, STATE_DIM, ACTION_DIM, CHUNK, IMAGE = ["front", "wrist"], 6, 4, 6, 32
 

@@ -31,7 +31,6 @@ def test_fetch_goal_dict_gets_pixels_state_and_instruction() -> None:
 
 
 def test_fetch_observation_map() -> None:
-    pytest.importorskip("fastvla.policies")
     obs_map = fetch_observation_map("FetchReach-v4")
     assert obs_map.cameras == {"external_camera_0": "pixels/external_camera_0", "behind": "pixels/behind"}
     assert obs_map.state == "agent_pos" and obs_map.instruction == "move the gripper to the red target"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import torch
+
+from fastvla import model as model_mod
 
 
 def save_tiny_policy(
     path: Path, cameras: list[str], state_dim: int, action_dim: int, image_size: int = 32
 ) -> Path:
     """Save an untrained tiny FastVLA model + processor (a smoke-test policy) to ``path``."""
-    torch = pytest.importorskip("torch")
-    model_mod = pytest.importorskip("fastvla.model")
     torch.manual_seed(0)
     kw = {"camera_names": cameras, "state_dim": state_dim, "action_dim": action_dim, "chunk_size": 4}
     model = model_mod.FastVLAModel.from_preset("tiny", image_size=image_size, **kw)

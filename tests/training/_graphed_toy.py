@@ -42,7 +42,7 @@ def _rank_main(out_dir: Path) -> None:
     """Each rank trains on its half of every global batch of 8; saves its parameters."""
     import torch.distributed as dist
 
-    from fastvla.training.graphed import GraphedTrainStep
+    from fastvla.training.graphed_step import GraphedTrainStep
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")

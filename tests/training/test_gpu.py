@@ -52,7 +52,7 @@ def test_graphed_update_replays_the_eager_update() -> None:
     """Captured graphs and the same sequence run eagerly give the same losses and weights."""
     import copy
 
-    from fastvla.training.graphed import GraphedTrainStep
+    from fastvla.training.graphed_step import GraphedTrainStep
 
     from ._graphed_toy import Toy, batch
 

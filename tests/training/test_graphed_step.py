@@ -20,7 +20,7 @@ from torch import nn
 from fastvla.training import ModelConfig, OptimConfig, TrainConfig
 from fastvla.training.config import graph_incompatibility
 from fastvla.training.factory import use_cuda_graphs
-from fastvla.training.graphed import GraphCaptureError, GraphedTrainStep, _Snapshot, pad_text
+from fastvla.training.graphed_step import GraphCaptureError, GraphedTrainStep, _Snapshot, pad_text
 
 from . import _graphed_toy as _toy
 from ._graphed_toy import Toy, batch
