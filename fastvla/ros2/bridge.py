@@ -236,10 +236,11 @@ class PolicyBridge:
     def _pause(self, reason: str, now: float) -> None:
         self.stats.paused += 1
         self.stats.pause_reasons[reason.split(":")[0]] += 1
-        last_reason, last_time = self._last_log
-        if reason != last_reason or now - last_time >= _REPEAT_LOG_S:
+        kind = reason.split(":")[0]  # "stale /topic": the age after the colon changes every tick
+        last_kind, last_time = self._last_log
+        if kind != last_kind or now - last_time >= _REPEAT_LOG_S:
             logger.warning("commands paused: %s", reason)
-            self._last_log = (reason, now)
+            self._last_log = (kind, now)
         self._paused_reason = reason
 
     def _command(self, obs: dict[str, Any], meta: dict[str, Any]) -> Message:

@@ -1,0 +1,127 @@
+"""Real ROS 2 (rclpy + rmw_fastrtps_cpp from PyPI, Jazzy and Kilted) <-> the bridge's rclpy transport.
+
+Each test runs two processes from ``.venv-ros-<distro>`` (``scripts/ros_venv.sh``) inside a private
+network namespace with multicast on its own ``lo`` (``fastvla.ros2.rosnet``): a plain rclpy node with
+typed messages (``rclpy_peer.py``) and FastVLA's side. Skips, saying why, where the venv or the namespace
+can't be had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import pytest
+
+from fastvla.ros2.rosnet import DISTROS, netns_unavailable, ros_env, ros_venv_missing, run_in_netns
+from fastvla.ros2.testing import task_code
+
+TYPES = ["image", "compressed_image", "joint_state", "string", "float64_multi_array", "joint_trajectory"]
+
+
+def ros_setup(distro: str, offset: int) -> dict[str, str]:
+    for reason in (netns_unavailable(), ros_venv_missing(distro)):
+        if reason:
+            print(f"SKIP: {reason}")
+            pytest.skip(reason)
+    return ros_env(distro, domain_id=(os.getpid() + offset) % 200 + 10)
+
+
+def last_json(proc) -> dict:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("distro", DISTROS)
+def test_every_message_type_both_directions(distro: str) -> None:
+    env = ros_setup(distro, 0)
+    script = (
+        "python tests/ros2/rclpy_peer.py echo 25 > $T/peer.json & P=$!; "
+        "python tests/ros2/rclpy_roundtrip.py 20; wait $P; cat $T/peer.json"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        env["T"] = tmp
+        proc = run_in_netns(script, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours, peer = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])
+    for key in TYPES:
+        # our bytes -> rclpy typed message -> fresh typed message -> rclpy bytes -> our decoder, equal
+        assert ours[key]["received"] and ours[key]["equal"], (key, ours[key])
+    seen = peer["seen"]
+    stamp = [1_700_000_123, 456_789]
+    assert seen["image"] == [stamp, "cam_front", 24, 32, "rgb8", 96, 283365]
+    assert seen["compressed_image"][:2] == [stamp, "png"]
+    assert seen["joint_state"] == [
+        stamp,
+        ["shoulder", "elbow", "gripper"],
+        [0.5, -1.25, 0.04],
+        [0, 0.1, 0],
+        [],
+    ]
+    assert seen["string"] == ["pick up the red cube — déjà vu"]
+    assert seen["float64_multi_array"] == [
+        [["chunk", 2, 6], ["action", 3, 3]],
+        [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5],
+    ]
+    assert seen["joint_trajectory"][1] == ["a", "b", "c"]
+    assert [p[2:] for p in seen["joint_trajectory"][2]] == [
+        [1, 250_000_000],
+        [2, 250_000_000],
+        [3, 250_000_000],
+    ]
+
+
+BRIDGE = (
+    "python -m fastvla.ros2 --transport rclpy --policy fastvla.ros2.testing:FrameEchoPolicy "
+    "--camera front:=/camera/front/image_raw --camera wrist:=/wrist/image_raw/compressed "
+    "--state /joint_states --command /arm/commands --instruction 'pick up the red cube' --rate 20 "
+    "--duration 40 --stats-out $T/stats.json --log-level WARNING --command-type {cmd} 2> $T/bridge.log & "
+    "B=$!; python tests/ros2/rclpy_peer.py robot 25 {cmd} > $T/peer.json; kill -TERM $B; wait $B; "
+    "cat $T/peer.json"
+)
+
+
+@pytest.mark.parametrize("command_type", ["float64_multi_array", "joint_trajectory"])
+@pytest.mark.parametrize("distro", DISTROS)
+def test_bridge_node_serves_an_rclpy_robot(distro: str, command_type: str) -> None:
+    env = ros_setup(distro, 1 if command_type == "float64_multi_array" else 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        env["T"] = tmp
+        proc = run_in_netns(BRIDGE.format(cmd=command_type), env)
+        result = last_json(proc)
+        with open(f"{tmp}/stats.json") as f:
+            stats = json.load(f)
+    commands = result["commands"]
+    assert len(commands) >= 5, (result, stats)
+    instruction = float(task_code("stack the green cube"))
+    if command_type == "float64_multi_array":
+        layout, data = commands[-1]
+        assert layout == [["action", 4, 4]]
+        frame, code, *state = data
+        assert 1 <= frame <= result["frames_sent"] and code == instruction and state == [0.25, -0.5]
+    else:
+        _stamp, names, points = commands[-1]
+        assert names == ["j1", "j2", "joint_2", "joint_3"] and len(points) == 4  # chunk of 4
+        positions = points[0][0]
+        assert positions[1] == instruction and positions[2:] == [0.25, -0.5]
+        assert [p[2] * 10**9 + p[3] for p in points] == [50_000_000 * (i + 1) for i in range(4)]
+    assert stats["received"]["/wrist/image_raw/compressed"] >= 1  # the PNG camera was decoded too
+    graph = result["graph"]
+    assert "/fastvla_bridge" in graph["nodes"]
+    expected_cmd = (
+        "std_msgs/msg/Float64MultiArray"
+        if command_type == "float64_multi_array"
+        else ("trajectory_msgs/msg/JointTrajectory")
+    )
+    assert graph["topics"] == {
+        "/arm/commands": [expected_cmd],
+        "/fastvla_bridge/instruction": ["std_msgs/msg/String"],
+    }
+    assert ["/arm/commands", [expected_cmd]] in graph["bridge_publishes"]
+    assert sorted(graph["bridge_subscribes"]) == [
+        ["/camera/front/image_raw", ["sensor_msgs/msg/Image"]],
+        ["/fastvla_bridge/instruction", ["std_msgs/msg/String"]],
+        ["/joint_states", ["sensor_msgs/msg/JointState"]],
+        ["/wrist/image_raw/compressed", ["sensor_msgs/msg/CompressedImage"]],
+    ]
