@@ -114,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
         config = _config(args, cameras)
         args.transport = resolve_transport(args.transport)
         if args.transport == "cyclone":
+            if config.action_server or config.command_type == "follow_joint_trajectory":
+                raise ValueError(
+                    "ROS 2 actions (--action-server, --command-type follow_joint_trajectory) need the rclpy "
+                    "transport: install ROS 2 (or its PyPI wheels) and use --transport rclpy"
+                )
             _require_dds()
         policy = load_policy(
             args.policy, list(cameras), args.instruction, args.device, args.load_in_4bit, args.n_action_steps
@@ -136,6 +141,7 @@ def _config(args: argparse.Namespace, cameras: dict[str, str]) -> BridgeConfig:
         joint_names=tuple(n for n in (args.joint_names or "").split(",") if n),
         chunk_dt=args.chunk_dt,
         node_name=args.node_name,
+        action_server=args.action_server,
     )
 
 
@@ -243,6 +249,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--chunk-dt", type=float, help="seconds between trajectory points (default 1/rate)")
     parser.add_argument("--node-name", default="fastvla_bridge", help="node name ('~' in topic names)")
+    parser.add_argument(
+        "--action-server",
+        action="store_true",
+        help="serve fastvla_msgs/action/RunInstruction on ~/run_instruction (rclpy transport): commands are "
+        "published only while a goal runs",
+    )
     parser.add_argument(
         "--transport",
         choices=TRANSPORTS,

@@ -3,6 +3,9 @@
 This is what ``fastvla ros2 --transport rclpy`` runs (the default wherever ``import rclpy`` works). The
 node is a normal ROS 2 node on the ROS install's RMW (Fast DDS by default): ``ros2 node list`` / ``info``
 show it with its topics, ``ros2 param get /fastvla_bridge rate`` reads its (read-only) configuration.
+With ``config.action_server`` it serves ``fastvla_msgs/action/RunInstruction``; with ``command_type
+"follow_joint_trajectory"`` it sends chunks to a controller's FollowJointTrajectory action
+(:mod:`fastvla.ros2.actions`).
 
 Example (inside a ROS 2 environment)::
 
@@ -81,7 +84,17 @@ def serve(
         node = Node(config.node_name, context=context)
         declare_config(node, config)
         transport = RclpyTransport(node)
-        bridge = PolicyBridge(policy, transport, config)
+        sink, extra = None, {}
+        if config.command_type == "follow_joint_trajectory":
+            from fastvla.ros2.actions import FollowJointTrajectorySink
+
+            sink = FollowJointTrajectorySink(node, config.command_topic, stats=extra)
+        bridge = PolicyBridge(policy, transport, config, command_sink=sink)
+        bridge.stats.extra.update(extra)
+        if config.action_server:
+            from fastvla.ros2.actions import InstructionActionServer
+
+            InstructionActionServer(node, bridge)
         if on_ready is not None:
             on_ready(node, bridge)
         return bridge.spin(duration=duration, stop=stop)

@@ -125,3 +125,73 @@ def test_bridge_node_serves_an_rclpy_robot(distro: str, command_type: str) -> No
         ["/joint_states", ["sensor_msgs/msg/JointState"]],
         ["/wrist/image_raw/compressed", ["sensor_msgs/msg/CompressedImage"]],
     ]
+
+
+def run_bridge_with_peer(env: dict[str, str], bridge_args: str, peer_args: str) -> tuple[dict, dict, str]:
+    """Start ``fastvla ros2`` (rclpy transport, echo policy), run the peer, stop the bridge; return both."""
+    script = (
+        "python -m fastvla.ros2 --transport rclpy --policy fastvla.ros2.testing:FrameEchoPolicy "
+        "--camera front:=/camera/front/image_raw --camera wrist:=/wrist/image_raw/compressed "
+        f"--state /joint_states --duration 60 --stats-out $T/stats.json {bridge_args} 2> $T/bridge.log & "
+        f"B=$!; python tests/ros2/rclpy_peer.py {peer_args} > $T/peer.json; kill -TERM $B; wait $B; "
+        "cat $T/peer.json"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        env["T"] = tmp
+        proc = run_in_netns(script, env)
+        with open(f"{tmp}/bridge.log") as f:
+            log = f.read()
+        result = last_json(proc)
+        with open(f"{tmp}/stats.json") as f:
+            stats = json.load(f)
+    return result, stats, log
+
+
+@pytest.mark.parametrize("distro", DISTROS)
+def test_run_instruction_action_goal_feedback_result_cancel(distro: str) -> None:
+    env = ros_setup(distro, 3)
+    result, _stats, log = run_bridge_with_peer(
+        env, "--command /arm/commands --rate 20 --action-server --log-level INFO", "action_client 20"
+    )
+    assert result["idle_commands_before_goal"] == 0  # no goal, no commands
+    runs = result["runs"]
+    ok, timed_out, cancelled = runs["succeed"], runs["time_out"], runs["cancel"]
+    assert (ok["status"], ok["outcome"], ok["steps"]) == ("succeeded", 0, 5), ok
+    assert (timed_out["status"], timed_out["outcome"]) == ("aborted", 1), timed_out
+    assert timed_out["elapsed"] == pytest.approx(0.6, abs=0.3) and timed_out["steps"] >= 3
+    assert (cancelled["status"], cancelled["outcome"], cancelled["message"]) == ("canceled", 2, "cancelled")
+    for name, run in runs.items():
+        assert run["accepted"] and run["feedback"], name
+        steps, elapsed, last_action = run["feedback"][-1]
+        assert 0 <= steps <= run["steps"] and 0 <= elapsed <= run["elapsed"]
+        assert len(last_action) == 4 and last_action[2:] == [0.25, -0.5]
+    # each goal's commands were computed with its instruction (the echo policy's second number)
+    codes = {name: {c[1] for c in run["commands"]} for name, run in runs.items()}
+    assert codes["succeed"] == {float(task_code("pick up the red cube"))}, codes
+    assert float(task_code("push the blue cube")) in codes["time_out"]
+    assert float(task_code("open the drawer")) in codes["cancel"]
+    assert "goal 'open the drawer' ended: cancelled" in log
+
+
+@pytest.mark.parametrize("distro", DISTROS)
+def test_follow_joint_trajectory_client_surfaces_results_and_errors(distro: str) -> None:
+    env = ros_setup(distro, 4)
+    result, stats, log = run_bridge_with_peer(
+        env,
+        "--command /arm_controller/follow_joint_trajectory --command-type follow_joint_trajectory --rate 10",
+        "fjt_server 20 6",
+    )
+    goals = result["goals"]
+    assert len(goals) >= 6
+    _stamp, names, points = goals[-1]
+    assert names == ["j1", "j2", "joint_2", "joint_3"] and len(points) == 4  # the chunk, as the trajectory
+    assert points[0][0][2:] == [0.25, -0.5] and points[1][0][2] == pytest.approx(0.251)
+    assert [p[2] * 10**9 + p[3] for p in points] == [100_000_000 * (i + 1) for i in range(4)]
+    counts = stats["follow_joint_trajectory"]["counts"]
+    assert (
+        counts["sent"] >= 6 and counts["rejected"] == 1 and counts["failed"] == 1 and counts["succeeded"] >= 3
+    )
+    assert {"kind": "aborted", "error_code": -4, "error_string": "j1 off the path by 0.3 rad"} in stats[
+        "follow_joint_trajectory"
+    ]["errors"]
+    assert "goal rejected" in log and "j1 off the path by 0.3 rad" in log
