@@ -18,6 +18,10 @@ case "$distro" in
   jazzy) build_pkgs+=(python-cmake-module) ;;
   kilted) build_pkgs+=(ament-cmake-ros-core) ;;  # Kilted dropped python_cmake_module
 esac
+if ! command -v c++ >/dev/null || ! command -v cc >/dev/null; then  # a fresh machine: get the compilers
+  { apt-get update -qq && apt-get install -y -qq gcc g++ >/dev/null; } \
+    || { echo "scripts/ros_interfaces.sh needs gcc and g++ (apt-get install gcc g++)" >&2; exit 1; }
+fi
 quiet() { { "$@" 2>&1; } | { grep -v "is ignored: it is neither" || true; }; }
 quiet "$venv/bin/python" -m pip install -q "${build_pkgs[@]/#/$prefix-}" catkin-pkg "cmake>=3.22"
 inc="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
