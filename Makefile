@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 sysdeps:
 	bash scripts/ensure_system_deps.sh
 
-# ROS 2 Jazzy and Kilted from PyPI (rclpy + Fast DDS), for tests/ros2/test_rclpy_*.py; apart from .venv.
+# ROS 2 Jazzy and Kilted from PyPI (rclpy + Fast DDS + built action types) for the rclpy tests in tests/ros2.
 ros-venvs:
 	bash scripts/ros_venv.sh all
 
