@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test test-all lint format bench venv sysdeps clean
+.PHONY: demo test test-all lint format bench venv sysdeps ros-venvs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,13 +20,17 @@ venv: $(VENV)/.installed
 sysdeps:
 	bash scripts/ensure_system_deps.sh
 
+# ROS 2 Jazzy and Kilted from PyPI (rclpy + Fast DDS + built action types) for the rclpy tests in tests/ros2.
+ros-venvs:
+	bash scripts/ros_venv.sh all
+
 demo: venv sysdeps
 	$(VENV)/bin/fastvla demo
 
-test: venv sysdeps
+test: venv sysdeps ros-venvs
 	$(VENV)/bin/pytest -m "not gpu" -q
 
-test-all: venv sysdeps
+test-all: venv sysdeps ros-venvs
 	$(VENV)/bin/pytest -q
 
 lint: venv
@@ -42,4 +46,4 @@ bench: venv sysdeps
 	$(VENV)/bin/fastvla bench loader
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-ros-jazzy .venv-ros-kilted outputs .pytest_cache .ruff_cache *.egg-info

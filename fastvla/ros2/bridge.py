@@ -47,7 +47,7 @@ from fastvla.ros2.transport import DEFAULT_QOS, SENSOR_QOS, Transport, resolve_t
 
 logger = logging.getLogger("fastvla.ros2")
 
-COMMAND_TYPES = ("float64_multi_array", "joint_trajectory")
+COMMAND_TYPES = ("float64_multi_array", "joint_trajectory", "follow_joint_trajectory")
 _REPEAT_LOG_S = 5.0
 
 
@@ -72,8 +72,10 @@ class BridgeConfig:
         instruction_topic: ``std_msgs/String`` topic that replaces the instruction at run time.
         rate: control rate in Hz.
         command_type: ``"float64_multi_array"`` (one action per tick, for ros2_control's
-            ``forward_command_controller``) or ``"joint_trajectory"`` (the action chunk, for
-            ``joint_trajectory_controller``).
+            ``forward_command_controller``), ``"joint_trajectory"`` (the action chunk, published on a
+            topic for ``joint_trajectory_controller``) or ``"follow_joint_trajectory"`` (the chunk sent as a
+            ``control_msgs/action/FollowJointTrajectory`` goal to ``command_topic``, the controller's
+            ``~/follow_joint_trajectory`` action; rclpy transport only).
         max_staleness: seconds after which an observation is too old to act on (and the largest allowed
             spread between the sensors' header stamps).
         joint_names: joints to read from JointState, in model order (default: all, in message order); also
@@ -82,6 +84,8 @@ class BridgeConfig:
         node_name: ROS node name (``~`` in topic names expands to ``/<node_name>``).
         check_stamps: also pause when the inputs' header stamps span more than ``max_staleness`` (turn off
             when sensors stamp with different clocks, e.g. sim time on some and wall time on others).
+        action_server: serve ``fastvla_msgs/action/RunInstruction`` on ``~/run_instruction`` (rclpy
+            transport); the bridge then publishes commands only while a goal runs.
     """
 
     cameras: dict[str, str]
@@ -96,6 +100,7 @@ class BridgeConfig:
     chunk_dt: float | None = None
     node_name: str = "fastvla_bridge"
     check_stamps: bool = True
+    action_server: bool = False
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -127,6 +132,7 @@ class BridgeStats:
     policy_errors: int = 0
     received: Counter = field(default_factory=Counter)
     records: deque = field(default_factory=lambda: deque(maxlen=10_000))
+    extra: dict = field(default_factory=dict)  # more JSON-ready entries (a callable is called in to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary plus the per-command records."""
@@ -138,6 +144,7 @@ class BridgeStats:
             "policy_errors": self.policy_errors,
             "received": dict(self.received),
             "records": list(self.records),
+            **{key: value() if callable(value) else value for key, value in self.extra.items()},
         }
 
 
@@ -150,6 +157,13 @@ class PolicyBridge:
         transport: a :class:`~fastvla.ros2.transport.Transport` (Cyclone DDS or in-process).
         config: topics, rate and limits.
         clock: monotonic clock in seconds (injectable for tests).
+        command_sink: where commands go instead of a ``command_topic`` publisher (anything with
+            ``publish(msg)``; e.g. :class:`fastvla.ros2.actions.FollowJointTrajectorySink`).
+
+    Attributes:
+        active: when ``False`` the bridge idles (publishes nothing; the RunInstruction action server
+            switches it on for the duration of a goal).
+        last_action: the newest action published (``None`` before the first).
     """
 
     def __init__(
@@ -158,8 +172,9 @@ class PolicyBridge:
         transport: Transport,
         config: BridgeConfig,
         clock: Any = time.monotonic,
+        command_sink: Any = None,
     ) -> None:
-        if config.command_type == "joint_trajectory" and not hasattr(policy, "predict_action_chunk"):
+        if config.command_type != "float64_multi_array" and not hasattr(policy, "predict_action_chunk"):
             raise TypeError(
                 f"{type(policy).__name__} has no predict_action_chunk(); use --command-type "
                 "float64_multi_array or a FastVLAPolicy"
@@ -169,6 +184,9 @@ class PolicyBridge:
         self.stats = BridgeStats()
         self._latest: dict[str, tuple[float, int, Message]] = {}  # topic -> (recv mono, recv wall ns, msg)
         self._pending_instruction: str | None = None
+        self._reset_requested = False
+        self.active = True
+        self.last_action: np.ndarray | None = None
         self._paused_reason: str | None = "not started"
         self._last_log = (None, -float("inf"))
         for topic in config.cameras.values():
@@ -177,7 +195,14 @@ class PolicyBridge:
         transport.subscribe(config.state_topic, JointState, self._store(config.state_topic), SENSOR_QOS)
         transport.subscribe(config.instruction_topic, String, self._on_instruction, DEFAULT_QOS)
         command_cls = Float64MultiArray if config.command_type == "float64_multi_array" else JointTrajectory
-        self._command_pub = transport.publisher(config.command_topic, command_cls, DEFAULT_QOS)
+        if command_sink is None and config.command_type == "follow_joint_trajectory":
+            raise ValueError(
+                "command_type 'follow_joint_trajectory' sends action goals: run the bridge with the rclpy "
+                "transport (fastvla ros2 --transport rclpy), or use 'joint_trajectory' to publish on a topic"
+            )
+        self._command_pub = command_sink or transport.publisher(
+            config.command_topic, command_cls, DEFAULT_QOS
+        )
 
     # --- callbacks (run on the transport's threads: keep them cheap) --------------------------------
 
@@ -191,6 +216,11 @@ class PolicyBridge:
     def _on_instruction(self, msg: Message) -> None:
         assert isinstance(msg, String)
         self._pending_instruction = msg.data
+
+    def set_instruction(self, instruction: str, reset: bool = True) -> None:
+        """Switch to ``instruction`` at the next tick (thread-safe); ``reset`` also resets the policy then."""
+        self._pending_instruction = instruction
+        self._reset_requested = self._reset_requested or reset
 
     # --- one control step ---------------------------------------------------------------------------
 
@@ -236,19 +266,22 @@ class PolicyBridge:
     def _pause(self, reason: str, now: float) -> None:
         self.stats.paused += 1
         self.stats.pause_reasons[reason.split(":")[0]] += 1
-        last_reason, last_time = self._last_log
-        if reason != last_reason or now - last_time >= _REPEAT_LOG_S:
+        kind = reason.split(":")[0]  # "stale /topic": the age after the colon changes every tick
+        last_kind, last_time = self._last_log
+        if kind != last_kind or now - last_time >= _REPEAT_LOG_S:
             logger.warning("commands paused: %s", reason)
-            self._last_log = (reason, now)
+            self._last_log = (kind, now)
         self._paused_reason = reason
 
     def _command(self, obs: dict[str, Any], meta: dict[str, Any]) -> Message:
         cfg = self.config
         if cfg.command_type == "float64_multi_array":
             action = np.asarray(self.policy.select_action(obs, task=self.instruction), dtype=np.float64)
+            self.last_action = action.reshape(-1)
             return Float64MultiArray.from_array(action.reshape(-1), labels=("action",))
         chunk = np.asarray(self.policy.predict_action_chunk(obs, task=self.instruction), dtype=np.float64)
         chunk = chunk.reshape(-1, chunk.shape[-1])  # (T, A); a leading batch of 1 is folded away
+        self.last_action = chunk[0]
         names = list(cfg.joint_names) or meta["joint_names"][: chunk.shape[1]]
         names += [f"joint_{i}" for i in range(len(names), chunk.shape[1])]
         dt = cfg.chunk_dt or 1.0 / cfg.rate
@@ -266,10 +299,14 @@ class PolicyBridge:
         self.stats.ticks += 1
         if self._pending_instruction is not None:
             new, self._pending_instruction = self._pending_instruction, None
-            if new != self.instruction:
+            reset, self._reset_requested = self._reset_requested, False
+            if new != self.instruction or reset:
                 logger.info("instruction changed: %r -> %r", self.instruction, new)
                 self.instruction = new
                 self.policy.reset()
+        if not self.active:
+            self._pause("idle: waiting for a goal", now)
+            return False
         obs, reason, meta = self._gather(now)
         if obs is None:
             self._pause(reason, now)

@@ -1,4 +1,4 @@
-"""``fastvla ros2``: run a policy as a ROS 2 node over DDS (Cyclone DDS; no ROS install needed).
+"""``fastvla ros2``: run a policy as a ROS 2 node (rclpy where ROS 2 is installed, else Cyclone DDS).
 
 Example:
     fastvla ros2 --policy outputs/pick_cube \\
@@ -6,9 +6,11 @@ Example:
         --state /joint_states --command /arm_controller/commands \\
         --instruction "pick up the red cube" --rate 10
 
-On the ROS 2 side: ``RMW_IMPLEMENTATION=rmw_cyclonedds_cpp``, the same ``ROS_DOMAIN_ID`` as
-``--domain-id``, and (with the default ``--network loopback``) ``CYCLONEDDS_URI`` pointing at the file
-``fastvla ros2 --print-dds-config`` writes. See docs/ros2.md.
+With rclpy importable (``--transport auto``, the default) the bridge is an ordinary rclpy node on the
+installed RMW: nothing to set on the ROS side but the same ``ROS_DOMAIN_ID``. With ``--transport cyclone``
+(no ROS install): ``RMW_IMPLEMENTATION=rmw_cyclonedds_cpp`` on the ROS side and (with the default
+``--network loopback``) ``CYCLONEDDS_URI`` pointing at the file ``fastvla ros2 --print-dds-config``
+writes. See docs/ros2.md.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from fastvla.ros2.dds import INSTALL_HINT, NETWORK_MODES, loopback_config
 
 logger = logging.getLogger("fastvla.ros2")
 GID_DISTROS = ("humble", "iron", "jazzy", "kilted", "lyrical")  # fastvla.ros2.graph.GID_SIZES (not imported)
+TRANSPORTS = ("auto", "rclpy", "cyclone")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -79,6 +82,13 @@ def load_policy(
     )
 
 
+def resolve_transport(choice: str) -> str:
+    """``auto`` -> ``rclpy`` where ``import rclpy`` can work, else ``cyclone``."""
+    if choice != "auto":
+        return choice
+    return "rclpy" if importlib.util.find_spec("rclpy") is not None else "cyclone"
+
+
 def _require_dds() -> None:
     if importlib.util.find_spec("cyclonedds") is None:
         raise SystemExit(
@@ -102,7 +112,14 @@ def run(args: argparse.Namespace) -> int:
     cameras = dict(args.camera)
     try:
         config = _config(args, cameras)
-        _require_dds()
+        args.transport = resolve_transport(args.transport)
+        if args.transport == "cyclone":
+            if config.action_server or config.command_type == "follow_joint_trajectory":
+                raise ValueError(
+                    "ROS 2 actions (--action-server, --command-type follow_joint_trajectory) need the rclpy "
+                    "transport: install ROS 2 (or its PyPI wheels) and use --transport rclpy"
+                )
+            _require_dds()
         policy = load_policy(
             args.policy, list(cameras), args.instruction, args.device, args.load_in_4bit, args.n_action_steps
         )
@@ -124,17 +141,50 @@ def _config(args: argparse.Namespace, cameras: dict[str, str]) -> BridgeConfig:
         joint_names=tuple(n for n in (args.joint_names or "").split(",") if n),
         chunk_dt=args.chunk_dt,
         node_name=args.node_name,
+        action_server=args.action_server,
     )
 
 
 def _serve(args: argparse.Namespace, config: BridgeConfig, policy: Any) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.transport == "rclpy":
+        from fastvla.ros2.node import serve
+
+        logger.info(
+            "up (rclpy node /%s, domain %d): cameras %s, state %s -> %s (%s) at %.1f Hz",
+            config.node_name,
+            args.domain_id,
+            config.cameras,
+            config.state_topic,
+            config.command_topic,
+            config.command_type,
+            config.rate,
+        )
+        stats = serve(policy, config, domain_id=args.domain_id, duration=args.duration or None, stop=stop)
+    else:
+        stats = _serve_cyclone(args, config, policy, stop)
+    summary = stats.to_dict()
+    logger.info(
+        "bridge stopped: %d ticks, %d commands, %d paused %s",
+        stats.ticks,
+        stats.published,
+        stats.paused,
+        summary["pause_reasons"],
+    )
+    if args.stats_out:
+        from fastvla.utils.io import atomic_write_text
+
+        atomic_write_text(args.stats_out, json.dumps(summary))
+    return 0
+
+
+def _serve_cyclone(args: argparse.Namespace, config: BridgeConfig, policy: Any, stop: threading.Event) -> Any:
     from fastvla.ros2.bridge import PolicyBridge
     from fastvla.ros2.dds import CycloneDDSTransport
 
     transport = CycloneDDSTransport(domain_id=args.domain_id, network=args.network)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         bridge = PolicyBridge(policy, transport, config)
         if args.ros_distro != "none":  # after the bridge's endpoints exist: they are listed in the message
@@ -152,22 +202,9 @@ def _serve(args: argparse.Namespace, config: BridgeConfig, policy: Any) -> int:
             config.rate,
             config.instruction_topic,
         )
-        stats = bridge.spin(duration=args.duration or None, stop=stop)
+        return bridge.spin(duration=args.duration or None, stop=stop)
     finally:
         transport.close()
-    summary = stats.to_dict()
-    logger.info(
-        "bridge stopped: %d ticks, %d commands, %d paused %s",
-        stats.ticks,
-        stats.published,
-        stats.paused,
-        summary["pause_reasons"],
-    )
-    if args.stats_out:
-        from fastvla.utils.io import atomic_write_text
-
-        atomic_write_text(args.stats_out, json.dumps(summary))
-    return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -212,6 +249,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--chunk-dt", type=float, help="seconds between trajectory points (default 1/rate)")
     parser.add_argument("--node-name", default="fastvla_bridge", help="node name ('~' in topic names)")
+    parser.add_argument(
+        "--action-server",
+        action="store_true",
+        help="serve fastvla_msgs/action/RunInstruction on ~/run_instruction (rclpy transport): commands are "
+        "published only while a goal runs",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="auto",
+        help="rclpy: a ROS 2 node on the installed ROS 2 (any RMW; Fast DDS by default); cyclone: FastVLA's "
+        "own Cyclone DDS stack, no ROS install (talks to rmw_cyclonedds_cpp peers only); auto: rclpy when "
+        "importable, else cyclone",
+    )
     parser.add_argument(
         "--network",
         choices=NETWORK_MODES,

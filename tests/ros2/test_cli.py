@@ -106,3 +106,17 @@ def test_network_modes_set_or_keep_cyclonedds_uri(monkeypatch) -> None:
     assert "<AllowMulticast>false</AllowMulticast>" in cli.os.environ["CYCLONEDDS_URI"]
     with pytest.raises(ValueError, match="network 'lan' not supported"):
         configure_network("lan")
+
+
+def test_transport_and_action_flags() -> None:
+    args = parse([*BRIEF, "--transport", "rclpy", "--action-server"])
+    assert args.transport == "rclpy" and args.action_server
+    assert parse(BRIEF).transport == "auto" and not parse(BRIEF).action_server
+    assert cli.resolve_transport("cyclone") == "cyclone"
+    assert cli.resolve_transport("auto") in ("rclpy", "cyclone")
+
+
+def test_actions_need_the_rclpy_transport() -> None:
+    args = parse([*BRIEF, "--transport", "cyclone", "--command-type", "follow_joint_trajectory"])
+    with pytest.raises(SystemExit, match="need the rclpy transport"):
+        cli.run(args)
