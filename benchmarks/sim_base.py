@@ -48,7 +48,7 @@ def _run(cmd: list[str], work: Path) -> None:
 
 def record(args: argparse.Namespace) -> None:
     """Record the multi-task dataset (skipped when it already holds the episodes)."""
-    data = Path(args.work) / "data"
+    data = _data(args)
     info = data / "meta" / "info.json"
     if info.is_file() and json.loads(info.read_text())["total_episodes"] >= args.episodes * len(ENV_IDS):
         print(f"dataset {data} already recorded")
@@ -65,10 +65,15 @@ def record(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def _data(args: argparse.Namespace) -> Path:
+    """The dataset folder: ``--data``, else ``<work>/data``."""
+    return Path(args.data) if args.data else Path(args.work) / "data"
+
+
 def _train_args(args: argparse.Namespace, steps: int, out: Path) -> list[str]:
     work = Path(args.work)
     return [
-        *FASTVLA, "train", "--data.root", str(work / "data"), "--data.cameras", "front", "wrist",
+        *FASTVLA, "train", "--data.root", str(_data(args)), "--data.cameras", "front", "wrist",
         "--data.augment", "--data.cache-dir", str(work / "frame_cache"), "--data.val-fraction", "0.02",
         "--model.preset", "sim-base", "--batch-size", str(args.batch_size), "--steps", str(steps),
         "--optim.lr", str(args.lr), "--optim.head-lr", str(args.lr),
@@ -129,7 +134,7 @@ def card(args: argparse.Namespace) -> None:
     shutil.copytree(policy, ship)
     metrics = [json.loads(x) for x in (work / "train" / "logs" / "metrics.jsonl").read_text().splitlines()]
     last = [m for m in metrics if "train/loss" in m][-1]
-    info = json.loads((work / "data" / "meta" / "info.json").read_text())
+    info = json.loads((_data(args) / "meta" / "info.json").read_text())
     sys.path.insert(0, str(Path(__file__).parent))
     from suite import format_table
 
@@ -180,6 +185,7 @@ def main() -> None:
         "--ship", default="fastvla/checkpoints/sim-base", help="where `card` copies the policy"
     )
     parser.add_argument("--work", default="outputs/sim_base", help="dataset, runs and results")
+    parser.add_argument("--data", default="", help="dataset folder (default <work>/data)")
     parser.add_argument("--episodes", type=int, default=1000, help="demonstrations per task")
     parser.add_argument("--minutes", type=float, default=13.0, help="training budget after calibration")
     parser.add_argument("--steps", type=int, default=0, help="train this many updates (skips calibration)")
