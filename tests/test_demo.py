@@ -1,4 +1,4 @@
-"""End to end: `fastvla demo` records, trains, evaluates in fp32 and NF4, and resumes, in one small run."""
+"""End to end: `fastvla demo` records, QLoRA-fine-tunes the shipped base, evaluates base / fp32 / NF4, resumes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess:
     args = ["--episodes", "4", "--steps", "3", "--batch-size", "8", "--eval-episodes", "2"]
     cmd = [sys.executable, "-m", "fastvla", "demo", "--out", str(out), *args, *extra]
     # A subprocess: the demo renders (GL) and trains in one process, as `make demo` does.
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=out.parent)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=out.parent)
 
 
 def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
@@ -26,15 +26,22 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
 
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["recorded"]["episodes"] == 4
-    assert set(summary["success"]) == {"fp32", "nf4"}
-    for label in ("fp32", "nf4"):
+    assert set(summary["success"]) == {"base", "fp32", "nf4"}
+    assert summary["config"]["base"].endswith("sim-base")
+    for label in ("base", "fp32", "nf4"):
         info = json.loads((out / f"eval_{label}" / "eval_info.json").read_text())
         assert info["overall"]["n_episodes"] == 2
         assert 0.0 <= summary["success"][label] <= 1.0
         assert (out / f"eval_{label}" / "report.md").exists()
         assert list((out / f"eval_{label}" / "videos").rglob("*.mp4")), f"no {label} video written"
-    assert (Path(summary["policy_dir"]) / "config.json").exists()
-    assert "| fp32 |" in first.stdout and "| nf4 |" in first.stdout
+    policy = json.loads((Path(summary["policy_dir"]) / "policy_config.json").read_text())
+    assert policy["trained_with_quantization"] == "4bit"  # the QLoRA path, not a from-scratch run
+    assert policy["merged_into"] == "full-precision checkpoint"
+    for row in ("| base (before fine-tuning) |", "| fine-tuned, fp32 (merged) |", "| fine-tuned, NF4 |"):
+        assert row in first.stdout, first.stdout[-2000:]
+    # The recorded instructions name the held-out colour only.
+    tasks = (out / "dataset" / "meta" / "tasks.parquet").read_bytes()
+    assert b"purple" in tasks and b"red cube" not in tasks
 
     # Second run: the dataset is reused and training resumes from the final checkpoint (no retraining).
     second = _demo(out, "--skip-4bit")
