@@ -1,4 +1,4 @@
-"""End to end: `fastvla demo` records, QLoRA-fine-tunes the shipped base, evaluates base / fp32 / NF4, resumes."""
+"""End to end: `fastvla demo` records, QLoRA-fine-tunes the shipped base, scores base/fp32/NF4, resumes."""
 
 from __future__ import annotations
 
