@@ -74,6 +74,11 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _named(task: str, names: list[str]) -> bool:
+    """Whether ``task`` (``fastvla/PickCube-v0``) is among ``names`` (``PickCube``); empty = all."""
+    return not names or task.split("/")[-1].removesuffix("-v0") in names
+
+
 def _row(result: Any, seed: int) -> dict[str, Any]:
     low, high = result.success_ci95
     return {
@@ -110,7 +115,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     preload_triton()  # before any GL context exists in this process
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     work = Path(args.work_dir)
-    tasks = [t for t in TASKS if not args.tasks or t.split("/")[-1].removesuffix("-v0") in args.tasks]
+    tasks = [t for t in TASKS if _named(t, args.tasks)]
 
     def run(policy: Any, label: str, task: str, colors: tuple[str, ...], seed: int, videos: int) -> Any:
         cfg = policy.model.config
@@ -146,6 +151,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         "base": {},
         "held_out": {},
     }
+
     def save_partial() -> None:  # a long run killed half-way still leaves what it measured
         report["seconds"] = time.perf_counter() - start
         atomic_write_text(args.out, json.dumps({**report, "complete": False}, indent=1))
@@ -156,14 +162,15 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         report["base"][task]["target"] = BASE_TARGETS[task]
         save_partial()
     if args.held_out:
-        for task in [t for t in tasks if t in SINGLE_CUBE_TASKS]:
+        held = [t for t in tasks if t in SINGLE_CUBE_TASKS and _named(t, args.held_out_tasks)]
+        for task in held:
             result = run(fp32, "held_out", task, (HELD_OUT_COLOR,), args.seed, min(args.videos, 2))
             report["held_out"][task] = _row(result, args.seed)
             save_partial()
     if args.nf4:
         nf4 = load_policy(args.policy, load_in_4bit=True, device=device, n_action_steps=args.n_action_steps)
         report["nf4"] = {}
-        for task in tasks:
+        for task in [t for t in tasks if _named(t, args.nf4_tasks)]:
             result = run(nf4, "nf4", task, TRAIN_COLORS, args.seed, 0)
             report["nf4"][task] = _row(result, args.seed)
             save_partial()
@@ -171,7 +178,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             t: (np.array(report["base"][t]["outcomes"]), np.array(report["nf4"][t]["outcomes"]))
             for t in tasks
         }
-        unsaturated = [t for t in tasks if report["base"][t]["success"] < 0.95]
+        unsaturated = [t for t in report["nf4"] if report["base"][t]["success"] < 0.95]
         report["nf4_vs_fp32"] = {
             "all_tasks": paired_difference(
                 np.concatenate([a for a, _ in both.values()]), np.concatenate([b for _, b in both.values()])
@@ -239,6 +246,10 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=6, help="videos per task (fp32)")
     parser.add_argument("--held-out", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--nf4", action="store_true", help="also NF4 on the same seeds (paired)")
+    parser.add_argument("--nf4-tasks", nargs="*", default=[], help="NF4 on these tasks only (default all)")
+    parser.add_argument(
+        "--held-out-tasks", nargs="*", default=[], help="held-out colour on these tasks only (default all)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--work-dir", default="outputs/suite")
     parser.add_argument("--out", default="benchmarks/results/suite.json")
