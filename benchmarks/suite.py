@@ -176,7 +176,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             save_partial()
         both = {
             t: (np.array(report["base"][t]["outcomes"]), np.array(report["nf4"][t]["outcomes"]))
-            for t in tasks
+            for t in report["nf4"]
         }
         unsaturated = [t for t in report["nf4"] if report["base"][t]["success"] < 0.95]
         report["nf4_vs_fp32"] = {
