@@ -158,6 +158,7 @@ def card(args: argparse.Namespace) -> None:
         f"{last['step']} updates at batch {args.batch_size} (final training loss {last['train/loss']:.4f}, "
         f"{last['train/samples_per_s']:.0f} samples/s), on {report['machine']}.",
         "",
+        *([args.note, ""] if args.note else []),
         "## Reproduce",
         "```bash",
         *(work / "commands.txt").read_text().strip().splitlines(),
@@ -185,6 +186,7 @@ def main() -> None:
         "--ship", default="fastvla/checkpoints/sim-base", help="where `card` copies the policy"
     )
     parser.add_argument("--work", default="outputs/sim_base", help="dataset, runs and results")
+    parser.add_argument("--note", default="", help="`card`: how this run differs from the plan")
     parser.add_argument("--data", default="", help="dataset folder (default <work>/data)")
     parser.add_argument("--episodes", type=int, default=1000, help="demonstrations per task")
     parser.add_argument("--minutes", type=float, default=13.0, help="training budget after calibration")
