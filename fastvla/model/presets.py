@@ -156,7 +156,8 @@ def _openvla_7b_shape() -> dict[str, Any]:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(_tiny, description="ResNet(16,32,64) + Llama 2x128; CPU tests and demo, 64x64 images"),
     "sim-base": Preset(
-        _sim_base, description="ResNet(32,64,128) + Llama 4x256; the shipped base of the built-in suite, 64x64"
+        _sim_base,
+        description="ResNet(32,64,128) + Llama 4x256; the shipped base of the built-in suite, 64x64",
     ),
     "tiny-vit": Preset(_tiny_vit, description="ViT 2x64 (patch 8) + Llama 2x128; ViT code paths"),
     "openvla-7b-shape": Preset(
