@@ -29,6 +29,7 @@ MetaWorld-v0", task="push-v3")`` imports it first, also inside vector-env worker
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -294,6 +295,12 @@ class MetaWorldSeeding(gym.Wrapper):
         self._raw_obs: np.ndarray | None = None
         policies = importlib.import_module("metaworld.policies")
         self._expert = policies.ENV_POLICY_MAP[task]() if task in policies.ENV_POLICY_MAP else None
+
+    @property
+    def spec(self) -> Any:
+        """Our registered id with this task: MT1's own spec has a lambda entry point, which async vector-env
+        workers cannot send back (``evaluate`` asks them for ``get_attr("spec")``)."""
+        return dataclasses.replace(registry["fastvla/MetaWorld-v0"], kwargs={"task": self.task})
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         if seed is not None:

@@ -144,3 +144,22 @@ def test_depth_maps_flip_with_their_camera_and_map_to_model_cameras() -> None:
         raw.close()
     obs_map = metaworld_observation_map("reach-v3", model_cameras=("front", "side"), depth=True)
     assert obs_map.depth == {"front": "depth/corner2", "side": "depth/topview"}
+
+
+def test_async_vector_eval_gets_a_picklable_spec() -> None:
+    """MT1's own spec holds a lambda; evaluate() asks async workers for the spec."""
+    import pickle
+
+    from fastvla.eval import evaluate
+
+    env = make_metaworld("reach-v3", image_size=16)
+    assert (
+        env.spec.id == "fastvla/MetaWorld-v0"
+        and pickle.loads(pickle.dumps(env.spec)).kwargs["task"] == "reach-v3"
+    )
+    env.close()
+    factory = functools.partial(make_metaworld, "reach-v3", image_size=16, max_episode_steps=5)
+    result = evaluate(
+        "scripted", {"reach": factory}, n_episodes=2, batch_size=2, vectorization="async", progress=False
+    )
+    assert result.n_episodes == 2
