@@ -444,6 +444,7 @@ def make_aloha(task: str = "AlohaTransferCube-v0", instruction: str | None = Non
     ``obs_type="pixels_agent_pos"`` (the default here) and ``info["is_success"]``; this adds the
     instruction. Extra keyword arguments go to ``gym.make`` (e.g. ``observation_width``).
     """
+    preload_triton()  # dm_control sets up its GL backend when imported: Triton must be loaded first
     _require("gym_aloha", "aloha")
     kwargs.setdefault("obs_type", "pixels_agent_pos")
     env = gym.make(f"gym_aloha/{task}", disable_env_checker=True, **kwargs)
