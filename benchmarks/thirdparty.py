@@ -394,6 +394,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fetch = parts.get(f"fetch-{args.fetch_task}", settings, lambda: fetch_heuristic(args))
         report["fetch"] = {"task": args.fetch_task, **fetch}
     finetune = args.tasks if args.finetune_tasks is None else args.finetune_tasks
+    report["metaworld"]["finetuned_tasks"] = list(finetune)
     for task in finetune:
         print(f"Meta-World {task}: record, train, evaluate")
         ft = parts.get(
