@@ -2,11 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Third-party MuJoCo envs (Meta-World, gym-aloha, Fetch) pin MuJoCo 3.3.x: their own venv (docs/thirdparty.md).
+VENV_3P ?= .venv-thirdparty
+PY_3P := $(VENV_3P)/bin/python
 # torch first, pinned: a local CPU build here; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test test-all lint format bench venv sysdeps ros-venvs clean
+.PHONY: demo test test-core test-thirdparty test-all lint format bench bench-thirdparty venv venv-thirdparty \
+	sysdeps ros-venvs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +20,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Same recipe, the `thirdparty` extra; torch first for the same reason. Rebuilt only when pyproject changes.
+$(VENV_3P)/.installed: pyproject.toml
+	test -x $(PY_3P) || $(PYTHON) -m venv $(VENV_3P)
+	$(PY_3P) -m pip install -q --upgrade pip
+	$(PY_3P) -m pip install -q "$(TORCH)"
+	$(PY_3P) -m pip install -q -e ".[thirdparty,dev,serve]"
+	touch $@
+
+venv-thirdparty: $(VENV_3P)/.installed
 
 sysdeps:
 	bash scripts/ensure_system_deps.sh
@@ -27,8 +41,14 @@ ros-venvs:
 demo: venv sysdeps
 	$(VENV)/bin/fastvla demo
 
-test: venv sysdeps ros-venvs
+# CI: FastVLA's own tests, then the third-party env tests in their venv (they skip in the main one).
+test: test-core test-thirdparty
+
+test-core: venv sysdeps ros-venvs
 	$(VENV)/bin/pytest -m "not gpu" -q
+
+test-thirdparty: venv-thirdparty sysdeps
+	$(VENV_3P)/bin/pytest -m "not gpu" -q tests/thirdparty
 
 test-all: venv sysdeps ros-venvs
 	$(VENV)/bin/pytest -q
@@ -45,5 +65,9 @@ bench: venv sysdeps
 	$(VENV)/bin/fastvla bench envs
 	$(VENV)/bin/fastvla bench loader
 
+# Meta-World / gym-aloha / Fetch results (benchmarks/results/thirdparty.json); see docs/thirdparty.md.
+bench-thirdparty: venv-thirdparty sysdeps
+	OMP_NUM_THREADS=1 $(PY_3P) benchmarks/thirdparty.py
+
 clean:
-	rm -rf $(VENV) .venv-ros-jazzy .venv-ros-kilted outputs .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(VENV_3P) .venv-ros-jazzy .venv-ros-kilted outputs .pytest_cache .ruff_cache *.egg-info

@@ -39,6 +39,7 @@ def run(cfg: RecordConfig) -> int:
         expert_noise=cfg.expert_noise,
         max_attempts=cfg.max_attempts,
         env_kwargs=cfg.env_kwargs_dict(),
+        depth=cfg.depth,
     )
     table = Table(title=f"recorded -> {cfg.out}")
     table.add_column("env", no_wrap=True)

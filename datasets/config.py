@@ -40,6 +40,9 @@ class RecordConfig(ConfigMixin):
     control_mode: Literal["ee_delta", "joint_pos"] = config_field("ee_delta", "Action space of the env.")
     expert_noise: float = config_field(0.0, "Noise on the expert's actions.")
     max_attempts: int | None = config_field(None, "Give up after this many episodes; None = no limit.")
+    depth: bool = config_field(
+        False, "Also record each camera's depth map (observation.depth.<cam>, uint16 millimetres)."
+    )
     env_kwargs: str = config_field(
         "{}", "JSON object of env constructor arguments, e.g. '{\"num_distractors\": 1}'."
     )

@@ -225,8 +225,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
         values = col.combine_chunks() if hasattr(col, "combine_chunks") else col
         if values.null_count:
             raise DatasetFormatError(f"{path}: feature {key!r} has {values.null_count} missing (null) values")
-        if hasattr(values, "flatten"):  # list column: (N * C,) values
-            arr = values.flatten().to_numpy(zero_copy_only=False)
+        n = len(values)
+        if hasattr(values, "flatten"):  # list column (nested for 2-D features): (N * C,) values
+            flat = values
+            while hasattr(flat, "flatten"):
+                flat = flat.flatten()
+            arr = flat.to_numpy(zero_copy_only=False)
         else:
             arr = values.to_numpy(zero_copy_only=False)
             if arr.dtype == object:
@@ -236,7 +240,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 f"{path}: feature {key!r} holds {arr.dtype} values, but meta/info.json declares "
                 f"{self.meta.features[key]['dtype']}; the data and metadata disagree"
             )
-        n, per_frame = len(values), int(np.prod(shape)) if shape else 1
+        per_frame = int(np.prod(shape)) if shape else 1
         if arr.size != n * per_frame:
             raise DatasetFormatError(
                 f"feature {key!r} has {arr.size // max(n, 1)} values per frame in {path} but "

@@ -26,7 +26,18 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from fastvla.constants import ACTION, GYM_PIXELS, GYM_STATE, INFO_SUCCESS, INFO_TASK, OBS_STATE, image_key
+from fastvla.constants import (
+    ACTION,
+    DEPTH_UNITS_PER_METRE,
+    GYM_DEPTH,
+    GYM_PIXELS,
+    GYM_STATE,
+    INFO_SUCCESS,
+    INFO_TASK,
+    OBS_STATE,
+    depth_key,
+    image_key,
+)
 from fastvla.datasets.writer import LeRobotDatasetWriter
 
 EE_DELTA_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
@@ -106,8 +117,14 @@ def make_recording_env(env_id: str, num_envs: int, env_kwargs: Mapping[str, Any]
     return gym.vector.AsyncVectorEnv(fns, context="forkserver")
 
 
-def features_from_spaces(vec_env: Any, cameras: Sequence[str], control_mode: str) -> dict[str, dict]:
-    """Dataset features matching a FastVLA env's observation and action spaces."""
+def features_from_spaces(
+    vec_env: Any, cameras: Sequence[str], control_mode: str, depth: bool = False
+) -> dict[str, dict]:
+    """Dataset features matching a FastVLA env's observation and action spaces.
+
+    With ``depth``, each camera also gets ``observation.depth.<cam>``: uint16 millimetres ``(H, W)``
+    (see :func:`depth_to_millimetres`).
+    """
     obs_space = vec_env.single_observation_space
     feats: dict[str, dict] = {}
     for cam in cameras:
@@ -117,6 +134,16 @@ def features_from_spaces(vec_env: Any, cameras: Sequence[str], control_mode: str
             "shape": tuple(shape),
             "names": ["height", "width", "channels"],
         }
+    if depth:
+        if GYM_DEPTH not in obs_space.spaces:
+            raise ValueError(
+                f"depth=True but the env's observation has no {GYM_DEPTH!r} key (it has "
+                f"{sorted(obs_space.spaces)}); build the env with depth=True"
+            )
+        for cam in cameras:
+            height, width = obs_space[GYM_DEPTH][cam].shape[:2]
+            names = ["height", "width"]
+            feats[depth_key(cam)] = {"dtype": "uint16", "shape": (height, width), "names": names}
     state_dim = obs_space[GYM_STATE].shape[0]
     joints = [f"joint_{i}" for i in range(state_dim - 1)] + ["gripper"]
     feats[OBS_STATE] = {"dtype": "float32", "shape": (state_dim,), "names": joints}
@@ -129,8 +156,19 @@ def features_from_spaces(vec_env: Any, cameras: Sequence[str], control_mode: str
     return feats
 
 
-def _frame(obs: Mapping[str, Any], i: int, cameras: Sequence[str], action: np.ndarray) -> dict[str, Any]:
+def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
+    """Depth in metres (float) as stored in datasets: uint16 millimetres, clipped to 65.535 m; 0 stays
+    "no reading" (as in ROS ``16UC1`` depth images)."""
+    mm = np.round(np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0) * DEPTH_UNITS_PER_METRE)
+    return np.clip(mm, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def _frame(
+    obs: Mapping[str, Any], i: int, cameras: Sequence[str], action: np.ndarray, depth: bool = False
+) -> dict[str, Any]:
     frame = {image_key(c): np.asarray(obs[GYM_PIXELS][c][i]) for c in cameras}
+    if depth:
+        frame.update({depth_key(c): depth_to_millimetres(obs[GYM_DEPTH][c][i]) for c in cameras})
     frame[OBS_STATE] = np.asarray(obs[GYM_STATE][i], dtype=np.float32)
     frame[ACTION] = np.asarray(action, dtype=np.float32)
     return frame
@@ -151,6 +189,7 @@ def record(
     max_attempts: int | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
+    depth: bool = False,
 ) -> RecordSummary:
     """Record ``episodes`` expert demonstrations of ``env_id`` into the dataset at ``out``.
 
@@ -170,6 +209,8 @@ def record(
         max_attempts: stop after this many finished episodes (default ``5 * episodes + num_envs``).
         env_kwargs: further env constructor arguments.
         progress: show a progress bar.
+        depth: also record each camera's depth map (the env is built with ``depth=True``) as
+            ``observation.depth.<cam>``, uint16 millimetres.
 
     Returns:
         A :class:`RecordSummary`.
@@ -184,6 +225,8 @@ def record(
     kwargs = dict(env_kwargs or {})
     kwargs.update(cameras=tuple(cameras), image_size=image_size, control_mode=control_mode)
     kwargs.update(expert_noise=expert_noise)
+    if depth:
+        kwargs["depth"] = True
     max_attempts = max_attempts if max_attempts is not None else 5 * episodes + num_envs
     summary = RecordSummary(out=Path(out), requested=episodes)
     free = next_free_seed(out)
@@ -195,7 +238,7 @@ def record(
         writer = LeRobotDatasetWriter(
             out,
             fps=fps,
-            features=features_from_spaces(vec_env, cameras, control_mode),
+            features=features_from_spaces(vec_env, cameras, control_mode, depth),
             robot_type="fastvla_sim",
             codec=codec,
         )
@@ -226,11 +269,12 @@ def _rollouts(
     buffers: list[list[dict[str, Any]]] = [[] for _ in range(num_envs)]
     tasks = [str(t) for t in info[INFO_TASK]]
     resetting = np.zeros(num_envs, dtype=bool)  # next step() resets these envs (autoreset NEXT_STEP)
+    depth = depth_key(cameras[0]) in writer.features
     while summary.episodes_saved < episodes and summary.episodes_attempted < max_attempts:
         actions = np.stack([np.asarray(a, dtype=np.float32) for a in vec_env.call("expert_action")])
         for i in range(num_envs):
             if not resetting[i]:
-                buffers[i].append(_frame(obs, i, cameras, actions[i]))
+                buffers[i].append(_frame(obs, i, cameras, actions[i], depth))
         obs, _, terminated, truncated, info = vec_env.step(actions)
         for i in range(num_envs):
             if resetting[i]:  # this step was the reset: a new episode starts with this observation

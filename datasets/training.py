@@ -22,7 +22,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fastvla.constants import ACTION, ACTION_IS_PAD, OBS_STATE, TASK, TASK_INDEX, TIMESTAMP, image_key
+from fastvla.constants import (
+    ACTION,
+    ACTION_IS_PAD,
+    DEPTH_UNITS_PER_METRE,
+    OBS_STATE,
+    TASK,
+    TASK_INDEX,
+    TIMESTAMP,
+    camera_of,
+    depth_key,
+    image_key,
+)
 from fastvla.datasets.augment import Augment
 from fastvla.datasets.lerobot_dataset import LeRobotDataset
 from fastvla.datasets.video import VideoDecodeError, iter_frames
@@ -116,6 +127,34 @@ def cache_key(dataset: LeRobotDataset, cameras: Sequence[str], size: tuple[int, 
     return h.hexdigest()[:20]
 
 
+def depth_keys(dataset: LeRobotDataset, camera_keys: Sequence[str]) -> list[str]:
+    """``observation.depth.<cam>`` of each camera, checked against the dataset's features.
+
+    Raises:
+        ValueError: a camera has no depth feature (names the depth features the dataset has).
+    """
+    keys = [depth_key(camera_of(k)) for k in camera_keys]
+    missing = [k for k in keys if k not in dataset.meta.features]
+    if missing:
+        have = [k for k in dataset.meta.features if k.startswith("observation.depth.")]
+        raise ValueError(
+            f"depth requested but the dataset at {dataset.root} lacks {missing} (depth features: {have}); "
+            "record with depth (fastvla record --depth) or train without --data.depth"
+        )
+    return keys
+
+
+def _depth_mm(values: np.ndarray, dtype: str, size: tuple[int, int]) -> np.ndarray:
+    """Depth maps ``(N, h, w)`` (uint16 mm or float metres) as uint16 mm ``(N, 1, H, W)``, nearest resize."""
+    h, w = values.shape[1:]
+    rows = (np.arange(size[0]) * h) // size[0]
+    cols = (np.arange(size[1]) * w) // size[1]
+    values = values[:, rows][:, :, cols]  # (N, H, W)
+    if np.dtype(dtype).kind == "f":
+        values = np.clip(np.round(np.nan_to_num(values) * DEPTH_UNITS_PER_METRE), 0, np.iinfo(np.uint16).max)
+    return values.astype(np.uint16)[:, None]
+
+
 class TrainingDataset(torch.utils.data.Dataset):
     """Training samples from a LeRobot dataset, with images served from a decoded frame cache.
 
@@ -132,6 +171,8 @@ class TrainingDataset(torch.utils.data.Dataset):
         augment: optional callable on uint8 ``(3, H, W)`` tensors (see :mod:`fastvla.datasets.augment`).
         cache_dir: where frame caches live (default ``~/.cache/fastvla/frames``).
         progress: show a progress bar while building the cache.
+        depth: also serve ``observation.depth.<cam>`` of each camera as float32 metres ``(1, H, W)``
+            (cached as uint16 millimetres, nearest-neighbour resized; not augmented).
 
     Example:
         >>> ds = TrainingDataset(LeRobotDataset("data/pick"), ["front", "wrist"], 128, 8)  # doctest: +SKIP
@@ -147,6 +188,7 @@ class TrainingDataset(torch.utils.data.Dataset):
         augment: Augment | None = None,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        depth: bool = False,
     ):
         if not isinstance(dataset, LeRobotDataset):
             dataset = LeRobotDataset(dataset)
@@ -160,6 +202,7 @@ class TrainingDataset(torch.utils.data.Dataset):
         self.meta = dataset.meta
         self.camera_keys = _camera_keys(dataset, cameras)
         self.image_size = as_hw(image_size)
+        self.depth_keys = depth_keys(dataset, self.camera_keys) if depth else []
         self.chunk_size = int(chunk_size)
         self.augment = augment
         self.states = np.ascontiguousarray(dataset.columns[OBS_STATE], dtype=np.float32)
@@ -169,7 +212,7 @@ class TrainingDataset(torch.utils.data.Dataset):
         starts, lengths = dataset.episode_starts, dataset.episode_lengths
         self.episode_stop = (starts + lengths)[dataset.position_episode]  # (N,)
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.cache_path = root / cache_key(dataset, self.camera_keys, self.image_size)
+        self.cache_path = root / cache_key(dataset, self.camera_keys + self.depth_keys, self.image_size)
         self.cache_built_now = False
         if not (self.cache_path / "meta.json").is_file():
             self._build_cache(dataset, progress)
@@ -187,7 +230,7 @@ class TrainingDataset(torch.utils.data.Dataset):
     # ------------------------------------------------------------------ cache
     def _build_cache(self, dataset: LeRobotDataset, progress: bool) -> None:
         n, (h, w) = len(dataset), self.image_size
-        total = n * len(self.camera_keys)
+        total = n * (len(self.camera_keys) + len(self.depth_keys))
         with (
             atomic_directory(self.cache_path, overwrite=True) as tmp,
             tqdm(total=total, desc="caching frames", unit="frame", disable=not progress) as bar,
@@ -202,7 +245,12 @@ class TrainingDataset(torch.utils.data.Dataset):
                     self._fill_from_video(dataset, key, out, bar)
                 out.flush()
                 del out
+            for key in self.depth_keys:
+                dtype = dataset.meta.features[key]["dtype"]
+                np.save(tmp / f"{key}.npy", _depth_mm(dataset.columns[key], dtype, (h, w)))
+                bar.update(n)
             meta = {"format": CACHE_FORMAT, "frames": n, "cameras": self.camera_keys, "size": [h, w]}
+            meta["depth"] = self.depth_keys
             (tmp / "meta.json").write_text(json.dumps(meta))
 
     def _fill_from_images(self, dataset: LeRobotDataset, key: str, out: np.ndarray, bar: tqdm) -> None:
@@ -257,7 +305,8 @@ class TrainingDataset(torch.utils.data.Dataset):
     def _open_cache(self) -> dict[str, np.ndarray]:
         # Opened lazily so that DataLoader workers each map the files instead of pickling arrays.
         if self._frames is None:
-            self._frames = {k: np.load(self.cache_path / f"{k}.npy", mmap_mode="r") for k in self.camera_keys}
+            keys = self.camera_keys + self.depth_keys
+            self._frames = {k: np.load(self.cache_path / f"{k}.npy", mmap_mode="r") for k in keys}
         return self._frames
 
     def __getstate__(self) -> dict[str, Any]:
@@ -274,6 +323,8 @@ class TrainingDataset(torch.utils.data.Dataset):
         for key in self.camera_keys:
             image = torch.from_numpy(np.array(frames[key][idx]))  # (3, H, W) uint8, copied out of the map
             sample[key] = self.augment(image) if self.augment is not None else image
+        for key in self.depth_keys:  # (1, H, W) uint16 mm -> float32 metres
+            sample[key] = torch.from_numpy(frames[key][idx].astype(np.float32) / DEPTH_UNITS_PER_METRE)
         sample[OBS_STATE] = torch.from_numpy(self.states[idx].copy())
         query = idx + np.arange(self.chunk_size)
         stop = int(self.episode_stop[idx])

@@ -68,6 +68,8 @@ def _hf_features(features: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             out[key] = {"_type": "Image"}
         elif tuple(spec["shape"]) == (1,):
             out[key] = {"dtype": spec["dtype"], "_type": "Value"}
+        elif len(spec["shape"]) == 2:  # depth maps: lerobot types 2-D features as datasets.Array2D
+            out[key] = {"shape": list(spec["shape"]), "dtype": spec["dtype"], "_type": "Array2D"}
         else:
             value = {"dtype": spec["dtype"], "_type": "Value"}
             out[key] = {"feature": value, "length": int(np.prod(spec["shape"])), "_type": "List"}
@@ -80,7 +82,27 @@ def _arrow_type(spec: Mapping[str, Any]) -> pa.DataType:
     base = pa.from_numpy_dtype(np.dtype(spec["dtype"]))
     if tuple(spec["shape"]) == (1,):
         return base
+    if len(spec["shape"]) == 2:
+        return pa.list_(pa.list_(base))  # Array2D's storage: rows of values
     return pa.list_(base, int(np.prod(spec["shape"])))
+
+
+def _flat_values(col: pa.Array) -> np.ndarray:
+    """All values of a (possibly nested) list column, flattened."""
+    while pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
+        col = col.flatten()
+    return col.to_numpy(zero_copy_only=False)
+
+
+def _numeric_stats(values: np.ndarray, spec: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Per-channel statistics of a vector; one statistic per 2-D map (depth), shaped ``(1, 1, 1)`` like an
+    image channel's, so a depth map adds a few numbers to the metadata instead of H x W of them."""
+    if len(spec["shape"]) != 2:
+        return numeric_stats(values)
+    stats = numeric_stats(np.asarray(values).reshape(-1))
+    return {k: v if k == "count" else v.reshape(1, 1, 1) for k, v in stats.items()} | {
+        "count": np.array([len(values)], dtype=np.int64)
+    }
 
 
 def _tasks_table(tasks: Mapping[str, int]) -> pa.Table:
@@ -354,12 +376,7 @@ class LeRobotDatasetWriter:
             if spec["dtype"] == "image":
                 columns[key] = [v["bytes"] for v in data.column(key).to_pylist()]
             elif spec["dtype"] != "video":
-                col = data.column(key).combine_chunks()
-                arr = (
-                    col.flatten().to_numpy()
-                    if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type)
-                    else col.to_numpy()
-                )
+                arr = _flat_values(data.column(key).combine_chunks())
                 columns[key] = arr.reshape(length, *spec["shape"]) if tuple(spec["shape"]) != (1,) else arr
         columns[EPISODE_INDEX] = np.full(length, self.num_episodes, dtype=np.int64)
         columns[INDEX] = self.num_frames + np.arange(length, dtype=np.int64)
@@ -367,7 +384,7 @@ class LeRobotDatasetWriter:
         ep_stats = {k: dict(v) for k, v in (camera_stats or {}).items()}
         for key, spec in self.features.items():
             if spec["dtype"] not in ("video", "image"):
-                ep_stats[key] = numeric_stats(np.asarray(columns[key]))
+                ep_stats[key] = _numeric_stats(np.asarray(columns[key]), spec)
         staged = {}
         for key, src in videos.items():
             staged[key] = self.root / STAGING / f"{key}.mp4"
@@ -448,6 +465,12 @@ class LeRobotDatasetWriter:
                 arr = pa.array([{"bytes": b, "path": None} for b in value], _arrow_type(spec))
             elif tuple(spec["shape"]) == (1,):
                 arr = pa.array(np.asarray(value).reshape(-1), _arrow_type(spec))
+            elif len(spec["shape"]) == 2:
+                rows, cols = spec["shape"]
+                flat = pa.array(np.asarray(value).reshape(-1), pa.from_numpy_dtype(np.dtype(spec["dtype"])))
+                offsets = pa.array(np.arange(len(value) * rows + 1) * cols, pa.int32())  # one per row
+                inner = pa.ListArray.from_arrays(offsets, flat)
+                arr = pa.ListArray.from_arrays(pa.array(np.arange(len(value) + 1) * rows, pa.int32()), inner)
             else:
                 flat = np.asarray(value).reshape(len(value), -1)
                 arr = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
@@ -511,7 +534,7 @@ class LeRobotDatasetWriter:
             if spec["dtype"] in ("video", "image"):
                 out[key] = image_stats(np.stack(self._image_samples[key]), count=length)
             else:
-                out[key] = numeric_stats(np.asarray(columns[key]))
+                out[key] = _numeric_stats(np.asarray(columns[key]), spec)
         return out
 
     def _episodes_file(self, row: Mapping[str, Any]) -> tuple[int, int]:

@@ -29,6 +29,7 @@ MetaWorld-v0", task="push-v3")`` imports it first, also inside vector-env worker
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import register, registry
 
-from fastvla.constants import GYM_PIXELS, GYM_STATE, INFO_SUCCESS, INFO_TASK
+from fastvla.constants import GYM_DEPTH, GYM_PIXELS, GYM_STATE, INFO_SUCCESS, INFO_TASK
 from fastvla.envs.rendering import preload_triton
 
 ENVIRONMENT_STATE = "environment_state"
@@ -108,6 +109,16 @@ class _Renderer:
         self._renderer: Any = None
         self._pid: int | None = None
 
+    def render_depth(self, data: Any, camera: Any) -> np.ndarray:
+        """Depth in metres along the camera's optical axis, float32 ``(H, W)``."""
+        self.render(data, camera)  # creates the renderer if needed
+        self._renderer.enable_depth_rendering()
+        try:
+            self._renderer.update_scene(data, camera=camera)
+            return self._renderer.render().astype(np.float32, copy=True)
+        finally:
+            self._renderer.disable_depth_rendering()
+
     def render(self, data: Any, camera: Any) -> np.ndarray:
         import mujoco
 
@@ -153,6 +164,7 @@ class RenderCameras(gym.ObservationWrapper):
         image_size: Image size, an int or ``(H, W)``.
         free_cameras: Extra cameras that are not in the model: name -> orbit config (``distance``,
             ``azimuth``, ``elevation``, ``lookat``), e.g. an env's ``default_camera_config``.
+        depth: Also render each camera's depth map into ``obs["depth"]`` (float32 ``(H, W)``, metres).
         state: Function from the original observation to the ``agent_pos`` vector (None: no ``agent_pos``).
         flip: Cameras whose images are rotated by 180 degrees (both axes flipped).
         shadows: Render shadows (about 2x slower on software GL).
@@ -169,8 +181,10 @@ class RenderCameras(gym.ObservationWrapper):
         shadows: bool = False,
         reflections: bool = False,
         free_cameras: Mapping[str, Mapping[str, Any]] | None = None,
+        depth: bool = False,
     ) -> None:
         super().__init__(env)
+        self.depth = bool(depth)
         model = env.unwrapped.model
         names = [model.camera(i).name for i in range(model.ncam)] + list(free_cameras or {})
         missing = [c for c in cameras if c not in names]
@@ -189,6 +203,9 @@ class RenderCameras(gym.ObservationWrapper):
             dict(inner.spaces) if isinstance(inner, spaces.Dict) else {ENVIRONMENT_STATE: _float32_box(inner)}
         )
         entries[GYM_PIXELS] = pixels
+        if self.depth:
+            depth_map = spaces.Box(0.0, np.inf, (self.height, self.width), np.float32)
+            entries[GYM_DEPTH] = spaces.Dict({cam: depth_map for cam in self.cameras})
         if state is not None:
             sample = np.asarray(state(inner.sample()))
             entries[GYM_STATE] = spaces.Box(-np.inf, np.inf, sample.shape, np.float32)
@@ -206,6 +223,11 @@ class RenderCameras(gym.ObservationWrapper):
         else:
             out = {ENVIRONMENT_STATE: np.asarray(observation, dtype=np.float32)}
         out[GYM_PIXELS] = rgb
+        if self.depth:
+            out[GYM_DEPTH] = {}
+            for cam in self.cameras:
+                d = self._renderer.render_depth(data, self._free.get(cam, cam))
+                out[GYM_DEPTH][cam] = np.ascontiguousarray(d[::-1, ::-1]) if cam in self.flip else d
         if self.state_fn is not None:
             out[GYM_STATE] = np.asarray(self.state_fn(observation), dtype=np.float32)
         return out
@@ -274,6 +296,12 @@ class MetaWorldSeeding(gym.Wrapper):
         policies = importlib.import_module("metaworld.policies")
         self._expert = policies.ENV_POLICY_MAP[task]() if task in policies.ENV_POLICY_MAP else None
 
+    @property
+    def spec(self) -> Any:
+        """Our registered id with this task: MT1's own spec has a lambda entry point, which async vector-env
+        workers cannot send back (``evaluate`` asks them for ``get_attr("spec")``)."""
+        return dataclasses.replace(registry["fastvla/MetaWorld-v0"], kwargs={"task": self.task})
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
@@ -317,6 +345,7 @@ def make_metaworld(
     control_mode: str = "ee_delta",
     expert_noise: float = 0.0,
     benchmark_seed: int = 0,
+    depth: bool = False,
 ) -> gym.Env:
     """A Meta-World MT1 task with two rendered cameras, an instruction and a scripted expert.
 
@@ -341,6 +370,7 @@ def make_metaworld(
         expert_noise: Std of Gaussian noise added to the scripted expert's actions (demo diversity).
         benchmark_seed: Seed of MT1's 50 goal/object variants. Fixed by default so every instance (and
             every vector-env worker) has the same variants and ``reset(seed=s)`` means the same episode.
+        depth: Also return ``depth: {cam: float32 (H, W)}`` in metres (``record(..., depth=True)``).
     """
     metaworld = _require("metaworld", "metaworld")
     if control_mode != "ee_delta":
@@ -362,7 +392,7 @@ def make_metaworld(
     )
     env = MetaWorldSeeding(env, task, expert_noise)
     flip = METAWORLD_FLIPPED_CAMERAS if flip is None else flip
-    env = RenderCameras(env, cameras, image_size, _metaworld_state, flip, shadows, reflections)
+    env = RenderCameras(env, cameras, image_size, _metaworld_state, flip, shadows, reflections, depth=depth)
     env = LanguageInstruction(env, instruction or _metaworld_instruction(task), success_key="success")
     return _with_render(env, cameras[0], render_mode)
 
@@ -414,6 +444,7 @@ def make_aloha(task: str = "AlohaTransferCube-v0", instruction: str | None = Non
     ``obs_type="pixels_agent_pos"`` (the default here) and ``info["is_success"]``; this adds the
     instruction. Extra keyword arguments go to ``gym.make`` (e.g. ``observation_width``).
     """
+    preload_triton()  # dm_control sets up its GL backend when imported: Triton must be loaded first
     _require("gym_aloha", "aloha")
     kwargs.setdefault("obs_type", "pixels_agent_pos")
     env = gym.make(f"gym_aloha/{task}", disable_env_checker=True, **kwargs)
@@ -430,6 +461,63 @@ def _fetch_state(obs: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([o[..., 0:3], o[..., 9:11]], axis=-1)  # gripper xyz + finger positions
 
 
+class FetchHeuristic(gym.Wrapper):
+    """A scripted expert for Fetch tasks (``expert_action()``): a proportional controller in Cartesian space.
+
+    Reach: move the gripper to the goal. PickAndPlace: hover over the block with open fingers, descend,
+    close them for a few steps, then carry the block to the goal. Push and Slide have none
+    (``NotImplementedError``). Fetch's observation holds
+    gripper xyz (0:3), block xyz (3:6) and the two finger positions (9:11); actions are xyz deltas (scaled
+    by Fetch's 5 cm per unit) and a gripper command (+1 opens, -1 closes).
+    """
+
+    GAIN = 10.0  # action per metre of error (Fetch moves 5 cm per unit action)
+
+    def __init__(self, env: gym.Env, task: str) -> None:
+        super().__init__(env)
+        self.kind = task.split("-")[0].removesuffix("Dense").removeprefix("Fetch")
+        self._obs: Mapping[str, np.ndarray] | None = None
+        self._phase = 0
+
+    def reset(self, **kwargs: Any) -> Any:
+        obs, info = self.env.reset(**kwargs)
+        self._obs, self._phase = obs, 0
+        return obs, info
+
+    def step(self, action: Any) -> Any:
+        out = self.env.step(action)
+        self._obs = out[0]
+        return out
+
+    def _move(self, grip: np.ndarray, target: np.ndarray, gripper: float) -> np.ndarray:
+        delta = np.clip((target - grip) * self.GAIN, -1.0, 1.0)
+        return np.append(delta, gripper).astype(np.float32)
+
+    def expert_action(self) -> np.ndarray:
+        """The heuristic's action for the current state (float32, in the action space)."""
+        if self._obs is None:
+            raise RuntimeError("call reset() before expert_action()")
+        o, goal = np.asarray(self._obs["observation"]), np.asarray(self._obs["desired_goal"])
+        grip, block = o[0:3], o[3:6]
+        if self.kind == "Reach":
+            return self._move(grip, goal, 0.0)
+        if self.kind == "PickAndPlace":
+            # phases: 0 hover above the block, 1 descend, 2..7 close the fingers, then carry (sticky)
+            if self._phase == 0 and np.linalg.norm(grip[:2] - block[:2]) < 0.01:
+                self._phase = 1
+            if self._phase == 1 and np.linalg.norm(grip - block) < 0.01:
+                self._phase = 2
+            if self._phase == 0:
+                return self._move(grip, block + np.array([0.0, 0.0, 0.05]), 1.0)
+            if self._phase == 1:
+                return self._move(grip, block, 1.0)
+            if self._phase < 8:
+                self._phase += 1
+                return self._move(grip, block, -1.0)
+            return self._move(grip, goal, -1.0)
+        raise NotImplementedError(f"no heuristic expert for Fetch{self.kind}")
+
+
 def make_fetch(
     task: str = "FetchReach-v4",
     cameras: Sequence[str] = ("external_camera_0", "behind"),
@@ -438,6 +526,7 @@ def make_fetch(
     shadows: bool = False,
     reflections: bool = False,
     render_mode: str | None = None,
+    depth: bool = False,
     **kwargs: Any,
 ) -> gym.Env:
     """A gymnasium-robotics Fetch task (goal dict observation) with rendered cameras and an instruction.
@@ -446,24 +535,29 @@ def make_fetch(
     ``pixels: {cam: uint8 (H, W, 3)}`` and ``agent_pos: float32 (5,)`` (gripper xyz, two fingers).
     Cameras: ``external_camera_0`` (front) and ``behind`` (Fetch's own ``render()`` view, a free camera);
     the model's ``head_camera_rgb`` and ``gripper_camera_rgb`` sit inside the robot's meshes and see white.
+    ``expert_action()`` is :class:`FetchHeuristic` (Reach, PickAndPlace).
     """
     robotics = _require("gymnasium_robotics", "robotics")
     gym.register_envs(robotics)
-    env = gym.make(task, disable_env_checker=True, **kwargs)
+    env = FetchHeuristic(gym.make(task, disable_env_checker=True, **kwargs), task)
     free = {"behind": FETCH_BEHIND_CAMERA}
-    env = RenderCameras(env, cameras, image_size, _fetch_state, (), shadows, reflections, free_cameras=free)
+    env = RenderCameras(
+        env, cameras, image_size, _fetch_state, (), shadows, reflections, free_cameras=free, depth=depth
+    )
     base = task.split("-")[0].removesuffix("Dense")
     env = LanguageInstruction(env, instruction or FETCH_INSTRUCTIONS.get(base, base))
     return _with_render(env, cameras[0], render_mode)
 
 
 # ---------------------------------------------------------------------------------------------- maps
-def _observation_map(cameras: Mapping[str, str], instruction: str | None) -> Any:
+def _observation_map(cameras: Mapping[str, str], instruction: str | None, depth: bool = False) -> Any:
     try:
         from fastvla.policies import ObservationMap
     except ImportError as err:
         raise ImportError(f"fastvla.policies.ObservationMap is not available ({err})") from err
-    return ObservationMap(cameras=dict(cameras), state=GYM_STATE, instruction=instruction)
+    # pixels/<env cam> -> depth/<env cam>: the depth map of the same camera
+    depth_paths = {m: GYM_DEPTH + p.removeprefix(GYM_PIXELS) for m, p in cameras.items()} if depth else {}
+    return ObservationMap(cameras=dict(cameras), state=GYM_STATE, instruction=instruction, depth=depth_paths)
 
 
 def _camera_paths(env_cameras: Sequence[str], model_cameras: Sequence[str] | None) -> dict[str, str]:
@@ -480,10 +574,12 @@ def metaworld_observation_map(
     cameras: Sequence[str] = ("corner2", "topview"),
     model_cameras: Sequence[str] | None = None,
     instruction: str | None = None,
+    depth: bool = False,
 ) -> Any:
-    """``ObservationMap`` for :func:`make_metaworld` (``model_cameras`` renames cameras for the model)."""
+    """``ObservationMap`` for :func:`make_metaworld` (``model_cameras`` renames cameras for the model;
+    ``depth`` maps each camera's depth for models trained with depth)."""
     return _observation_map(
-        _camera_paths(cameras, model_cameras), instruction or _metaworld_instruction(task)
+        _camera_paths(cameras, model_cameras), instruction or _metaworld_instruction(task), depth
     )
 
 
@@ -499,11 +595,12 @@ def fetch_observation_map(
     cameras: Sequence[str] = ("external_camera_0", "behind"),
     model_cameras: Sequence[str] | None = None,
     instruction: str | None = None,
+    depth: bool = False,
 ) -> Any:
     """``ObservationMap`` for :func:`make_fetch`."""
     base = task.split("-")[0].removesuffix("Dense")
     return _observation_map(
-        _camera_paths(cameras, model_cameras), instruction or FETCH_INSTRUCTIONS.get(base)
+        _camera_paths(cameras, model_cameras), instruction or FETCH_INSTRUCTIONS.get(base), depth
     )
 
 

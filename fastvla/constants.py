@@ -24,6 +24,8 @@ TASK_INDEX = "task_index"
 # Gymnasium observation keys of the FastVLA envs.
 GYM_PIXELS = "pixels"  # dict camera -> uint8 (H, W, 3)
 GYM_DEPTH = "depth"  # dict camera -> float32 (H, W), metres
+# Datasets store depth as uint16 millimetres (0 = no reading); see docs/datasets.md.
+DEPTH_UNITS_PER_METRE = 1000
 GYM_STATE = "agent_pos"  # float32 (n_joints + 1,)
 INFO_TASK = "task"  # info["task"]: the language instruction of the episode
 INFO_SUCCESS = "is_success"

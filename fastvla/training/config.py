@@ -46,6 +46,11 @@ class DataConfig:
     val_fraction: float = _f(
         0.05, "Share of episodes held out for validation when --data.val-episodes is empty (0 = none)."
     )
+    depth: bool = _f(
+        False,
+        "Also train on each camera's depth map (observation.depth.<cam>, recorded with --depth); the model "
+        "gets a depth stem (use_depth).",
+    )
     augment: bool = _f(False, "Random shift/crop and colour jitter on training images (not on validation).")
     cache_dir: str = _f(
         "", "Folder of the decoded-frame cache (uint8, memory-mapped); empty = <output-dir>/frame_cache."

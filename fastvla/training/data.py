@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fastvla.constants import ACTION, OBS_STATE, camera_of
+from fastvla.constants import ACTION, OBS_STATE, camera_of, depth_key
 from fastvla.training.config import DataConfig
 from fastvla.training.sampling import ResumableBatchSampler, split_episodes
 
@@ -60,6 +60,12 @@ def inspect_dataset(cfg: DataConfig, seed: int) -> DataSpec:
                 f"dataset {root} lacks the feature {key!r} the model trains on; "
                 f"it has {sorted(meta.features)}"
             )
+    missing_depth = [c for c in cameras if cfg.depth and depth_key(c) not in meta.features]
+    if missing_depth:
+        raise ValueError(
+            f"--data.depth: dataset {root} has no depth for camera(s) {missing_depth} (no "
+            f"{[depth_key(c) for c in missing_depth]}); record with depth or drop --data.depth"
+        )
     if meta.total_episodes == 0:
         raise ValueError(f"dataset {root} has no episodes")
     stats = {k: dict(v) for k, v in meta.stats.items()}
@@ -104,6 +110,7 @@ def build_dataset(
         augment=default_augment() if (train and cfg.augment) else None,
         cache_dir=cache_dir,
         progress=progress,
+        depth=cfg.depth,
     )
 
 

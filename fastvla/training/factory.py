@@ -118,6 +118,7 @@ def _shape_overrides(cfg: TrainConfig, spec: Any) -> dict[str, Any]:
         "state_dim": spec.state_dim,
         "action_dim": spec.action_dim,
         "chunk_size": cfg.data.chunk_size,
+        "use_depth": bool(cfg.data.depth),
     }
     if cfg.data.image_size:
         fields["image_size"] = as_hw(cfg.data.image_size)
@@ -134,6 +135,8 @@ def _check_checkpoint_fits(model_config: Any, spec: Any, cfg: TrainConfig, sourc
         problems.append(f"chunk_size {model_config.chunk_size} (--data.chunk-size {cfg.data.chunk_size})")
     if list(model_config.camera_names) != list(spec.camera_names):
         problems.append(f"cameras {list(model_config.camera_names)} (--data.cameras: {spec.camera_names})")
+    if bool(model_config.use_depth) != bool(cfg.data.depth):
+        problems.append(f"use_depth={model_config.use_depth} (--data.depth {cfg.data.depth})")
     if problems:
         raise ValueError(
             f"model checkpoint {source} does not match this dataset/config: it has {'; '.join(problems)}. "

@@ -183,3 +183,29 @@ def test_lerobot_reads_what_we_write(case, tmp_path, lerobot_fixtures):
             else:
                 assert mine == value, (idx, key)
     np.testing.assert_allclose(ours["stats_action_mean"], theirs["stats_action_mean"], rtol=1e-12)
+
+
+def test_lerobot_reads_depth_maps(tmp_path):
+    """Depth as fastvla records it (uint16 mm, (H, W), stored as datasets.Array2D) reads back in lerobot."""
+    root = tmp_path / "depth"
+    feats = {
+        "observation.images.front": {"dtype": "video", "shape": (32, 48, 3)},
+        "observation.depth.front": {"dtype": "uint16", "shape": (32, 48), "names": ["height", "width"]},
+        "observation.state": {"dtype": "float32", "shape": (4,), "names": list("abcd")},
+        "action": {"dtype": "float32", "shape": (4,), "names": list("abcd")},
+    }
+    with LeRobotDatasetWriter(root, fps=10, features=feats) as writer:
+        for e, n in enumerate((8, 6)):
+            for t in range(n):
+                depth = (500 + 100 * e + 7 * t + np.arange(32 * 48).reshape(32, 48)).astype(np.uint16)
+                s = np.full(4, e + 0.1 * t, np.float32)
+                frame = {"observation.images.front": np.full((32, 48, 3), 40 + 9 * t, np.uint8)}
+                frame |= {"observation.depth.front": depth, "observation.state": s, "action": -s}
+                writer.add_frame(frame, task="reach")
+            writer.save_episode()
+    theirs, ours = _theirs(root, tmp_path), _ours(root)
+    assert theirs["len"] == ours["len"] == 14
+    for idx, row in theirs["items"].items():
+        depth = np.asarray(row["observation.depth.front"])
+        assert depth.shape == (32, 48)
+        np.testing.assert_array_equal(depth, ours["items"][idx]["observation.depth.front"])

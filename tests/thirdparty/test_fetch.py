@@ -34,3 +34,34 @@ def test_fetch_observation_map() -> None:
     obs_map = fetch_observation_map("FetchReach-v4")
     assert obs_map.cameras == {"external_camera_0": "pixels/external_camera_0", "behind": "pixels/behind"}
     assert obs_map.state == "agent_pos" and obs_map.instruction == "move the gripper to the red target"
+
+
+@pytest.mark.parametrize("task", ["FetchReach-v4", "FetchPickAndPlace-v4"])
+def test_heuristic_expert_solves_the_task(task: str) -> None:
+    env = make_fetch(task, cameras=("behind",), image_size=8)
+    try:
+        for seed in (0, 1):
+            env.reset(seed=seed)
+            for _ in range(50):  # Fetch's episode length
+                action = env.get_wrapper_attr("expert_action")()
+                assert env.action_space.contains(action)
+                *_, info = env.step(action)
+                if info["is_success"]:
+                    break
+            assert info["is_success"], f"{task} heuristic failed for seed {seed}"
+    finally:
+        env.close()
+
+
+def test_depth_maps_and_their_observation_map() -> None:
+    env = make_fetch("FetchReach-v4", image_size=16, depth=True)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+        depth = obs["depth"]["external_camera_0"]
+        assert depth.shape == (16, 16) and depth.dtype == np.float32
+        assert 0.1 < float(np.median(depth)) < 10  # metres (the far plane shows where no geometry is)
+    finally:
+        env.close()
+    obs_map = fetch_observation_map("FetchReach-v4", depth=True)
+    assert obs_map.depth == {"external_camera_0": "depth/external_camera_0", "behind": "depth/behind"}

@@ -127,3 +127,39 @@ def test_record_scripted_demonstrations_with_the_fastvla_recorder(tmp_path: Path
     item = dataset[0]
     assert item["observation.images.topview"].shape == (3, 32, 32) and item["action"].shape == (4,)
     assert item["task"] == "reach the goal position"
+
+
+def test_depth_maps_flip_with_their_camera_and_map_to_model_cameras() -> None:
+    kwargs = {"cameras": ("corner2", "topview"), "image_size": 24, "depth": True}
+    flipped, raw = make_metaworld("reach-v3", **kwargs), make_metaworld("reach-v3", flip=(), **kwargs)
+    try:
+        a, _ = flipped.reset(seed=0)
+        b, _ = raw.reset(seed=0)
+        assert flipped.observation_space.contains(a)
+        assert a["depth"]["topview"].shape == (24, 24) and a["depth"]["topview"].dtype == np.float32
+        np.testing.assert_array_equal(a["depth"]["corner2"], b["depth"]["corner2"][::-1, ::-1])
+        assert 0.1 < float(a["depth"]["topview"].mean()) < 10.0  # metres
+    finally:
+        flipped.close()
+        raw.close()
+    obs_map = metaworld_observation_map("reach-v3", model_cameras=("front", "side"), depth=True)
+    assert obs_map.depth == {"front": "depth/corner2", "side": "depth/topview"}
+
+
+def test_async_vector_eval_gets_a_picklable_spec() -> None:
+    """MT1's own spec holds a lambda; evaluate() asks async workers for the spec."""
+    import pickle
+
+    from fastvla.eval import evaluate
+
+    env = make_metaworld("reach-v3", image_size=16)
+    assert (
+        env.spec.id == "fastvla/MetaWorld-v0"
+        and pickle.loads(pickle.dumps(env.spec)).kwargs["task"] == "reach-v3"
+    )
+    env.close()
+    factory = functools.partial(make_metaworld, "reach-v3", image_size=16, max_episode_steps=5)
+    result = evaluate(
+        "scripted", {"reach": factory}, n_episodes=2, batch_size=2, vectorization="async", progress=False
+    )
+    assert result.n_episodes == 2
