@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEMO_TASK = "fastvla/PickCube-v0"
+DEMO_TASK = "fastvla/ReachCube-v0"
 
 
 @dataclass
@@ -58,9 +58,9 @@ class DemoConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     cameras: tuple[str, ...] = ("front", "wrist")
     image_size: int = 64
-    episodes: int = 150
+    episodes: int = 200
     expert_noise: float = 0.1
-    steps: int = 400
+    steps: int = 500
     batch_size: int = 32
     lr: float = 1e-3
     lora_r: int = 16
