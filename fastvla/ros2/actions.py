@@ -86,6 +86,7 @@ class InstructionActionServer:
             self._current = token
             start_steps = self.bridge.stats.published
             self.bridge.set_instruction(request.instruction, reset=True)
+            self.bridge.command_budget = request.max_steps or None
             self.bridge.active = True
         start, period = time.monotonic(), 1.0 / self.bridge.config.rate
         logger.info(
@@ -116,6 +117,7 @@ class InstructionActionServer:
             with self._lock:
                 if self._current is token:
                     self._current = None
+                    self.bridge.command_budget = None
                     if self.idle_between_goals:
                         self.bridge.active = False
             return self._finish(goal_handle, outcome, message, steps, elapsed)

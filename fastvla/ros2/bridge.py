@@ -163,6 +163,9 @@ class PolicyBridge:
     Attributes:
         active: when ``False`` the bridge idles (publishes nothing; the RunInstruction action server
             switches it on for the duration of a goal).
+        command_budget: commands still allowed before the bridge idles (``None``: no limit). The
+            RunInstruction server sets it to a goal's ``max_steps``, so the limit holds in the control
+            loop itself, however late the goal's own polling notices it.
         last_action: the newest action published (``None`` before the first).
     """
 
@@ -186,6 +189,7 @@ class PolicyBridge:
         self._pending_instruction: str | None = None
         self._reset_requested = False
         self.active = True
+        self.command_budget: int | None = None
         self.last_action: np.ndarray | None = None
         self._paused_reason: str | None = "not started"
         self._last_log = (None, -float("inf"))
@@ -307,6 +311,9 @@ class PolicyBridge:
         if not self.active:
             self._pause("idle: waiting for a goal", now)
             return False
+        if self.command_budget is not None and self.command_budget <= 0:
+            self._pause("idle: the goal's max steps were published", now)
+            return False
         obs, reason, meta = self._gather(now)
         if obs is None:
             self._pause(reason, now)
@@ -334,6 +341,8 @@ class PolicyBridge:
         publish_ns = time.time_ns()  # before write(): a reliable write may deliver before it returns
         self._command_pub.publish(command)
         self.stats.published += 1
+        if self.command_budget is not None:
+            self.command_budget -= 1
         self.stats.records.append({"tick_ns": tick_ns, "publish_ns": publish_ns, **meta})
         return True
 
