@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from fastvla.envs.colors import HELD_OUT_COLOR, TRAIN_COLORS
+from fastvla.eval.report import git_revision
 from fastvla.utils.io import atomic_write_text
 
 TASKS = (
@@ -93,14 +93,6 @@ def _row(result: Any, seed: int) -> dict[str, Any]:
     }
 
 
-def _git_revision() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _machine(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (+ {platform.processor() or platform.machine()} CPU)"
@@ -143,7 +135,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": _machine(device),
         "policy": args.policy,
-        "git_revision": _git_revision(),
+        "git_revision": (git_revision() or {}).get("commit", "unknown"),
         "episodes_per_task": args.episodes,
         "n_action_steps": args.n_action_steps,
         "train_colors": list(TRAIN_COLORS),

@@ -445,7 +445,7 @@ class FastVLAModel(FastVLAPreTrainedModel):
             attention=attention,
             mlp=mlp,
             extra_targets=tuple(target_modules),
-            train_modules=tuple(dict.fromkeys([*NON_QUANTIZED_MODULES, *modules_to_save])),
+            train_modules=tuple(modules_to_save),  # add_lora always adds NON_QUANTIZED_MODULES
             use_rslora=use_rslora,
         )
 
