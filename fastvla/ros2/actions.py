@@ -80,6 +80,13 @@ class InstructionActionServer:
         )
         return result
 
+    def _feedback(self, goal_handle: Any, steps: int, elapsed: float) -> None:
+        last = self.bridge.last_action
+        feedback = self._type.Feedback(
+            steps=steps, elapsed=elapsed, last_action=[] if last is None else [float(v) for v in last]
+        )
+        goal_handle.publish_feedback(feedback)
+
     def _execute(self, goal_handle: Any) -> Any:
         request, token = goal_handle.request, object()
         with self._lock:
@@ -107,13 +114,11 @@ class InstructionActionServer:
             elif request.time_limit > 0 and elapsed >= request.time_limit:
                 outcome, message = TIMED_OUT, f"time limit {request.time_limit:.2f} s reached"
             else:
-                last = self.bridge.last_action
-                feedback = self._type.Feedback(
-                    steps=steps, elapsed=elapsed, last_action=[] if last is None else [float(v) for v in last]
-                )
-                goal_handle.publish_feedback(feedback)
+                self._feedback(goal_handle, steps, elapsed)
                 time.sleep(period)
                 continue
+            # A fast control loop can finish a goal between two polls: the last feedback states the end.
+            self._feedback(goal_handle, steps, elapsed)
             with self._lock:
                 if self._current is token:
                     self._current = None
