@@ -1,26 +1,58 @@
 #!/usr/bin/env bash
-# Pretrain sim-base on one GPU of the device tool in a single call, from a dataset recorded elsewhere
-# (carried in: `outputs/cpu_base/data`, recorded by the `fastvla record` line of its commands.txt).
+# Pretrain sim-base on one GPU of the device tool from a dataset recorded elsewhere (carried in:
+# `outputs/cpu_base/data`, recorded by the `fastvla record` line of its commands.txt), across two calls:
+#
+#   start BUDGET_S   set up, then run `sim_base.py train` (calibration + MINUTES of training) in the
+#                    background (setsid: it outlives the call while the machine is held) and follow it
+#   finish BUDGET_S  follow it to the end (or BUDGET_S), then put the policy (split tar), metrics.jsonl,
+#                    the calibration metrics and the exact commands in $OUT
+#   once BUDGET_S    both in one call (MINUTES must fit: ~100 s of set-up and calibration come first)
 #
 #   carry: .wheels_train (av, transformers 5.24, regex, gymnasium for CPython 3.12), outputs/cpu_base/data
 #   env:   MINUTES (training budget after a 300-update calibration run), BATCH (default 256)
-# Brings back the exported policy (split tar), metrics.jsonl, the calibration log and the exact commands.
+# Evaluation runs elsewhere (`fastvla bench suite`): this machine's image has no MuJoCo.
 set -u
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .wheels_train/*.whl
-rm -rf /tmp/fv && mkdir -p /tmp/fv && cp -r fastvla /tmp/fv/
-for d in envs policies datasets eval; do ln -sfn "$PWD/$d" "/tmp/fv/fastvla/$d"; done
-ln -sfn "$PWD/benchmarks" /tmp/fv/benchmarks
-export PYTHONPATH=/tmp/site:/tmp/fv
-python3 -c "import torch, transformers; print(torch.__version__, torch.cuda.get_device_name(0), transformers.__version__)"
+stage=$1
+budget=${2:-560}
+t0=$(date +%s)
+left() { echo $((budget - ($(date +%s) - t0))); }
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/fv
 W=outputs/gpu_base
-mkdir -p $W
-cp outputs/cpu_base/commands.txt $W/commands.txt 2>/dev/null
-sed -i '2,$d' $W/commands.txt  # keep the record line; the train lines are appended by sim_base.py
-python3 benchmarks/sim_base.py train --work $W --data outputs/cpu_base/data --minutes "${MINUTES:-6.5}" \
-    --batch-size "${BATCH:-256}" --calibration-steps 300 2>&1 | grep -v "it/s\]\|frame/s\]" | tail -40
-tar cf - -C $W/train policy | split -b 15M - "$OUT/policy.tar.part-"
-cp $W/commands.txt $W/train/logs/metrics.jsonl "$OUT/" 2>/dev/null
-cp $W/calibration/logs/metrics.jsonl "$OUT/calibration_metrics.jsonl" 2>/dev/null
-nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
-ls -la "$OUT"
+if [ ! -d /tmp/fv ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .wheels_train/*.whl
+    mkdir -p /tmp/fv && cp -r fastvla /tmp/fv/
+    for d in envs policies datasets eval; do ln -sfn "$PWD/$d" "/tmp/fv/fastvla/$d"; done
+    ln -sfn "$PWD/benchmarks" /tmp/fv/benchmarks
+    python3 -c "import torch, transformers; print(torch.__version__, torch.cuda.get_device_name(0), transformers.__version__)"
+fi
+follow() {  # print the job's new log lines until it ends or $1 seconds are left
+    while [ -e "$W/job.pid" ] && kill -0 "$(cat "$W/job.pid")" 2>/dev/null && [ "$(left)" -gt "$1" ]; do
+        sleep 15
+        grep -v "it/s\]\|frame/s\]" "$W/job.log" | tail -n +"$(($(cat "$W/shown" 2>/dev/null || echo 0) + 1))"
+        grep -vc "it/s\]\|frame/s\]" "$W/job.log" > "$W/shown"
+    done
+    nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv,noheader
+}
+bring_back() {
+    tar cf - -C $W/train policy | split -b 15M - "$OUT/policy.tar.part-"
+    cp $W/commands.txt $W/train/logs/metrics.jsonl $W/job.log "$OUT/" 2>/dev/null
+    cp $W/calibration/logs/metrics.jsonl "$OUT/calibration_metrics.jsonl" 2>/dev/null
+    ls -la "$OUT"
+}
+case $stage in
+start | once)
+    mkdir -p $W
+    cp outputs/cpu_base/commands.txt $W/commands.txt 2>/dev/null
+    sed -i '2,$d' $W/commands.txt  # keep the record line; the train lines are appended by sim_base.py
+    setsid nohup bash -c "python3 benchmarks/sim_base.py train --work $W --data outputs/cpu_base/data \
+        --minutes ${MINUTES:-6.5} --batch-size ${BATCH:-256} --calibration-steps 300; echo JOB_DONE rc=\$?" \
+        > "$W/job.log" 2>&1 &
+    echo $! > "$W/job.pid"
+    follow 15
+    [ "$stage" = once ] && bring_back
+    ;;
+finish)
+    follow 30
+    bring_back
+    ;;
+esac

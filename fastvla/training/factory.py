@@ -297,7 +297,7 @@ def model_inputs(processor: Any, batch: Mapping[str, Any], device: torch.device)
 
 def guard_quantized_eval(model: nn.Module) -> None:
     """Keep bitsandbytes from repacking 4-bit weights in eval mode on CPU (which corrupts later gradients)."""
-    if "bitsandbytes" not in sys.modules:  # nothing can be quantised; skip the slow, noisy import
+    if sys.modules.get("bitsandbytes") is None:  # nothing can be quantised; skip the slow, noisy import
         return
     from fastvla.model.quantization import guard_cpu_4bit
 
