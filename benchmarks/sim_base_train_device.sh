@@ -9,14 +9,17 @@
 #   once BUDGET_S    both in one call (MINUTES must fit: ~100 s of set-up and calibration come first)
 #
 #   carry: .wheels_train (av, transformers 5.24, regex, gymnasium for CPython 3.12), outputs/cpu_base/data
-#   env:   MINUTES (training budget after a 300-update calibration run), BATCH (default 256)
+#   env:   MINUTES (training budget after a 300-update calibration run), or STEPS (a fixed number of
+#          updates, no calibration); BATCH (default 256)
 # Evaluation runs elsewhere (`fastvla bench suite`): this machine's image has no MuJoCo.
 set -u
 stage=$1
 budget=${2:-560}
 t0=$(date +%s)
 left() { echo $((budget - ($(date +%s) - t0))); }
-export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/fv
+# PYTHONSAFEPATH: `python -m fastvla` must not put the repository root (whose fastvla/ lacks the side
+# folders) on sys.path ahead of /tmp/fv.
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/fv PYTHONSAFEPATH=1
 W=outputs/gpu_base
 if [ ! -d /tmp/fv ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .wheels_train/*.whl
@@ -45,11 +48,11 @@ start | once)
     cp outputs/cpu_base/commands.txt $W/commands.txt 2>/dev/null
     sed -i '2,$d' $W/commands.txt  # keep the record line; the train lines are appended by sim_base.py
     setsid nohup bash -c "python3 benchmarks/sim_base.py train --work $W --data outputs/cpu_base/data \
-        --minutes ${MINUTES:-6.5} --batch-size ${BATCH:-256} --calibration-steps 300; echo JOB_DONE rc=\$?" \
+        --minutes ${MINUTES:-6.5} --steps ${STEPS:-0} --batch-size ${BATCH:-256} --calibration-steps 300; echo JOB_DONE rc=\$?" \
         > "$W/job.log" 2>&1 &
     echo $! > "$W/job.pid"
     follow 15
-    [ "$stage" = once ] && bring_back
+    if [ "$stage" = once ]; then bring_back; fi
     ;;
 finish)
     follow 30
