@@ -6,6 +6,10 @@ sequentially, resizing to the training resolution, into ``<cache_dir>/<key>/<cam
 ``(N, 3, H, W)``). The cache folder is keyed by the dataset's content, the selected episodes, the cameras
 and the resolution, and is built under a temporary name and renamed into place, so an interrupted build
 is never used. Later epochs and later runs only read memory-mapped pages.
+
+:class:`LeRobotTrainingData` is what the Trainer reads by default (the training core's
+:class:`~fastvla.training.data.TrainingData`): it checks a LeRobot dataset against the training config,
+splits its episodes and builds :class:`TrainingDataset` s.
 """
 
 from __future__ import annotations
@@ -34,9 +38,13 @@ from fastvla.constants import (
     depth_key,
     image_key,
 )
-from fastvla.datasets.augment import Augment
-from fastvla.datasets.lerobot_dataset import LeRobotDataset
+from fastvla.datasets.augment import Augment, default_augment
+from fastvla.datasets.lerobot_dataset import LeRobotDataset, resolve_root
+from fastvla.datasets.metadata import DatasetMeta
 from fastvla.datasets.video import VideoDecodeError, iter_frames
+from fastvla.training.config import DataConfig
+from fastvla.training.data import DataSpec
+from fastvla.training.sampling import split_episodes
 from fastvla.utils.image import as_hw
 from fastvla.utils.io import atomic_directory
 
@@ -332,3 +340,92 @@ class TrainingDataset(torch.utils.data.Dataset):
         sample[ACTION_IS_PAD] = torch.from_numpy(query >= stop)
         sample[TASK] = self.task_names[int(self.task_index[idx])]
         return sample
+
+
+class LeRobotTrainingData:
+    """The Trainer's data from a LeRobot dataset (v3.0, or v2.1 read in place): implements
+    :class:`fastvla.training.data.TrainingData`.
+
+    Example:
+        >>> from fastvla.training import DataConfig, TrainConfig
+        >>> from fastvla.training.loop import Trainer
+        >>> cfg = TrainConfig(data=DataConfig(root="data/pick"))
+        >>> Trainer(cfg, data=LeRobotTrainingData())  # the default when data is not given  # doctest: +SKIP
+    """
+
+    def inspect(self, cfg: DataConfig, seed: int) -> DataSpec:
+        """Read the dataset's metadata, check it has what ``cfg`` asks for and split the episodes.
+
+        Raises:
+            ValueError: a requested camera, ``observation.state`` or ``action`` is missing, or the dataset
+                is empty.
+        """
+        if not cfg.root:
+            raise ValueError("no dataset given: pass --data.root PATH_OR_REPO_ID (a LeRobot dataset)")
+        root = resolve_root(cfg.root)
+        meta = DatasetMeta(root)
+        available = [camera_of(k) for k in meta.camera_keys if k.startswith("observation.images.")]
+        cameras = list(cfg.cameras) or available
+        missing = [c for c in cameras if c not in available]
+        if missing:
+            raise ValueError(f"camera(s) {missing} not in dataset {root}; available: {available}")
+        if not cameras:
+            raise ValueError(
+                f"dataset {root} has no camera features (observation.images.*); a VLA needs images"
+            )
+        for key in (OBS_STATE, ACTION):
+            if key not in meta.features:
+                raise ValueError(
+                    f"dataset {root} lacks the feature {key!r} the model trains on; "
+                    f"it has {sorted(meta.features)}"
+                )
+        missing_depth = [c for c in cameras if cfg.depth and depth_key(c) not in meta.features]
+        if missing_depth:
+            raise ValueError(
+                f"--data.depth: dataset {root} has no depth for camera(s) {missing_depth} (no "
+                f"{[depth_key(c) for c in missing_depth]}); record with depth or drop --data.depth"
+            )
+        if meta.total_episodes == 0:
+            raise ValueError(f"dataset {root} has no episodes")
+        stats = {k: dict(v) for k, v in meta.stats.items()}
+        if ACTION not in stats or OBS_STATE not in stats:  # no stats on disk: compute them from the frames
+            stats = {k: dict(v) for k, v in LeRobotDataset(root).meta.stats.items()}
+        train_eps, val_eps = split_episodes(
+            [ep["episode_index"] for ep in meta.episodes],
+            cfg.episodes,
+            cfg.val_episodes,
+            cfg.val_fraction,
+            seed,
+        )
+        return DataSpec(
+            root=root,
+            camera_names=cameras,
+            state_dim=int(meta.features[OBS_STATE]["shape"][0]),
+            action_dim=int(meta.features[ACTION]["shape"][0]),
+            fps=meta.fps,
+            stats=stats,
+            train_episodes=train_eps,
+            val_episodes=val_eps,
+        )
+
+    def build(
+        self,
+        spec: DataSpec,
+        cfg: DataConfig,
+        episodes: list[int],
+        train: bool,
+        cache_dir: Path,
+        image_size: tuple[int, int],
+        progress: bool = True,
+    ) -> TrainingDataset:
+        """A :class:`TrainingDataset` over ``episodes`` at ``image_size`` (H, W), augmented when ``train``."""
+        return TrainingDataset(
+            LeRobotDataset(spec.root, episodes=episodes),
+            cameras=spec.camera_names,
+            image_size=image_size,
+            chunk_size=cfg.chunk_size,
+            augment=default_augment() if (train and cfg.augment) else None,
+            cache_dir=cache_dir,
+            progress=progress,
+            depth=cfg.depth,
+        )

@@ -32,15 +32,17 @@ from fastvla.envs.rendering import CameraRenderer
 
 CAMERAS = ("front", "side", "wrist")
 CONTROL_MODES = ("ee_delta", "joint_pos")
-POS_SCALE = 0.05  # metres of TCP motion per unit of ee_delta action (per 0.1 s step)
-ROT_SCALE = 0.3  # radians of TCP rotation per unit of ee_delta action
-# TCP target bounds (x, y, z) in metres: the reachable part of the table, above the surface.
+# TCP target bounds (x, y, z) in metres: the reachable part of the table, above the surface. A property
+# of the robot and scene (like the MJCF), so not a constructor argument.
 WORKSPACE_LOW = np.array([0.22, -0.38, TABLE_Z + 0.022])
 WORKSPACE_HIGH = np.array([0.78, 0.38, TABLE_Z + 0.45])
-# Cube spawn region (x, y) and minimum centre distance between objects.
-SPAWN_LOW = np.array([0.38, -0.18])
-SPAWN_HIGH = np.array([0.62, 0.18])
-MIN_SEPARATION = 0.08
+# The defaults of the shared constructor arguments (the v0 task definitions).
+EE_POS_SCALE = 0.05  # metres of TCP motion per unit of ee_delta action (per 0.1 s step)
+EE_ROT_SCALE = 0.3  # radians of TCP rotation per unit of ee_delta action
+SPAWN_LOW = (0.38, -0.18)  # cube spawn region (x, y), metres
+SPAWN_HIGH = (0.62, 0.18)
+MIN_SEPARATION = 0.08  # minimum centre distance between spawned objects, metres
+DISTANCE_REWARD_SCALE = 5.0  # k in the shaped terms 1 - tanh(k d), 1/m
 
 
 class TabletopEnv(gym.Env, EzPickle):
@@ -63,6 +65,18 @@ class TabletopEnv(gym.Env, EzPickle):
         instruction_colors: Colours the instruction may name (the task cubes' colours), e.g. every colour
             but one for training and that one for a held-out evaluation; ``None`` = all of :data:`COLORS`.
             Distractors take any colour not in use, so an excluded colour still appears in the scene.
+        reward_reach_weight: Weight of the ``reward_reach`` term (``1 - tanh(k d)``, TCP to its target).
+        reward_success_weight: Weight of the ``reward_success`` term (1 on success).
+        distance_reward_scale: ``k`` (1/m) in every shaped term ``1 - tanh(k d)``.
+        spawn_low: Lower ``(x, y)`` corner of the region cubes (and zones) spawn in, metres.
+        spawn_high: Upper ``(x, y)`` corner of the spawn region, metres.
+        min_separation: Minimum distance between spawned cube centres (and zones), metres.
+        ee_pos_scale: Metres of TCP motion per unit of ``ee_delta`` translation action.
+        ee_rot_scale: Radians of TCP rotation per unit of ``ee_delta`` rotation action.
+
+    Each task adds its own arguments (success thresholds, its reward terms' weights) and lists them with
+    these in its ``## Arguments`` table. The defaults define the v0 tasks; the scripted experts are tuned
+    for them.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -84,9 +98,19 @@ class TabletopEnv(gym.Env, EzPickle):
         ee_pos_obs: bool = False,
         terminate_on_success: bool = True,
         instruction_colors: tuple[str, ...] | list[str] | None = None,
+        reward_reach_weight: float = 1.0,
+        reward_success_weight: float = 1.0,
+        distance_reward_scale: float = DISTANCE_REWARD_SCALE,
+        spawn_low: tuple[float, float] = SPAWN_LOW,
+        spawn_high: tuple[float, float] = SPAWN_HIGH,
+        min_separation: float = MIN_SEPARATION,
+        ee_pos_scale: float = EE_POS_SCALE,
+        ee_rot_scale: float = EE_ROT_SCALE,
     ):
         if num_distractors is None:
             num_distractors = self.default_distractors
+        # Every argument goes to EzPickle, so a pickled env (an async vector env's worker) is rebuilt
+        # identically; a task's own arguments come from `_task_arguments`, called before this.
         EzPickle.__init__(
             self,
             cameras=cameras,
@@ -101,6 +125,15 @@ class TabletopEnv(gym.Env, EzPickle):
             ee_pos_obs=ee_pos_obs,
             terminate_on_success=terminate_on_success,
             instruction_colors=instruction_colors,
+            reward_reach_weight=reward_reach_weight,
+            reward_success_weight=reward_success_weight,
+            distance_reward_scale=distance_reward_scale,
+            spawn_low=spawn_low,
+            spawn_high=spawn_high,
+            min_separation=min_separation,
+            ee_pos_scale=ee_pos_scale,
+            ee_rot_scale=ee_rot_scale,
+            **self.__dict__.get("_task_args", {}),
         )
         self.cameras = tuple(cameras)
         bad = [c for c in self.cameras if c not in CAMERAS]
@@ -138,6 +171,15 @@ class TabletopEnv(gym.Env, EzPickle):
         self.num_distractors = int(num_distractors)
         self.ee_pos_obs = bool(ee_pos_obs)
         self.terminate_on_success = bool(terminate_on_success)
+        self.reward_reach_weight = self._number("reward_reach_weight", reward_reach_weight)
+        self.reward_success_weight = self._number("reward_success_weight", reward_success_weight)
+        self.distance_reward_scale = self._number(
+            "distance_reward_scale", distance_reward_scale, positive=True
+        )
+        self.spawn_low, self.spawn_high = self._spawn_region(spawn_low, spawn_high)
+        self.min_separation = self._number("min_separation", min_separation, positive=True)
+        self.ee_pos_scale = self._number("ee_pos_scale", ee_pos_scale, positive=True)
+        self.ee_rot_scale = self._number("ee_rot_scale", ee_rot_scale, positive=True)
 
         self.physics = TabletopPhysics()
         self.n_cubes = self.n_task_cubes + self.num_distractors
@@ -157,6 +199,73 @@ class TabletopEnv(gym.Env, EzPickle):
         self._phase = 0
         self._phase_steps = 0
         self._last_obs_images: dict[str, np.ndarray] = {}
+
+    # --- arguments ----------------------------------------------------------------------------------
+    def _number(self, name: str, value: Any, *, positive: bool = False) -> float:
+        """``value`` as a float, or a ``ValueError`` naming the argument, its value and what it must be."""
+        try:
+            number = float(value) if not isinstance(value, bool) else float("nan")
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not np.isfinite(number) or (positive and number <= 0):
+            need = "a positive number" if positive else "a finite number"
+            raise ValueError(f"{type(self).__name__}: {name}={value!r} must be {need}")
+        return number
+
+    def _range(self, name: str, value: Any) -> tuple[float, float]:
+        """A ``(low, high)`` pair of positive numbers with ``low <= high``, or a ``ValueError``."""
+        pair = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else ()
+        if len(pair) != 2:
+            raise ValueError(f"{type(self).__name__}: {name}={value!r} must be a (low, high) pair")
+        low, high = (self._number(name, v, positive=True) for v in pair)
+        if low > high:
+            raise ValueError(f"{type(self).__name__}: {name}={value!r} has low > high; give (low, high)")
+        return low, high
+
+    def _spawn_region(self, low: Any, high: Any) -> tuple[np.ndarray, np.ndarray]:
+        corners = []
+        for name, corner in (("spawn_low", low), ("spawn_high", high)):
+            xy = tuple(corner) if isinstance(corner, (tuple, list, np.ndarray)) else ()
+            if len(xy) != 2:
+                raise ValueError(f"{type(self).__name__}: {name}={corner!r} must be an (x, y) pair in metres")
+            corners.append(np.array([self._number(name, v) for v in xy]))
+        lo, hi = corners
+        inside = np.all(lo >= WORKSPACE_LOW[:2]) and np.all(hi <= WORKSPACE_HIGH[:2])
+        if not np.all(lo < hi) or not inside:
+            raise ValueError(
+                f"{type(self).__name__}: spawn region {tuple(low)}..{tuple(high)} invalid; spawn_low must be "
+                f"below spawn_high in x and y, both inside the workspace {tuple(WORKSPACE_LOW[:2])}.."
+                f"{tuple(WORKSPACE_HIGH[:2])}"
+            )
+        return lo, hi
+
+    def _task_arguments(
+        self,
+        positive: dict[str, Any] | None = None,
+        weights: dict[str, Any] | None = None,
+        ranges: dict[str, Any] | None = None,
+    ) -> None:
+        """Validate a task's own constructor arguments and set them as attributes of the same names.
+
+        Call it in the task's ``__init__`` before ``super().__init__``, which hands the arguments as given
+        to EzPickle with the shared ones.
+
+        Args:
+            positive: Thresholds and distances, each a positive number.
+            weights: Reward weights, each a finite number (0 drops the term, negative ones are allowed).
+            ranges: ``(low, high)`` pairs of positive numbers.
+        """
+        self._task_args = {**(positive or {}), **(weights or {}), **(ranges or {})}
+        for name, value in (positive or {}).items():
+            setattr(self, name, self._number(name, value, positive=True))
+        for name, value in (weights or {}).items():
+            setattr(self, name, self._number(name, value))
+        for name, value in (ranges or {}).items():
+            setattr(self, name, self._range(name, value))
+
+    def shaped(self, distance: float) -> float:
+        """The shaped reward ``1 - tanh(k d)`` of a distance in metres (``k = distance_reward_scale``)."""
+        return 1.0 - float(np.tanh(self.distance_reward_scale * distance))
 
     # --- spaces and observations ---------------------------------------------------------------------
     def _make_observation_space(self) -> spaces.Dict:
@@ -199,8 +308,8 @@ class TabletopEnv(gym.Env, EzPickle):
         out = []
         for _ in range(n):
             for _attempt in range(1000):
-                xy = self.np_random.uniform(SPAWN_LOW, SPAWN_HIGH)
-                if all(np.linalg.norm(xy - t) >= MIN_SEPARATION for t in taken):
+                xy = self.np_random.uniform(self.spawn_low, self.spawn_high)
+                if all(np.linalg.norm(xy - t) >= self.min_separation for t in taken):
                     break
             taken.append(xy)
             out.append(np.array([xy[0], xy[1], TABLE_Z + CUBE_HALF]))
@@ -267,8 +376,8 @@ class TabletopEnv(gym.Env, EzPickle):
 
     def _ee_delta_to_joints(self, action: np.ndarray) -> np.ndarray:
         p = self.physics
-        target_pos = np.clip(p.tcp_pos + action[:3] * POS_SCALE, WORKSPACE_LOW, WORKSPACE_HIGH)
-        target_mat = rotvec_to_mat(action[3:6] * ROT_SCALE) @ p.tcp_mat
+        target_pos = np.clip(p.tcp_pos + action[:3] * self.ee_pos_scale, WORKSPACE_LOW, WORKSPACE_HIGH)
+        target_mat = rotvec_to_mat(action[3:6] * self.ee_rot_scale) @ p.tcp_mat
         return p.solve_ik(target_pos, target_mat)
 
     def step(self, action):
@@ -312,9 +421,9 @@ class TabletopEnv(gym.Env, EzPickle):
         """
         pos, yaw, grip_open = self._expert_waypoint()
         p = self.physics
-        delta = (np.asarray(pos) - p.tcp_pos) / POS_SCALE
+        delta = (np.asarray(pos) - p.tcp_pos) / self.ee_pos_scale
         delta /= max(1.0, float(np.abs(delta).max()))  # keep the direction when saturating
-        rot = rotation_error(down_orientation(yaw), p.tcp_mat) / ROT_SCALE
+        rot = rotation_error(down_orientation(yaw), p.tcp_mat) / self.ee_rot_scale
         rot /= max(1.0, float(np.abs(rot).max()))
         act = np.concatenate([delta, rot, [1.0 if grip_open else -1.0]])
         if self.expert_noise > 0:

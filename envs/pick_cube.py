@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from fastvla.envs.base import TabletopEnv
@@ -13,7 +15,7 @@ TEMPLATES = (
     "grab the {color} block and lift it",
     "pick the {color} cube up",
 )
-LIFT_HEIGHT = 0.05  # success: cube bottom this far above the table
+LIFT_HEIGHT = 0.05  # default success: cube bottom this far above the table
 APPROACH = 0.08  # pre-grasp height above the cube centre
 GRASP_DEPTH = 0.005  # TCP above the cube centre when closing
 CARRY_Z = 0.15
@@ -96,26 +98,60 @@ class PickCubeEnv(PickAndPlaceExpert, TabletopEnv):
     As in :class:`fastvla.envs.reach_cube.ReachCubeEnv`.
 
     ## Rewards
-    ``reward_reach = 1 - tanh(5 d)`` (TCP to cube), ``reward_grasp = 1`` while both fingers touch it,
-    ``reward_lift = clip(height / 5 cm, 0, 1)``, ``reward_success = 1``; terms in ``info`` with
-    ``reach_distance`` and ``lift_height``.
+    The sum of four weighted terms, each in ``info`` (with ``reach_distance`` and ``lift_height``):
+
+    * ``reward_reach = reward_reach_weight * (1 - tanh(k d))``, TCP to cube, ``k = distance_reward_scale``;
+    * ``reward_grasp = reward_grasp_weight`` while both fingers touch the cube;
+    * ``reward_lift = reward_lift_weight * clip(height / lift_height, 0, 1)`` while grasped;
+    * ``reward_success = reward_success_weight`` on success.
 
     ## Starting State
     As in ``ReachCube``.
 
     ## Episode End
-    Terminates when the named cube's bottom is 5 cm above the table while grasped; truncated after
-    80 steps.
+    Terminates when the named cube's bottom is ``lift_height`` (5 cm) above the table while grasped;
+    truncated after 80 steps.
 
     ## Arguments
-    See :class:`fastvla.envs.base.TabletopEnv`; ``num_distractors`` defaults to 2 (0-3).
+    | Parameter | Type | Default | Description |
+    |---|---|---|---|
+    | `lift_height` | **float** | `0.05` | Cube bottom's height (m) above the table that counts as lifted |
+    | `reward_reach_weight` | **float** | `1.0` | Weight of the _reward_reach_ term (see Rewards) |
+    | `reward_grasp_weight` | **float** | `1.0` | Weight of the _reward_grasp_ term (see Rewards) |
+    | `reward_lift_weight` | **float** | `1.0` | Weight of the _reward_lift_ term (see Rewards) |
+    | `reward_success_weight` | **float** | `1.0` | Weight of the _reward_success_ term (see Rewards) |
+    | `distance_reward_scale` | **float** | `5.0` | `k` (1/m) in the shaped term `1 - tanh(k d)` |
+    | `num_distractors` | **int** | `2` | Cubes of other colours besides the target (0-3) |
+
+    Scene, rendering, control and spawn arguments: see :class:`fastvla.envs.base.TabletopEnv`. The
+    scripted expert lifts the cube's bottom to about 17 cm, so it also succeeds for a ``lift_height`` up
+    to 0.15 m.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Lift height and reward weights became constructor arguments later, with
+      defaults that keep v0 episodes identical.
     """
 
     n_task_cubes = 1
     default_distractors = 2
+    # The task's own arguments (set by `_task_arguments`).
+    lift_height: float
+    reward_grasp_weight: float
+    reward_lift_weight: float
+
+    def __init__(
+        self,
+        *,
+        lift_height: float = LIFT_HEIGHT,
+        reward_grasp_weight: float = 1.0,
+        reward_lift_weight: float = 1.0,
+        **kwargs: Any,
+    ):
+        self._task_arguments(
+            positive={"lift_height": lift_height},
+            weights={"reward_grasp_weight": reward_grasp_weight, "reward_lift_weight": reward_lift_weight},
+        )
+        super().__init__(**kwargs)
 
     def _setup_episode(self) -> str:
         self.place_cubes(self.sample_cube_positions(self.n_cubes))
@@ -128,14 +164,15 @@ class PickCubeEnv(PickAndPlaceExpert, TabletopEnv):
         dist = float(np.linalg.norm(p.tcp_pos - cube))
         height = float(cube[2] - CUBE_HALF - TABLE_Z)
         grasped = p.finger_contacts(0) == 2
-        success = grasped and height > LIFT_HEIGHT
+        success = grasped and height > self.lift_height
+        lift = float(np.clip(height / self.lift_height, 0.0, 1.0)) * float(grasped)
         terms = {
             "reach_distance": dist,
             "lift_height": height,
-            "reward_reach": 1.0 - float(np.tanh(5.0 * dist)),
-            "reward_grasp": float(grasped),
-            "reward_lift": float(np.clip(height / LIFT_HEIGHT, 0.0, 1.0)) * float(grasped),
-            "reward_success": float(success),
+            "reward_reach": self.reward_reach_weight * self.shaped(dist),
+            "reward_grasp": self.reward_grasp_weight * float(grasped),
+            "reward_lift": self.reward_lift_weight * lift,
+            "reward_success": self.reward_success_weight * float(success),
         }
         reward = (
             terms["reward_reach"] + terms["reward_grasp"] + terms["reward_lift"] + terms["reward_success"]

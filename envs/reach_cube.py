@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from fastvla.envs.base import TabletopEnv
@@ -12,7 +14,7 @@ TEMPLATES = (
     "go to the {color} cube",
     "touch the {color} block",
 )
-SUCCESS_RADIUS = 0.05  # metres between the TCP and the target cube's centre
+SUCCESS_RADIUS = 0.05  # default: metres between the TCP and the target cube's centre
 HOVER = 0.025  # the expert stops this far above the cube's centre
 
 
@@ -33,26 +35,54 @@ class ReachCubeEnv(TabletopEnv):
     [, ee_pos=float32 (3,)])``. The instruction is ``info["task"]`` and ``env.unwrapped.task_description``.
 
     ## Rewards
-    ``reward_reach = 1 - tanh(5 d)`` with ``d`` the TCP-to-cube distance, plus ``reward_success = 1`` on
-    success; both terms and ``reach_distance`` are in ``info``.
+    ``reward = reward_reach + reward_success``, each term already weighted:
+
+    * ``reward_reach = reward_reach_weight * (1 - tanh(k d))``, ``d`` the TCP-to-cube distance and
+      ``k = distance_reward_scale``;
+    * ``reward_success = reward_success_weight`` on success, else 0.
+
+    Both terms and ``reach_distance`` are in ``info``.
 
     ## Starting State
-    Arm at the ``home`` keyframe; cubes uniformly in x in [0.38, 0.62] m, y in [-0.18, 0.18] m, at least
-    8 cm apart, random yaw.
+    Arm at the ``home`` keyframe; cubes uniformly in the spawn region (by default x in [0.38, 0.62] m,
+    y in [-0.18, 0.18] m), at least ``min_separation`` (8 cm) apart, random yaw.
 
     ## Episode End
-    Terminates when the TCP is within 5 cm of the target cube's centre (``info["is_success"]``);
-    truncated after 40 steps (4 s at 10 Hz).
+    Terminates when the TCP is within ``success_radius`` (5 cm) of the target cube's centre
+    (``info["is_success"]``); truncated after 40 steps (4 s at 10 Hz).
 
     ## Arguments
-    See :class:`fastvla.envs.base.TabletopEnv`; ``num_distractors`` defaults to 2 (0-3).
+    ``gym.make("fastvla/ReachCube-v0", success_radius=0.03)``; invalid values raise ``ValueError``.
+
+    | Parameter | Type | Default | Description |
+    |---|---|---|---|
+    | `success_radius` | **float** | `0.05` | TCP-to-cube-centre distance (m) that counts as success |
+    | `reward_reach_weight` | **float** | `1.0` | Weight of the _reward_reach_ term (see Rewards) |
+    | `reward_success_weight` | **float** | `1.0` | Weight of the _reward_success_ term (see Rewards) |
+    | `distance_reward_scale` | **float** | `5.0` | `k` (1/m) in the shaped term `1 - tanh(k d)` |
+    | `num_distractors` | **int** | `2` | Cubes of other colours besides the target (0-3) |
+
+    Scene, rendering, control and spawn arguments (``cameras``, ``image_size``, ``control_mode``,
+    ``spawn_low``, ...): see :class:`fastvla.envs.base.TabletopEnv`.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Success radius and reward weights became constructor arguments later, with
+      defaults that keep v0 episodes identical.
     """
 
     n_task_cubes = 1
     default_distractors = 2
+    # The task's own arguments (set by `_task_arguments`).
+    success_radius: float
+
+    def __init__(
+        self,
+        *,
+        success_radius: float = SUCCESS_RADIUS,
+        **kwargs: Any,
+    ):
+        self._task_arguments(positive={"success_radius": success_radius})
+        super().__init__(**kwargs)
 
     def _setup_episode(self) -> str:
         self.place_cubes(self.sample_cube_positions(self.n_cubes))
@@ -61,11 +91,11 @@ class ReachCubeEnv(TabletopEnv):
 
     def _evaluate(self) -> tuple[float, bool, dict[str, float]]:
         dist = float(np.linalg.norm(self.physics.tcp_pos - self.physics.cube_pos(0)))
-        success = dist < SUCCESS_RADIUS
+        success = dist < self.success_radius
         terms = {
             "reach_distance": dist,
-            "reward_reach": 1.0 - float(np.tanh(5.0 * dist)),
-            "reward_success": float(success),
+            "reward_reach": self.reward_reach_weight * self.shaped(dist),
+            "reward_success": self.reward_success_weight * float(success),
         }
         return terms["reward_reach"] + terms["reward_success"], success, terms
 

@@ -7,8 +7,8 @@ pick EGL, then OSMesa, and otherwise fail with the Debian packages to install.
 Two process-level pitfalls are handled here (see the shared ENVIRONMENT notes):
 
 * Mesa's llvmpipe and Triton each carry their own LLVM; importing ``triton`` *after* a GL context exists
-  segfaults. :func:`preload_triton` imports it first and :class:`CameraRenderer` calls it before creating
-  its first context.
+  segfaults. :func:`~fastvla.utils.preload.preload_triton` (re-exported here) imports it first and
+  :class:`CameraRenderer` calls it before creating its first context.
 * GL contexts don't survive ``fork``. Renderers are created lazily, in the process that renders, so
   ``AsyncVectorEnv`` works with the ``forkserver``/``spawn`` start methods.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import importlib.util
 import os
 import sys
 import warnings
@@ -26,6 +25,8 @@ import weakref
 from collections.abc import Sequence
 
 import numpy as np
+
+from fastvla.utils.preload import preload_triton
 
 # Debian packages that provide each backend's shared libraries.
 _BACKEND_LIBS = {
@@ -76,30 +77,6 @@ def select_backend() -> str:
             os.environ.setdefault("PYOPENGL_PLATFORM", backend)
             return backend
     raise RuntimeError(f"no headless OpenGL backend found. {INSTALL_HINT}")
-
-
-def preload_triton() -> bool:
-    """Import ``triton`` (if installed) before any GL context exists in this process.
-
-    Mesa's llvmpipe and Triton's native library each bundle LLVM; loading Triton after a GL context was
-    created segfaults (PyTorch imports Triton lazily, e.g. on the first ``AdamW.step()``). Call this
-    before creating the first renderer in any process that also trains or evaluates a model.
-
-    Returns:
-        True if Triton is installed and now imported.
-    """
-    if "triton" in sys.modules:
-        return True
-    if importlib.util.find_spec("triton") is None:
-        return False
-    try:
-        import triton  # noqa: F401
-    except Exception as exc:  # a broken Triton install must not break rendering
-        warnings.warn(
-            f"could not preload triton ({exc!r}); rendering continues", RuntimeWarning, stacklevel=2
-        )
-        return False
-    return True
 
 
 # Open renderers, closed at interpreter exit while GL is still usable (avoids EGL errors in __del__).

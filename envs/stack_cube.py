@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from fastvla.envs.base import TabletopEnv
@@ -13,7 +15,11 @@ TEMPLATES = (
     "put the {top} cube on top of the {base} cube",
     "place the {top} block on the {base} block",
 )
-XY_TOLERANCE = 0.02  # top cube centre within this of the base cube's, horizontally
+# Defaults of the task's arguments.
+XY_TOLERANCE = 0.02  # top cube centre within this of the base cube's, horizontally, metres
+Z_TOLERANCE = 0.008  # top cube centre within this of one cube height above the base cube's, metres
+REST_TOLERANCE = 0.005  # base cube centre at most this above its resting height on the table, metres
+
 RELEASE_GAP = 0.008  # top cube's bottom above the base cube's top when the expert lets go
 
 
@@ -31,22 +37,40 @@ class StackCubeEnv(PickAndPlaceExpert, TabletopEnv):
     As in :class:`fastvla.envs.reach_cube.ReachCubeEnv`.
 
     ## Rewards
-    ``reward_reach`` (TCP to the top cube), ``reward_grasp``, ``reward_align = 1 - tanh(5 d)`` (top cube
-    to the spot above the base cube), ``reward_success``; terms in ``info`` with ``stack_distance``.
+    The sum of four weighted terms, each in ``info`` (with ``reach_distance`` and ``stack_distance``):
+
+    * ``reward_reach = reward_reach_weight * (1 - tanh(k d))``, TCP to the top cube,
+      ``k = distance_reward_scale``;
+    * ``reward_grasp = reward_grasp_weight`` while both fingers touch the top cube;
+    * ``reward_align = reward_align_weight * (1 - tanh(k d))``, top cube to the spot above the base cube;
+    * ``reward_success = reward_success_weight`` on success.
 
     ## Starting State
     As in ``ReachCube``.
 
     ## Episode End
-    Terminates when the top cube rests on the base cube (centres within 2 cm horizontally, one cube
-    height apart vertically), no finger touches it, and the base cube is still on the table; truncated
-    after 150 steps.
+    Terminates when the top cube rests on the base cube (centres within ``xy_tolerance`` (2 cm)
+    horizontally, one cube height apart vertically within ``z_tolerance`` (8 mm)), no finger touches it,
+    and the base cube is still on the table (within ``rest_tolerance``); truncated after 150 steps.
 
     ## Arguments
-    See :class:`fastvla.envs.base.TabletopEnv`; ``num_distractors`` defaults to 1 (0-2).
+    | Parameter | Type | Default | Description |
+    |---|---|---|---|
+    | `xy_tolerance` | **float** | `0.02` | Horizontal distance (m) of the centres that counts as stacked |
+    | `z_tolerance` | **float** | `0.008` | Vertical error (m) from one cube height above the base |
+    | `rest_tolerance` | **float** | `0.005` | Height (m) above its resting height the base still rests |
+    | `reward_reach_weight` | **float** | `1.0` | Weight of the _reward_reach_ term (see Rewards) |
+    | `reward_grasp_weight` | **float** | `1.0` | Weight of the _reward_grasp_ term (see Rewards) |
+    | `reward_align_weight` | **float** | `1.0` | Weight of the _reward_align_ term (see Rewards) |
+    | `reward_success_weight` | **float** | `1.0` | Weight of the _reward_success_ term (see Rewards) |
+    | `distance_reward_scale` | **float** | `5.0` | `k` (1/m) in the shaped terms `1 - tanh(k d)` |
+    | `num_distractors` | **int** | `1` | Cubes of other colours besides the two named (0-2) |
+
+    Scene, rendering, control and spawn arguments: see :class:`fastvla.envs.base.TabletopEnv`.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Stacking tolerances and reward weights became constructor arguments later,
+      with defaults that keep v0 episodes identical.
     """
 
     n_task_cubes = 2
@@ -54,6 +78,32 @@ class StackCubeEnv(PickAndPlaceExpert, TabletopEnv):
     precise_phases = (5,)
     max_distractors = 2
     default_distractors = 1
+    # The task's own arguments (set by `_task_arguments`).
+    xy_tolerance: float
+    z_tolerance: float
+    rest_tolerance: float
+    reward_grasp_weight: float
+    reward_align_weight: float
+
+    def __init__(
+        self,
+        *,
+        xy_tolerance: float = XY_TOLERANCE,
+        z_tolerance: float = Z_TOLERANCE,
+        rest_tolerance: float = REST_TOLERANCE,
+        reward_grasp_weight: float = 1.0,
+        reward_align_weight: float = 1.0,
+        **kwargs: Any,
+    ):
+        self._task_arguments(
+            positive={
+                "xy_tolerance": xy_tolerance,
+                "z_tolerance": z_tolerance,
+                "rest_tolerance": rest_tolerance,
+            },
+            weights={"reward_grasp_weight": reward_grasp_weight, "reward_align_weight": reward_align_weight},
+        )
+        super().__init__(**kwargs)
 
     def _setup_episode(self) -> str:
         self.place_cubes(self.sample_cube_positions(self.n_cubes))
@@ -67,19 +117,20 @@ class StackCubeEnv(PickAndPlaceExpert, TabletopEnv):
         stack_dist = float(np.linalg.norm(top - above))
         xy = float(np.linalg.norm(top[:2] - base[:2]))
         touching = p.finger_contacts(0)
+        reach = float(np.linalg.norm(p.tcp_pos - top))
         success = (
-            xy < XY_TOLERANCE
-            and abs(top[2] - above[2]) < 0.008
-            and base[2] < TABLE_Z + CUBE_HALF + 0.005
+            xy < self.xy_tolerance
+            and abs(top[2] - above[2]) < self.z_tolerance
+            and base[2] < TABLE_Z + CUBE_HALF + self.rest_tolerance
             and touching == 0
         )
         terms = {
-            "reach_distance": float(np.linalg.norm(p.tcp_pos - top)),
+            "reach_distance": reach,
             "stack_distance": stack_dist,
-            "reward_reach": 1.0 - float(np.tanh(5.0 * np.linalg.norm(p.tcp_pos - top))),
-            "reward_grasp": float(touching == 2),
-            "reward_align": 1.0 - float(np.tanh(5.0 * stack_dist)),
-            "reward_success": float(success),
+            "reward_reach": self.reward_reach_weight * self.shaped(reach),
+            "reward_grasp": self.reward_grasp_weight * float(touching == 2),
+            "reward_align": self.reward_align_weight * self.shaped(stack_dist),
+            "reward_success": self.reward_success_weight * float(success),
         }
         return sum(v for k, v in terms.items() if k.startswith("reward_")), success, terms
 

@@ -84,3 +84,30 @@ def test_evaluate_takes_a_config_or_keywords() -> None:
         evaluate("scripted", ToyReachEnv, n_episode=3)
     with pytest.raises(ValueError, match="n_episodes=0"):
         EvalConfig(n_episodes=0)
+
+
+def test_string_mapping_fields_take_key_value_items(capsys) -> None:
+    """``dict[str, str]`` fields: ``KEY:=VALUE``/``KEY=VALUE``, comma-separated, repeated, or JSON."""
+    import argparse
+    from dataclasses import dataclass
+
+    from fastvla.utils.config import config_field
+    from fastvla.utils.flags import add_config_arguments
+
+    @dataclass
+    class Remap:
+        topics: dict[str, str] = config_field(help="Name -> topic.", aliases=("--topic",), metavar="N:=T")
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Remap)
+    argv = ["--topics", "a:=/x=1,b=/y", "--topic", "c:=/z", '{"d": "/w"}']
+    assert config_from_args(parser.parse_args(argv), Remap).topics == {
+        "a": "/x=1",  # after ':=' the value may hold '='
+        "b": "/y",
+        "c": "/z",
+        "d": "/w",
+    }
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--topics", "a/x"])
+    assert "'a/x' must be N:=T" in capsys.readouterr().err
+    assert "N:=T" in parser.format_help()

@@ -68,3 +68,100 @@ def test_cli_help_runs() -> None:
         check=True,
     )
     assert "usage: fastvla" in out.stdout
+
+
+# --- import direction: side folders import the core; the core reaches them only through injection ---------
+CORE_FOLDERS = ("fastvla/model", "fastvla/training")
+SIDE_MODULES = tuple(SIDE_PACKAGES.values())
+#: (core file, side module it imports) -> why. Keep this short: inject instead (Trainer(eval_hook=, data=)).
+CORE_IMPORTS_ALLOWED = {
+    ("fastvla/training/data.py", "fastvla.datasets.training"): (
+        "default_training_data(): the LeRobot reader a Trainer uses when the caller injects no `data`, so "
+        "train(cfg), `fastvla train` and the benchmarks stay one-liners; deferred (that module imports "
+        "fastvla.training.data)"
+    ),
+}
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+
+
+def _imports_anywhere(path: Path, module: str) -> list[tuple[int, str]]:
+    """``(line, module)`` of every import in ``path``: module level or in functions, absolute or relative,
+    ``from pkg import sub`` (as ``pkg.sub``) and ``importlib.import_module("...")`` with a literal name."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            name = ".".join([*base, *([node.module] if node.module else [])])
+            found.append((node.lineno, name))
+            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def _side_imports(path: Path, module: str) -> list[tuple[int, str]]:
+    return [
+        (line, name)
+        for line, name in _imports_anywhere(path, module)
+        if any(name == side or name.startswith(side + ".") for side in SIDE_MODULES)
+    ]
+
+
+def test_import_checker_sees_every_form(tmp_path: Path) -> None:
+    source = (
+        "import fastvla.envs\n"
+        "from fastvla import eval as ev\n"
+        "from ..datasets import training\n"
+        "import importlib\n"
+        "def f():\n"
+        "    from fastvla.policies.loading import load_policy\n"
+        "    return importlib.import_module('fastvla.envs.rendering')\n"
+        "from fastvla.model import FastVLAModel\n"
+    )
+    path = tmp_path / "mod.py"
+    path.write_text(source)
+    names = {name for _, name in _side_imports(path, "fastvla.training.mod")}
+    assert names == {
+        "fastvla.envs",
+        "fastvla.eval",
+        "fastvla.datasets",
+        "fastvla.datasets.training",
+        "fastvla.policies.loading",
+        "fastvla.policies.loading.load_policy",
+        "fastvla.envs.rendering",
+    }
+
+
+def test_core_does_not_import_side_folders() -> None:
+    """fastvla/model and fastvla/training never import envs, datasets, policies or eval (STYLE.md)."""
+    offenders, used = [], set()
+    for folder in CORE_FOLDERS:
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(REPO_ROOT).as_posix()
+            for line, name in _side_imports(path, _module_name(path)):
+                allowed = [
+                    (f, m) for f, m in CORE_IMPORTS_ALLOWED if f == rel and f"{name}.".startswith(m + ".")
+                ]
+                if allowed:
+                    used.update(allowed)
+                else:
+                    offenders.append(f"{rel}:{line} imports {name}")
+    assert not offenders, (
+        "the core must not import side folders; inject what it needs (as Trainer takes eval_hook= and "
+        "data=), or allow-list it with a reason in CORE_IMPORTS_ALLOWED: " + "; ".join(offenders)
+    )
+    stale = sorted(set(CORE_IMPORTS_ALLOWED) - used)
+    assert not stale, f"allow-listed imports no longer present, remove them: {stale}"

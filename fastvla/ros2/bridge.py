@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fastvla.ros2.config import BridgeConfig
 from fastvla.ros2.images import to_rgb
 from fastvla.ros2.msgs import (
     CompressedImage,
@@ -43,11 +44,10 @@ from fastvla.ros2.msgs import (
     Message,
     String,
 )
-from fastvla.ros2.transport import DEFAULT_QOS, SENSOR_QOS, Transport, resolve_topic
+from fastvla.ros2.transport import DEFAULT_QOS, SENSOR_QOS, Transport
 
 logger = logging.getLogger("fastvla.ros2")
 
-COMMAND_TYPES = ("float64_multi_array", "joint_trajectory", "follow_joint_trajectory")
 _REPEAT_LOG_S = 5.0
 
 
@@ -57,68 +57,6 @@ class Policy(Protocol):
     def reset(self) -> None: ...
 
     def select_action(self, obs: dict[str, Any], task: str | None = None) -> np.ndarray: ...
-
-
-@dataclass
-class BridgeConfig:
-    """Topics, rate and safety limits of the bridge.
-
-    Attributes:
-        cameras: model camera name -> image topic (``/x/image_raw``; a topic ending in ``/compressed`` is
-            read as ``sensor_msgs/CompressedImage``).
-        state_topic: ``sensor_msgs/JointState`` topic.
-        command_topic: where commands are published.
-        instruction: initial language instruction.
-        instruction_topic: ``std_msgs/String`` topic that replaces the instruction at run time.
-        rate: control rate in Hz.
-        command_type: ``"float64_multi_array"`` (one action per tick, for ros2_control's
-            ``forward_command_controller``), ``"joint_trajectory"`` (the action chunk, published on a
-            topic for ``joint_trajectory_controller``) or ``"follow_joint_trajectory"`` (the chunk sent as a
-            ``control_msgs/action/FollowJointTrajectory`` goal to ``command_topic``, the controller's
-            ``~/follow_joint_trajectory`` action; rclpy transport only).
-        max_staleness: seconds after which an observation is too old to act on (and the largest allowed
-            spread between the sensors' header stamps).
-        joint_names: joints to read from JointState, in model order (default: all, in message order); also
-            the trajectory's ``joint_names``.
-        chunk_dt: seconds between trajectory points (default ``1 / rate``).
-        node_name: ROS node name (``~`` in topic names expands to ``/<node_name>``).
-        check_stamps: also pause when the inputs' header stamps span more than ``max_staleness`` (turn off
-            when sensors stamp with different clocks, e.g. sim time on some and wall time on others).
-        action_server: serve ``fastvla_msgs/action/RunInstruction`` on ``~/run_instruction`` (rclpy
-            transport); the bridge then publishes commands only while a goal runs.
-    """
-
-    cameras: dict[str, str]
-    state_topic: str = "/joint_states"
-    command_topic: str = "/arm_controller/commands"
-    instruction: str = ""
-    instruction_topic: str = "~/instruction"
-    rate: float = 10.0
-    command_type: str = "float64_multi_array"
-    max_staleness: float = 0.5
-    joint_names: tuple[str, ...] = ()
-    chunk_dt: float | None = None
-    node_name: str = "fastvla_bridge"
-    check_stamps: bool = True
-    action_server: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.cameras:
-            raise ValueError("no cameras given; map at least one, e.g. {'front': '/camera/front/image_raw'}")
-        if not self.rate > 0:
-            raise ValueError(f"rate {self.rate} Hz must be > 0 (e.g. 10)")
-        if not self.max_staleness > 0:
-            raise ValueError(f"max_staleness {self.max_staleness} s must be > 0 (e.g. 0.5)")
-        if self.command_type not in COMMAND_TYPES:
-            raise ValueError(f"command_type {self.command_type!r} unknown; choose one of {COMMAND_TYPES}")
-        if self.chunk_dt is not None and not self.chunk_dt > 0:
-            raise ValueError(f"chunk_dt {self.chunk_dt} s must be > 0")
-        resolve = lambda name: resolve_topic(name, self.node_name)  # noqa: E731
-        self.cameras = {cam: resolve(topic) for cam, topic in self.cameras.items()}
-        self.state_topic = resolve(self.state_topic)
-        self.command_topic = resolve(self.command_topic)
-        self.instruction_topic = resolve(self.instruction_topic)
-        self.joint_names = tuple(self.joint_names)
 
 
 @dataclass

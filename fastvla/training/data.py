@@ -1,4 +1,4 @@
-"""Training and validation data: checks against the dataset's features, episode split, DataLoaders.
+"""Training and validation data: what the Trainer needs from a dataset (:class:`TrainingData`), DataLoaders.
 
 Samples travel through the DataLoader as uint8 images (4x less to copy between processes than float)
 and become float, normalised model inputs in the training process (the processor's job).
@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fastvla.constants import ACTION, OBS_STATE, camera_of, depth_key
 from fastvla.training.config import DataConfig
-from fastvla.training.sampling import ResumableBatchSampler, split_episodes
+from fastvla.training.sampling import ResumableBatchSampler
 
 
 @dataclass
@@ -33,85 +32,52 @@ class DataSpec:
     val_episodes: list[int]
 
 
-def inspect_dataset(cfg: DataConfig, seed: int) -> DataSpec:
-    """Read the dataset's metadata, check it has what ``cfg`` asks for and split the episodes.
+class TrainingData(Protocol):
+    """Where the Trainer's samples come from: injected as ``Trainer(config, data=...)``.
 
-    Raises:
-        ValueError: a requested camera, ``observation.state`` or ``action`` is missing, or the dataset
-            is empty.
+    The training core reads no dataset format itself. :class:`fastvla.datasets.training.LeRobotTrainingData`
+    (LeRobot v3.0/v2.1 through :mod:`fastvla.datasets`) is the default; any object with these two methods
+    works, e.g. synthetic data in a benchmark or another on-disk format.
     """
-    from fastvla.datasets.lerobot_dataset import resolve_root
-    from fastvla.datasets.metadata import DatasetMeta
 
-    if not cfg.root:
-        raise ValueError("no dataset given: pass --data.root PATH_OR_REPO_ID (a LeRobot dataset)")
-    root = resolve_root(cfg.root)
-    meta = DatasetMeta(root)
-    available = [camera_of(k) for k in meta.camera_keys if k.startswith("observation.images.")]
-    cameras = list(cfg.cameras) or available
-    missing = [c for c in cameras if c not in available]
-    if missing:
-        raise ValueError(f"camera(s) {missing} not in dataset {root}; available: {available}")
-    if not cameras:
-        raise ValueError(f"dataset {root} has no camera features (observation.images.*); a VLA needs images")
-    for key in (OBS_STATE, ACTION):
-        if key not in meta.features:
-            raise ValueError(
-                f"dataset {root} lacks the feature {key!r} the model trains on; "
-                f"it has {sorted(meta.features)}"
-            )
-    missing_depth = [c for c in cameras if cfg.depth and depth_key(c) not in meta.features]
-    if missing_depth:
-        raise ValueError(
-            f"--data.depth: dataset {root} has no depth for camera(s) {missing_depth} (no "
-            f"{[depth_key(c) for c in missing_depth]}); record with depth or drop --data.depth"
-        )
-    if meta.total_episodes == 0:
-        raise ValueError(f"dataset {root} has no episodes")
-    stats = {k: dict(v) for k, v in meta.stats.items()}
-    if ACTION not in stats or OBS_STATE not in stats:  # no stats on disk: compute them from the frames
-        from fastvla.datasets import LeRobotDataset
+    def inspect(self, cfg: DataConfig, seed: int) -> DataSpec:
+        """Read the dataset's metadata, check it offers what ``cfg`` asks for, split its episodes.
 
-        stats = {k: dict(v) for k, v in LeRobotDataset(root).meta.stats.items()}
-    train_eps, val_eps = split_episodes(
-        [ep["episode_index"] for ep in meta.episodes], cfg.episodes, cfg.val_episodes, cfg.val_fraction, seed
-    )
-    return DataSpec(
-        root=root,
-        camera_names=cameras,
-        state_dim=int(meta.features[OBS_STATE]["shape"][0]),
-        action_dim=int(meta.features[ACTION]["shape"][0]),
-        fps=meta.fps,
-        stats=stats,
-        train_episodes=train_eps,
-        val_episodes=val_eps,
-    )
+        Raises:
+            ValueError: a requested camera, ``observation.state`` or ``action`` is missing, or the
+                dataset is empty.
+        """
+        ...
+
+    def build(
+        self,
+        spec: DataSpec,
+        cfg: DataConfig,
+        episodes: list[int],
+        train: bool,
+        cache_dir: Path,
+        image_size: tuple[int, int],
+        progress: bool = True,
+    ) -> Dataset:
+        """A map-style dataset of training samples over ``episodes`` at ``image_size`` (H, W).
+
+        ``train`` selects augmentation (``cfg.augment``); samples are dicts of uint8 images (one per
+        camera of ``spec``), ``observation.state``, the action chunk and its padding mask, and the task.
+        """
+        ...
 
 
-def build_dataset(
-    spec: DataSpec,
-    cfg: DataConfig,
-    episodes: list[int],
-    train: bool,
-    cache_dir: Path,
-    image_size: tuple[int, int],
-    progress: bool = True,
-) -> Dataset:
-    """A :class:`fastvla.datasets.training.TrainingDataset` over ``episodes`` at ``image_size`` (H, W)."""
-    from fastvla.datasets import LeRobotDataset
-    from fastvla.datasets.augment import default_augment
-    from fastvla.datasets.training import TrainingDataset
+def default_training_data() -> TrainingData:
+    """The data a Trainer reads when none is injected: LeRobot datasets through :mod:`fastvla.datasets`.
 
-    return TrainingDataset(
-        LeRobotDataset(spec.root, episodes=episodes),
-        cameras=spec.camera_names,
-        image_size=image_size,
-        chunk_size=cfg.chunk_size,
-        augment=default_augment() if (train and cfg.augment) else None,
-        cache_dir=cache_dir,
-        progress=progress,
-        depth=cfg.depth,
-    )
+    The one place the training core names a side package (allow-listed in tests/test_layout.py): it keeps
+    ``train(config)`` a one-liner for the Python API, ``fastvla train`` and the benchmarks. Pass
+    ``data=`` to read anything else.
+    """
+    # Deferred: fastvla.datasets.training imports this module, and it pulls in PyAV and pyarrow.
+    from fastvla.datasets.training import LeRobotTrainingData
+
+    return LeRobotTrainingData()
 
 
 def auto_num_workers(requested: int, processes_per_node: int = 1) -> int:
@@ -173,9 +139,9 @@ def train_sampler(
 __all__ = [
     "DataSpec",
     "ShardedEvalSampler",
+    "TrainingData",
     "auto_num_workers",
-    "build_dataset",
-    "inspect_dataset",
+    "default_training_data",
     "make_loader",
     "train_sampler",
 ]

@@ -37,13 +37,16 @@ from fastvla.training.graphed_step import GraphedTrainStep, try_graphed_step
 from fastvla.training.optim import build_optimizer, build_scheduler
 from fastvla.training.tracking import Tracker
 from fastvla.utils.image import as_hw
+from fastvla.utils.preload import preload_triton
 
 #: ``eval_hook(step=..., model=..., processor=..., output_dir=...) -> {"success_rate": ...}``; runs on the
 #: main process every ``eval_every`` updates, its metrics are logged under ``eval/``.
 EvalHook = Callable[..., Mapping[str, float] | None]
 
 
-def train(config: TrainConfig, eval_hook: EvalHook | None = None) -> Path:
+def train(
+    config: TrainConfig, eval_hook: EvalHook | None = None, data: data_lib.TrainingData | None = None
+) -> Path:
     """Fine-tune a FastVLA model as ``config`` says; returns the exported policy folder.
 
     The folder (``<output_dir>/policy``) loads with ``FastVLAPolicy.from_pretrained``. Checkpoints go to
@@ -53,24 +56,37 @@ def train(config: TrainConfig, eval_hook: EvalHook | None = None) -> Path:
         config: the run's :class:`~fastvla.training.TrainConfig`.
         eval_hook: optional closed-loop evaluation called every ``config.eval_every`` updates with
             keyword arguments ``step``, ``model`` (unwrapped, in eval mode), ``processor``, ``output_dir``;
-            returns metrics to log (e.g. ``{"success_rate": 0.8}``).
+            returns metrics to log (e.g. ``{"success_rate": 0.8}``);
+            :func:`fastvla.eval.hooks.closed_loop_eval_hook` makes one that rolls the model out.
+        data: where samples come from (:class:`~fastvla.training.data.TrainingData`); default: the LeRobot
+            dataset at ``config.data.root``, read by :mod:`fastvla.datasets`.
 
     Example:
         >>> from fastvla.training import DataConfig, TrainConfig, train
         >>> cfg = TrainConfig(data=DataConfig(root="data/pick", image_size=64), steps=200)  # doctest: +SKIP
         >>> policy_dir = train(cfg)  # doctest: +SKIP
     """
-    return Trainer(config, eval_hook).fit()
+    return Trainer(config, eval_hook, data).fit()
 
 
 class Trainer:
-    """Set-up (accelerator, data, model, optimiser, resume) in ``__init__``; the loop in :meth:`fit`."""
+    """Set-up (accelerator, data, model, optimiser, resume) in ``__init__``; the loop in :meth:`fit`.
 
-    def __init__(self, config: TrainConfig, eval_hook: EvalHook | None = None) -> None:
+    ``eval_hook`` and ``data`` are what the caller injects (see :func:`train`): the training core imports
+    neither the envs, the evaluation nor a dataset format.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        eval_hook: EvalHook | None = None,
+        data: data_lib.TrainingData | None = None,
+    ) -> None:
         self.cfg = cfg = config
         self.eval_hook = eval_hook
         if eval_hook is not None and cfg.eval_every:
-            _preload_triton()
+            preload_triton()  # before the hook renders: Triton after a Mesa GL context segfaults
+        self.data = data if data is not None else data_lib.default_training_data()
         self.out = cfg.output_path
         self.accelerator = factory.make_accelerator(cfg)
         acc = self.accelerator
@@ -78,18 +94,18 @@ class Trainer:
         self._prepare_output_dir()
 
         # Dataset metadata and split first: the model's shapes and statistics come from the dataset.
-        self.spec = data_lib.inspect_dataset(cfg.data, cfg.seed)
+        self.spec = self.data.inspect(cfg.data, cfg.seed)
         self.model, self.processor = factory.build_model(cfg, self.spec, acc.device)
         # (H, W): the model's own size unless data.image_size asks for a square one
         image_size = as_hw(cfg.data.image_size) if cfg.data.image_size else as_hw(self.processor.image_size)
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out / "frame_cache"
         with acc.main_process_first():  # the main process fills the frame cache, the others then read it
-            self.train_set = data_lib.build_dataset(
+            self.train_set = self.data.build(
                 self.spec, cfg.data, self.spec.train_episodes, True, cache, image_size, self.is_main
             )
             self.val_set = None
             if self.spec.val_episodes and cfg.val_every:
-                self.val_set = data_lib.build_dataset(
+                self.val_set = self.data.build(
                     self.spec, cfg.data, self.spec.val_episodes, False, cache, image_size, self.is_main
                 )
         world, rank = acc.num_processes, acc.process_index
@@ -511,15 +527,6 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
         return path
-
-
-def _preload_triton() -> None:
-    """Import Triton before an eval hook creates a GL context (Mesa + a later Triton import segfault)."""
-    try:
-        from fastvla.envs.rendering import preload_triton
-    except ImportError:  # envs not installed: the hook cannot render FastVLA envs either
-        return
-    preload_triton()
 
 
 def _local_world_size(acc: Any) -> int:

@@ -38,7 +38,8 @@ def config_field(default: Any = dataclasses.MISSING, help: str = "", **metadata:
         default: The default (a tuple for sequences); leave it out for a required field.
         help: One-sentence documentation.
         **metadata: Extra command-line hints: ``aliases`` (other flag spellings, e.g. ``("--out",)``),
-            ``flatten`` (a nested config whose flags carry no ``section.`` prefix).
+            ``flatten`` (a nested config whose flags carry no ``section.`` prefix), ``metavar`` (the value's
+            name in ``--help``, e.g. ``"NAME:=TOPIC"``).
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple default for sequence fields (or None for a mapping)")

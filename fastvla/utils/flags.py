@@ -4,8 +4,10 @@ Top-level fields become ``--name`` (underscores as dashes); fields of a nested c
 ``--section.name`` (``--optim.head-lr``) in an argument group of their own, or plain ``--name`` when the
 section's field is marked ``flatten``. Booleans get ``--flag`` / ``--no-flag``, ``Literal`` fields get
 ``choices``, tuples take several values (``str`` ones also comma-separated: ``--cameras front,wrist``),
-``dict`` fields take a JSON object and ``X | None`` fields take an ``X``. A field's ``aliases`` metadata adds
-other spellings (old flag names keep working).
+``dict[str, str]`` fields take ``KEY:=VALUE`` (or ``KEY=VALUE``) items, several, comma-separated or over
+repeated flags (``--camera front:=/cam/a --camera wrist:=/cam/b``), other ``dict`` fields a JSON object,
+and ``X | None`` fields take an ``X``. A field's ``aliases`` metadata adds other spellings (old flag names
+keep working); ``metavar`` names its value in ``--help``.
 
 Flags are only recorded when given, so ``--config run.yaml --steps 50`` takes everything from the file
 except ``steps``. Each command also gets ``--print-config`` and ``--save-config FILE``; a field without a
@@ -80,6 +82,34 @@ class _CommaList(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
+class _KeyValues(argparse.Action):
+    """Merge ``KEY:=VALUE`` / ``KEY=VALUE`` items (several, comma-separated, or over repeated flags) into a
+    dict; a JSON object works too. ``:=`` is ROS's remapping syntax, so a value may itself contain ``=``."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        merged = dict(getattr(namespace, self.dest, None) or {})
+        for value in values:
+            text = str(value).strip()
+            if text.startswith("{"):
+                try:
+                    merged.update({str(k): str(v) for k, v in json_object(text).items()})
+                except argparse.ArgumentTypeError as err:
+                    raise argparse.ArgumentError(self, str(err)) from err
+                continue
+            for item in (part.strip() for part in text.split(",")):
+                if item:
+                    merged.update([self._pair(item)])
+        setattr(namespace, self.dest, merged)
+
+    def _pair(self, item: str) -> tuple[str, str]:
+        key, sep, value = item.partition(":=")
+        if not sep:
+            key, sep, value = item.partition("=")
+        if not (sep and key.strip() and value.strip()):
+            raise argparse.ArgumentError(self, f"{item!r} must be {self.metavar} (or with '=' for ':=')")
+        return key.strip(), value.strip()
+
+
 def _field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -111,10 +141,16 @@ def _add_field(group: Any, f: dataclasses.Field, hint: Any, flag_prefix: str, de
         kw.update(type=_SCALARS[hint], metavar=hint.__name__.upper())
         if hint is str and default == "":
             shown = "(empty)"
+    elif origin is dict and args == (str, str):
+        kw.update(action=_KeyValues, nargs="+", metavar="KEY:=VALUE")
+        if isinstance(default, dict):
+            shown = ",".join(f"{k}:={v}" for k, v in default.items()) or "(empty)"
     elif hint is dict or origin is dict:
         kw.update(type=json_object, metavar="JSON")
     else:  # pragma: no cover - guards future field types
         raise TypeError(f"no command-line mapping for field {dest} of type {hint}{' | None' * optional}")
+    if "metavar" in f.metadata:
+        kw["metavar"] = f.metadata["metavar"]
     flags = [_flag(flag_prefix, f.name), *f.metadata.get("aliases", ())]
     group.add_argument(*flags, help=f"{help_text} [default: {shown}]", **kw)
 

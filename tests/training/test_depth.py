@@ -110,8 +110,8 @@ def test_train_a_depth_model_and_run_it_on_the_env(depth_dataset: Path, tmp_path
 
 
 def test_depth_flag_on_a_dataset_without_depth_is_a_clear_error(tiny_dataset: Path) -> None:
+    from fastvla.datasets.training import LeRobotTrainingData
     from fastvla.training import DataConfig
-    from fastvla.training.data import inspect_dataset
 
     with pytest.raises(ValueError, match=r"no depth for camera\(s\) \['front', 'wrist'\]"):
-        inspect_dataset(DataConfig(root=str(tiny_dataset), depth=True), 0)
+        LeRobotTrainingData().inspect(DataConfig(root=str(tiny_dataset), depth=True), 0)

@@ -19,7 +19,7 @@ import pytest
 DRIVER = """
 import json, sys
 from fastvla.training import DataConfig, TrainConfig
-from fastvla.training.hooks import closed_loop_eval_hook
+from fastvla.eval.hooks import closed_loop_eval_hook
 from fastvla.training.loop import Trainer
 
 root, out = sys.argv[1:3]

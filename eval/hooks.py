@@ -1,8 +1,11 @@
 """Closed-loop evaluation during training: an ``eval_hook`` for :func:`fastvla.training.train`.
 
+It lives with the evaluation, not in the training core: the Trainer calls whatever hook it is given and
+imports neither the envs nor the evaluation.
+
 Example:
     >>> from fastvla.training import TrainConfig, train
-    >>> from fastvla.training.hooks import closed_loop_eval_hook
+    >>> from fastvla.eval.hooks import closed_loop_eval_hook
     >>> hook = closed_loop_eval_hook("fastvla/PickCube-v0", n_episodes=10)  # doctest: +SKIP
     >>> train(TrainConfig(..., eval_every=500), eval_hook=hook)  # doctest: +SKIP
 """
@@ -12,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from fastvla.eval.rollout import evaluate
+from fastvla.policies import FastVLAPolicy
 
 
 def closed_loop_eval_hook(
@@ -44,9 +50,6 @@ def closed_loop_eval_hook(
     """
 
     def hook(*, step: int, model: Any, processor: Any, output_dir: Path, **_: Any) -> dict[str, float]:
-        from fastvla.eval import evaluate
-        from fastvla.policies import FastVLAPolicy
-
         device = next(model.parameters()).device
         policy = FastVLAPolicy(model, processor, device=device, **dict(policy_kwargs or {}))
         result = evaluate(
