@@ -31,6 +31,7 @@ class DataSpec:
     stats: dict[str, Any]
     train_episodes: list[int]
     val_episodes: list[int]
+    obs_map: dict[str, Any] | None = None
 
 
 def inspect_dataset(cfg: DataConfig, seed: int) -> DataSpec:
@@ -77,6 +78,7 @@ def inspect_dataset(cfg: DataConfig, seed: int) -> DataSpec:
         [ep["episode_index"] for ep in meta.episodes], cfg.episodes, cfg.val_episodes, cfg.val_fraction, seed
     )
     return DataSpec(
+        obs_map=_policy_obs_map(root, cameras),
         root=root,
         camera_names=cameras,
         state_dim=int(meta.features[OBS_STATE]["shape"][0]),
@@ -86,6 +88,22 @@ def inspect_dataset(cfg: DataConfig, seed: int) -> DataSpec:
         train_episodes=train_eps,
         val_episodes=val_eps,
     )
+
+
+def _policy_obs_map(root: Path, cameras: list[str]) -> dict[str, Any] | None:
+    """The observation map the dataset was recorded with (any env), for the trained model's cameras:
+    the exported policy then reads that env's keys (None: FastVLA env keys)."""
+    from fastvla.datasets.recorder import recorded_obs_map
+
+    obs_map = recorded_obs_map(root)
+    if obs_map is None or not all(c in obs_map.get("cameras", {}) for c in cameras):
+        return None
+    depth = obs_map.get("depth") or {}
+    return {
+        **obs_map,
+        "cameras": {c: obs_map["cameras"][c] for c in cameras},
+        "depth": {c: depth[c] for c in cameras if c in depth},
+    }
 
 
 def build_dataset(
