@@ -47,7 +47,7 @@ from fastvla.constants import (
 )
 from fastvla.datasets.writer import LeRobotDatasetWriter
 from fastvla.policies.baselines import expert_actions
-from fastvla.policies.observation_map import INFO, ObservationMap, lookup
+from fastvla.policies.observation_map import INFO, ObservationMap, lookup, read_instructions
 
 EE_DELTA_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
 #: FastVLA's own recording state beside LeRobot's metadata (lerobot ignores unknown files in meta/).
@@ -252,8 +252,7 @@ def _frame(obs: Mapping[str, Any], i: int, obs_map: ObservationMap, action: np.n
 def _recording_map(
     obs_map: ObservationMap | Mapping[str, Any], cameras: Sequence[str] | None
 ) -> ObservationMap:
-    """The map restricted to the recorded ``cameras`` (None: all), reading the instruction from
-    ``info["task"]`` when it names no source."""
+    """The map restricted to the recorded ``cameras`` (None: all)."""
     obs_map = ObservationMap.from_dict(obs_map) if isinstance(obs_map, Mapping) else obs_map
     cameras = list(cameras or obs_map.cameras)
     unknown = [c for c in cameras if c not in obs_map.cameras]
@@ -262,7 +261,7 @@ def _recording_map(
     return ObservationMap(
         cameras={c: obs_map.cameras[c] for c in cameras},
         state=obs_map.state,
-        instruction=obs_map.instruction or INFO + INFO_TASK,
+        instruction=obs_map.instruction,
         depth={c: p for c, p in obs_map.depth.items() if c in cameras},
         success=obs_map.success,
     )
@@ -386,7 +385,8 @@ def _rollouts(
     num_envs, episodes = vec_env.num_envs, summary.requested
     obs, info = vec_env.reset(seed=[seed + i for i in range(num_envs)])
     buffers: list[list[dict[str, Any]]] = [[] for _ in range(num_envs)]
-    tasks = [str(t) for t in obs_map.instructions(obs, info, num_envs)]
+    source = obs_map.instruction or INFO + INFO_TASK  # None: FastVLA's info["task"], required here
+    tasks = [str(t) for t in read_instructions(source, obs, info, num_envs)]
     resetting = np.zeros(num_envs, dtype=bool)  # next step() resets these envs (autoreset NEXT_STEP)
     while summary.episodes_saved < episodes and summary.episodes_attempted < max_attempts:
         actions = expert_actions(vec_env, NO_EXPERT_FIX)
@@ -395,7 +395,7 @@ def _rollouts(
                 buffers[i].append(_frame(obs, i, obs_map, actions[i]))
         obs, _, terminated, truncated, info = vec_env.step(actions)
         ended = ~resetting & (np.asarray(terminated) | np.asarray(truncated))
-        new_tasks = obs_map.instructions(obs, info, num_envs) if resetting.any() else tasks
+        new_tasks = read_instructions(source, obs, info, num_envs) if resetting.any() else tasks
         successes = obs_map.successes(info, terminated, num_envs, strict=True) if ended.any() else ended
         for i in range(num_envs):
             if resetting[i]:  # this step was the reset: a new episode starts with this observation
