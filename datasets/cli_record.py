@@ -6,6 +6,10 @@ Examples::
     # one multi-task dataset, 100 episodes of each task (balanced), instructions never naming purple:
     fastvla record --env fastvla/ReachCube-v0 fastvla/PickCube-v0 fastvla/PushCube-v0 --episodes-per-env 100 \
         --env-kwargs '{"instruction_colors": ["red", "green", "blue", "yellow", "orange"]}' --out data/suite
+    # any Gymnasium env: where its cameras, state, instruction and success are, and a scripted expert
+    fastvla record --env point_env:PointEnv --expert point_env:expert --episodes 50 --out data/point \
+        --obs-map '{"cameras": {"top": "sensors/rgb_top"}, "state": "proprio",
+                    "instruction": "info:goal_text", "success": "info:solved"}'
 
 Re-running a command appends new episodes: seeds continue after the earlier runs' (``--seed`` overrides).
 """
@@ -29,7 +33,7 @@ def run(cfg: RecordConfig) -> int:
         cfg.env,
         cfg.out,
         episodes_per_env=cfg.episodes,
-        cameras=list(cfg.cameras),
+        cameras=list(cfg.cameras) or None,
         image_size=cfg.image_size,
         num_envs=cfg.num_envs,
         keep_failed=cfg.keep_failed,
@@ -40,6 +44,8 @@ def run(cfg: RecordConfig) -> int:
         max_attempts=cfg.max_attempts,
         env_kwargs=cfg.env_kwargs_dict(),
         depth=cfg.depth,
+        obs_map=cfg.observation_map(),
+        expert=cfg.expert,
     )
     table = Table(title=f"recorded -> {cfg.out}")
     table.add_column("env", no_wrap=True)

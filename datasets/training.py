@@ -41,6 +41,7 @@ from fastvla.constants import (
 from fastvla.datasets.augment import Augment, default_augment
 from fastvla.datasets.lerobot_dataset import LeRobotDataset, resolve_root
 from fastvla.datasets.metadata import DatasetMeta
+from fastvla.datasets.recorder import recorded_obs_map
 from fastvla.datasets.video import VideoDecodeError, iter_frames
 from fastvla.training.config import DataConfig
 from fastvla.training.data import DataSpec
@@ -342,6 +343,20 @@ class TrainingDataset(torch.utils.data.Dataset):
         return sample
 
 
+def _policy_obs_map(root: Path, cameras: list[str]) -> dict[str, Any] | None:
+    """The observation map the dataset was recorded with (any env), for the trained model's cameras:
+    the exported policy then reads that env's keys (None: FastVLA env keys)."""
+    obs_map = recorded_obs_map(root)
+    if obs_map is None or not all(c in obs_map.get("cameras", {}) for c in cameras):
+        return None
+    depth = obs_map.get("depth") or {}
+    return {
+        **obs_map,
+        "cameras": {c: obs_map["cameras"][c] for c in cameras},
+        "depth": {c: depth[c] for c in cameras if c in depth},
+    }
+
+
 class LeRobotTrainingData:
     """The Trainer's data from a LeRobot dataset (v3.0, or v2.1 read in place): implements
     :class:`fastvla.training.data.TrainingData`.
@@ -398,6 +413,7 @@ class LeRobotTrainingData:
             seed,
         )
         return DataSpec(
+            obs_map=_policy_obs_map(root, cameras),
             root=root,
             camera_names=cameras,
             state_dim=int(meta.features[OBS_STATE]["shape"][0]),

@@ -45,10 +45,10 @@ def run(cfg: EvalPipelineConfig) -> int:
         list(cfg.env) if len(cfg.env) > 1 else cfg.env[0],
         cfg.eval,
         policy_name=cfg.policy,
+        obs_map=cfg.observation_map(),
         metadata={
             "load_in_4bit": cfg.load_in_4bit,
             "device": cfg.device,
-            "obs_map": cfg.obs_map,
             "n_action_steps": cfg.n_action_steps,
             "command": "fastvla eval",
         },

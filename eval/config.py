@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fastvla.policies.observation_map import ObservationMap, check_instruction_source, check_success_source
 from fastvla.utils.config import ConfigMixin, check, config_field, nested_from_dicts
 
 
@@ -41,7 +42,16 @@ class EvalConfig(ConfigMixin):
         "Observation paths of the images shown in videos (pixels/front, cam_high); empty = the policy's "
         "observation-map cameras, else every (H, W, 3) uint8 image, else env.render().",
     )
-    task: str | None = config_field(None, "Instruction used when the env gives none in info['task'].")
+    task: str | None = config_field(
+        None,
+        "Instruction of every episode: a fixed text, or where to read it, 'info:KEY' or 'obs:PATH'; None = "
+        "the observation map's, else info['task'].",
+    )
+    success: str | None = config_field(
+        None,
+        "Where success is read: 'info:KEY' (e.g. info:success) or 'terminated'; None = the observation "
+        "map's, else info:is_success.",
+    )
     vectorization: Literal["auto", "async", "sync"] = config_field(
         "auto", "Vector env kind; auto = async workers (forkserver) when the batch size is > 1, else sync."
     )
@@ -63,6 +73,9 @@ class EvalConfig(ConfigMixin):
             f"max_steps={self.max_steps}; must be >= 1 (or None for the env's time limit)",
         )
         check(self.fps is None or self.fps >= 1, f"fps={self.fps}; must be >= 1 (or None)")
+        check_instruction_source(self.task)
+        if self.success is not None:
+            check_success_source(self.success)
 
 
 @dataclass
@@ -82,8 +95,9 @@ class EvalPipelineConfig(ConfigMixin):
     device: str | None = config_field(None, "Torch device of a checkpoint; None = cuda if available.")
     obs_map: dict[str, Any] | None = config_field(
         None,
-        "Observation map of a checkpoint for envs with other keys, as JSON for ObservationMap, e.g. "
-        '\'{"cameras": {"front": "cam_high"}, "state": "qpos", "instruction": "pick up the cube"}\'.',
+        "Observation map of the env, as JSON for ObservationMap (cameras, state, instruction, success, "
+        'depth), e.g. \'{"cameras": {"front": "sensors/rgb_top"}, "state": "proprio", "instruction": '
+        '"info:goal_text", "success": "info:solved"}\'; None = the checkpoint\'s (FastVLA env keys).',
     )
     n_action_steps: int | None = config_field(
         None, "Actions executed per predicted chunk (checkpoint); None = the checkpoint's setting."
@@ -95,14 +109,18 @@ class EvalPipelineConfig(ConfigMixin):
             self.env = (self.env,)
         self.env = tuple(self.env)
         check(len(self.env) > 0, "env is empty; pass at least one Gymnasium id, e.g. fastvla/PickCube-v0")
+        if self.obs_map is not None:
+            self.observation_map()  # validates it now, before a checkpoint loads
 
     def policy_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~fastvla.policies.load_policy` for this run."""
         kwargs: dict[str, Any] = {"load_in_4bit": self.load_in_4bit, "device": self.device}
         if self.obs_map is not None:
-            from fastvla.policies import ObservationMap
-
-            kwargs["obs_map"] = ObservationMap(**self.obs_map)
+            kwargs["obs_map"] = self.observation_map()
         if self.n_action_steps is not None:
             kwargs["n_action_steps"] = self.n_action_steps
         return kwargs
+
+    def observation_map(self) -> ObservationMap | None:
+        """``obs_map`` as an :class:`~fastvla.policies.ObservationMap` (None when not given)."""
+        return None if self.obs_map is None else ObservationMap.from_dict(self.obs_map)

@@ -22,12 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from fastvla.constants import INFO_SUCCESS, INFO_TASK
 from fastvla.eval.config import EvalConfig
 from fastvla.eval.metrics import EpisodeRecord, aggregate, wilson_interval
 from fastvla.eval.vector import env_groups, is_vector_env, make_vector_env
 from fastvla.eval.video import VideoWriter, get_path, image_keys_of_space
 from fastvla.policies.loading import load_policy
+from fastvla.policies.observation_map import (
+    DEFAULT_SUCCESS,
+    ObservationMap,
+    read_instructions,
+    read_successes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,25 +67,6 @@ def _to_actions(actions: Any, batch: int, space: Any) -> np.ndarray:
             "(one action per vector-env row, in the env's action space)"
         )
     return actions.astype(space.dtype, copy=False)
-
-
-def _row_tasks(
-    info: Mapping[str, Any], batch: int, task: str | None, default: str | None = None
-) -> list[str | None]:
-    """Instruction per row: the override, else ``info["task"]``, else the policy's default instruction."""
-    if task is not None:
-        return [task] * batch
-    if INFO_TASK in info:
-        mask = info.get(f"_{INFO_TASK}", np.ones(batch, bool))
-        return [str(t) if m else default for t, m in zip(info[INFO_TASK], mask)]
-    return [default] * batch
-
-
-def _row_success(info: Mapping[str, Any], batch: int) -> np.ndarray:
-    if INFO_SUCCESS not in info:
-        return np.zeros(batch, dtype=bool)
-    mask = np.asarray(info.get(f"_{INFO_SUCCESS}", np.ones(batch, bool)), dtype=bool)
-    return np.asarray(info[INFO_SUCCESS]).astype(bool) & mask
 
 
 @dataclass
@@ -166,6 +152,8 @@ def run_group(
     video: _VideoSpec | None = None,
     on_episode_end: Callable[[int], None] | None = None,
     timing: dict[str, float] | None = None,
+    success: str | None = None,
+    obs_map: ObservationMap | None = None,
 ) -> list[EpisodeRecord]:
     """Roll out ``n_episodes`` episodes of ``policy`` in ``vec_env`` in lock-step batches.
 
@@ -176,16 +164,26 @@ def run_group(
         n_episodes: Number of episodes; episode ``i`` is reset with seed ``seed + i``.
         seed: Seed of episode 0.
         max_steps: Step cap per episode (``None``: the env's ``max_episode_steps``).
-        task: Instruction overriding ``info["task"]`` (for envs that give none).
+        task: Where each episode's instruction comes from (read at reset): ``"info:KEY"``, ``"obs:PATH"``
+            or a fixed instruction (see :mod:`fastvla.policies.observation_map`); ``None``: the observation
+            map's, else ``info["task"]`` where the env gives it.
         video: Where and how many videos to write (``None``: no videos).
         on_episode_end: Called with the number of episodes that just finished (progress bars).
         timing: If given, ``policy_s``, ``env_s`` (seconds in ``select_action`` and ``vec_env.step``)
             and ``steps`` (vector steps) are added to it.
+        success: Where success comes from: ``"info:KEY"`` or ``"terminated"``; ``None``: the observation
+            map's, else ``"info:is_success"`` (an env without that key counts every episode as failed).
+        obs_map: The env's :class:`~fastvla.policies.ObservationMap` (``None``: the policy's, if any); it
+            supplies the instruction and success sources that ``task`` and ``success`` leave open.
 
     Returns:
         One :class:`EpisodeRecord` per episode, in episode order.
     """
     batch = vec_env.num_envs
+    obs_map = obs_map if obs_map is not None else getattr(policy, "obs_map", None)
+    if task is None:
+        task = getattr(obs_map, "instruction", None)
+    success = success or getattr(obs_map, "success", None) or DEFAULT_SUCCESS
     cap = _episode_max_steps(vec_env, max_steps)
     space = vec_env.single_action_space
     if hasattr(policy, "bind_env"):
@@ -202,7 +200,7 @@ def run_group(
         policy.reset()
         if hasattr(policy, "seed_episodes"):
             policy.seed_episodes(seeds)
-        tasks = _row_tasks(info, batch, task, getattr(getattr(policy, "obs_map", None), "instruction", None))
+        tasks = read_instructions(task, obs, info, batch)
         policy_task = None if all(t is None for t in tasks) else [t or "" for t in tasks]
 
         done = np.zeros(batch, dtype=bool)
@@ -210,7 +208,7 @@ def run_group(
         sum_r = np.zeros(batch)
         max_r = np.full(batch, -np.inf)
         length = np.zeros(batch, dtype=int)
-        success = np.zeros(batch, dtype=bool)
+        succeeded = np.zeros(batch, dtype=bool)
         terminated = np.zeros(batch, dtype=bool)
         video_rows: list[int] = []
         if video is not None and frames_src is not None:
@@ -235,7 +233,7 @@ def run_group(
             sum_r[active] += reward[active]
             max_r[active] = np.maximum(max_r[active], reward[active])
             length[active] += 1
-            success[active] |= _row_success(info, batch)[active]
+            succeeded[active] |= read_successes(success, info, term, batch)[active]
             rows = [r for r in video_rows if active[r]]
             for r, imgs in frames_src.grab(obs, rows).items() if frames_src else ():
                 frames[r].append(imgs)
@@ -254,7 +252,7 @@ def run_group(
             rec = EpisodeRecord(
                 episode_index=i,
                 seed=seeds[r],
-                success=bool(success[r]),
+                success=bool(succeeded[r]),
                 length=int(length[r]),
                 sum_reward=float(sum_r[r]),
                 max_reward=float(max_r[r]) if length[r] else 0.0,
@@ -339,6 +337,7 @@ def evaluate(
     policy_kwargs: Mapping[str, Any] | None = None,
     policy_name: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    obs_map: ObservationMap | Mapping[str, Any] | None = None,
     **options: Any,
 ) -> EvalResult:
     """Evaluate a policy in closed loop and report success rate, returns, lengths and videos.
@@ -360,6 +359,10 @@ def evaluate(
         policy_kwargs: Passed to :func:`~fastvla.policies.load_policy` when ``policy`` is a spec.
         policy_name: Name of the policy in the results (default: the spec string or the class name).
         metadata: Extra entries for the ``meta.config`` block of ``eval_info.json``.
+        obs_map: The env's :class:`~fastvla.policies.ObservationMap` (or its dict form), for policies that
+            have none (baselines, remote policies): where the instruction and success come from and which
+            cameras the videos show. ``None``: the policy's ``obs_map``, if any. ``task`` and ``success``
+            options override its sources.
         **options: :class:`~fastvla.eval.EvalConfig` fields given as keywords (``n_episodes=20``,
             ``batch_size=4``, ``out_dir=...``); they override ``config``'s.
 
@@ -386,7 +389,9 @@ def evaluate(
     policy_spec = policy_name or (policy if isinstance(policy, str) else type(policy).__name__)
     policy = load_policy(policy, **dict(policy_kwargs or {}))
     groups = env_groups(env, env_kwargs)
-    obs_map = getattr(policy, "obs_map", None)
+    if isinstance(obs_map, Mapping):
+        obs_map = ObservationMap.from_dict(obs_map)
+    obs_map = obs_map if obs_map is not None else getattr(policy, "obs_map", None)
     if camera_keys is None and getattr(obs_map, "cameras", None):
         camera_keys = list(obs_map.cameras.values())  # videos show what the policy sees
     out_path = Path(cfg.out_dir) if cfg.out_dir is not None else None
@@ -424,8 +429,9 @@ def evaluate(
                         video.fps = fps or int(vec_env.metadata.get("render_fps") or 30)
                     bar.set_postfix_str(name)
                     records += run_group(
-                        policy, vec_env, name, n_episodes, seed, max_steps, task, video, bar.update, timing
-                    )
+                        policy, vec_env, name, n_episodes, seed, max_steps, task, video, bar.update, timing,
+                        success=cfg.success, obs_map=obs_map,
+                    )  # fmt: skip
                 finally:
                     if owned:
                         vec_env.close()
@@ -446,6 +452,8 @@ def evaluate(
         "max_videos": max_videos if writer is not None else 0,
         "camera_keys": list(camera_keys) if camera_keys else None,
         "task": task,
+        "success": cfg.success or getattr(obs_map, "success", None) or DEFAULT_SUCCESS,
+        "obs_map": obs_map.to_dict() if isinstance(obs_map, ObservationMap) else None,
         "vectorization": sorted(used),
         **dict(metadata or {}),
     }

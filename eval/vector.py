@@ -13,9 +13,11 @@ logger = logging.getLogger(__name__)
 
 
 class EnvFactory:
-    """A picklable ``gym.make(env_id, **kwargs)`` for vector-env workers started with spawn/forkserver.
+    """A picklable env maker for vector-env workers started with spawn/forkserver.
 
-    ``fastvla/...`` ids import ``fastvla.envs`` first (in the worker process too) so they are registered.
+    ``env_id`` is anything :func:`fastvla.utils.entry_points.make_env` takes: a registered id (``fastvla/...``
+    ids import ``fastvla.envs`` first, in the worker process too), ``module:EnvId`` or ``module:Class``.
+    Only the strings are pickled; the worker imports the module itself.
     """
 
     def __init__(self, env_id: str, kwargs: Mapping[str, Any] | None = None) -> None:
@@ -24,11 +26,9 @@ class EnvFactory:
         self.__name__ = env_id
 
     def __call__(self) -> Any:
-        import gymnasium as gym
+        from fastvla.utils.entry_points import make_env
 
-        if self.env_id.startswith("fastvla/"):
-            import fastvla.envs  # noqa: F401  (registers the fastvla/* ids)
-        return gym.make(self.env_id, **self.kwargs)
+        return make_env(self.env_id, self.kwargs)
 
     def __repr__(self) -> str:
         return f"EnvFactory({self.env_id!r}, {self.kwargs!r})"

@@ -13,9 +13,31 @@ from typing import Any
 
 import numpy as np
 
+from fastvla.errors import UserError
 from fastvla.policies.base import BasePolicy
 
 BASELINES = ("scripted", "random")
+
+
+class NoExpertError(UserError, AttributeError):
+    """The env has no ``expert_action()`` method (the message says what to use instead)."""
+
+
+def expert_actions(vec_env: Any, fix: str) -> np.ndarray:
+    """Every env's ``expert_action()`` of a vector env, stacked into ``(B, A)`` float32.
+
+    Args:
+        vec_env: a Gymnasium vector env (sync or async: reached through ``vec_env.call``).
+        fix: what to do when the env has no expert, appended to the error.
+
+    Raises:
+        NoExpertError: the env has no ``expert_action()``.
+    """
+    try:
+        actions = vec_env.call("expert_action")
+    except AttributeError as err:
+        raise NoExpertError(f"the env has no expert_action() ({err}); {fix}") from err
+    return np.stack([np.asarray(a, dtype=np.float32) for a in actions])
 
 
 class ScriptedPolicy(BasePolicy):
@@ -44,14 +66,10 @@ class ScriptedPolicy(BasePolicy):
         """Stack the experts' actions of all batch rows into ``(B, A)``."""
         if self._vec_env is None:
             raise RuntimeError("ScriptedPolicy is not bound to an env; run it through fastvla.eval.evaluate")
-        try:
-            actions = self._vec_env.call("expert_action")
-        except AttributeError as err:
-            raise AttributeError(
-                f"the 'scripted' baseline needs env.unwrapped.expert_action(); this env has none ({err}). "
-                "Use policy='random' or a trained policy instead."
-            ) from err
-        return np.stack([np.asarray(a, dtype=np.float32) for a in actions])
+        return expert_actions(
+            self._vec_env,
+            "the 'scripted' baseline needs one: use policy='random' or a trained policy instead",
+        )
 
 
 class RandomPolicy(BasePolicy):

@@ -23,7 +23,8 @@ from fastvla.errors import NonFiniteError
 from fastvla.model.quantization import is_quantized
 from fastvla.policies.base import BasePolicy
 from fastvla.policies.ensemble import ActionQueue, TemporalEnsembler
-from fastvla.policies.observation_map import ObservationMap, lookup
+from fastvla.policies.observation_map import INFO as INFO_SOURCE
+from fastvla.policies.observation_map import ObservationMap, lookup, read_instructions
 
 
 class FastVLAPolicy(BasePolicy):
@@ -273,16 +274,25 @@ class FastVLAPolicy(BasePolicy):
                     f"{cfg.state_dim}; map the right observation key"
                 )
             batch[OBS_STATE] = torch.from_numpy(state.copy())
-        batch[TASK] = self._tasks(task, size)
+        batch[TASK] = self._tasks(task, size, obs)
         return batch, bool(single)
 
-    def _tasks(self, task: str | Sequence[str] | None, size: int) -> list[str]:
-        if task is None:
-            task = self.obs_map.instruction
+    def _tasks(self, task: str | Sequence[str] | None, size: int, obs: Mapping[str, Any]) -> list[str]:
+        """The instructions: ``task`` if given, else the observation map's (a fixed one, or read from
+        the observation); one read from ``info`` must come in ``task``."""
+        source = self.obs_map.instruction
+        if task is None and source is not None and source.startswith(INFO_SOURCE):
+            key = source[len(INFO_SOURCE) :]
+            raise ValueError(
+                f"the observation map reads the instruction from {source!r}: pass "
+                f"task=info[{key!r}] to select_action (fastvla.eval.evaluate does)"
+            )
+        if task is None and source is not None:
+            return [t or "" for t in read_instructions(source, obs, {}, size)]
         if task is None:
             raise ValueError(
                 "no instruction: pass task=info['task'] to select_action or set "
-                "ObservationMap(instruction=...)"
+                "ObservationMap(instruction='info:KEY' | 'obs:PATH' | 'a fixed instruction')"
             )
         if isinstance(task, str):
             return [task] * size

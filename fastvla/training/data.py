@@ -30,6 +30,7 @@ class DataSpec:
     stats: dict[str, Any]
     train_episodes: list[int]
     val_episodes: list[int]
+    obs_map: dict[str, Any] | None = None
 
 
 class TrainingData(Protocol):

@@ -379,7 +379,8 @@ def export_policy(model: nn.Module, processor: Any, spec: Any, cfg: TrainConfig,
         processor.save_pretrained(tmp)
         policy_config = {
             # Read by FastVLAPolicy.from_pretrained; None = its defaults (FastVLA env keys, whole chunks).
-            "obs_map": None,
+            # A dataset recorded from another env through an observation map passes that map on.
+            "obs_map": getattr(spec, "obs_map", None),
             "n_action_steps": None,
             "temporal_ensemble_coeff": None,
             # For people reading the folder.

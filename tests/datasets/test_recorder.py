@@ -8,7 +8,7 @@ import pytest
 import fastvla.envs  # noqa: F401  (registers the ids)
 from fastvla.cli import main
 from fastvla.datasets import LeRobotDataset
-from fastvla.datasets.recorder import SEED_BLOCK, next_free_seed, record
+from fastvla.datasets.recorder import SEED_BLOCK, next_free_seed, record, recorded_obs_map
 
 ENV = "fastvla/ReachCube-v0"
 
@@ -41,6 +41,42 @@ def test_record_sync_only_successes(tmp_path):
     _replay_first_frames(out)
     # every saved episode ends in success: the expert's last action moves the arm onto the cube
     assert summary.successes >= 2
+    assert recorded_obs_map(out) is None  # FastVLA env keys: a trained policy needs no map
+
+
+def test_any_env_through_an_observation_map(tmp_path):
+    """Cameras picked from the map, the expert a callable, task and success from the map's sources."""
+    obs_map = {
+        "cameras": {"cam": "pixels/front", "hand": "pixels/wrist"},
+        "state": "agent_pos",
+        "success": "terminated",  # no instruction source: info["task"]
+    }
+    seen = []
+
+    def expert(env, obs, info):
+        seen.append(info["task"])
+        return env.unwrapped.expert_action()
+
+    out, env_kwargs = tmp_path / "toy", {"image_size": 16}
+    summary = record("fastvla.eval.toy:ToyReachEnv", out, episodes=2, num_envs=1, obs_map=obs_map,
+                     cameras=["hand"], expert=expert, env_kwargs=env_kwargs, progress=False)  # fmt: skip
+    assert summary.complete and seen
+    ds = LeRobotDataset(out)
+    assert [k for k in ds.meta.features if k.startswith("observation.images")] == ["observation.images.hand"]
+    assert ds.meta.features["observation.state"]["names"] == ["state_0", "state_1", "state_2", "state_3"]
+    assert ds.meta.features["action"]["shape"] == [2]
+    saved = recorded_obs_map(out)
+    assert saved["cameras"] == {"hand": "pixels/wrist"} and saved["instruction"] is None
+    from fastvla.eval.toy import ToyReachEnv
+
+    obs, info = ToyReachEnv(**env_kwargs).reset(seed=0)
+    item = ds[0]
+    assert item["task"] == info["task"] == seen[0]
+    np.testing.assert_array_equal(item["observation.state"].numpy(), obs["agent_pos"])
+    with pytest.raises(KeyError, match=r"camera\(s\) \['side'\] not in the observation map"):
+        record("fastvla.eval.toy:ToyReachEnv", tmp_path / "x", 1, obs_map=obs_map, cameras=["side"])
+    with pytest.raises(ValueError, match="map depth paths instead"):
+        record("fastvla.eval.toy:ToyReachEnv", tmp_path / "y", 1, obs_map=obs_map, depth=True)
 
 
 @pytest.mark.slow

@@ -13,9 +13,11 @@ MODULES = [
     "fastvla.eval.config",
     "fastvla.policies.base",
     "fastvla.policies.loading",
+    "fastvla.policies.observation_map",
     "fastvla.datasets.config",
     "fastvla.serving.config",
     "fastvla.utils.config",
+    "fastvla.utils.entry_points",
     "fastvla.utils.flags",
     "fastvla.utils.image",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -283,3 +284,45 @@ def test_open_vector_env_is_reused_and_left_open() -> None:
     assert _outcomes(first) == _outcomes(reference)
     vec_env.reset(seed=0)  # still open
     vec_env.close()
+
+
+def _renamed_keys() -> Any:
+    """ToyReachEnv with another env's info keys: the instruction in ``goal_text``, success in ``solved``."""
+    import gymnasium as gym
+
+    class RenamedInfo(gym.Wrapper):
+        def reset(self, **kwargs):
+            obs, info = self.env.reset(**kwargs)
+            return obs, {"goal_text": info["task"], "solved": info["is_success"]}
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            return (
+                obs,
+                reward,
+                terminated,
+                truncated,
+                {"goal_text": info["task"], "solved": info["is_success"]},
+            )
+
+    return RenamedInfo(ToyReachEnv(image_size=8))
+
+
+def test_observation_map_names_the_instruction_and_success_keys() -> None:
+    run = functools.partial(evaluate, env=_renamed_keys, n_episodes=3, progress=False, vectorization="sync")
+    unmapped = run(CountingPolicy())
+    assert unmapped.success_rate == 0.0 and {e.task for e in unmapped.episodes} == {""}  # no is_success
+    obs_map = {
+        "cameras": {"front": "pixels/front"},
+        "instruction": "info:goal_text",
+        "success": "info:solved",
+    }
+    policy = CountingPolicy()
+    mapped = run(policy, obs_map=obs_map)
+    assert mapped.success_rate == 1.0 and mapped.info["meta"]["config"]["obs_map"]["success"] == "info:solved"
+    assert policy.tasks[0] == [mapped.episodes[0].task] and mapped.episodes[0].task.startswith("reach the ")
+    assert run(CountingPolicy(), success="terminated").success_rate == 1.0  # the toy terminates on success
+    with pytest.raises(KeyError, match=r"no key 'info:solve'; available: \['goal_text', 'solved'\]"):
+        run(CountingPolicy(), obs_map=obs_map, success="info:solve")
+    with pytest.raises(ValueError, match="'info:KEY' or 'terminated'"):
+        run(CountingPolicy(), success="solved")

@@ -186,6 +186,22 @@ def test_save_pretrained_keeps_obs_map(toy_dir, tmp_path) -> None:
     assert again.obs_map == policy.obs_map and again.n_action_steps == 2
 
 
+def test_instruction_read_from_the_observation_or_named_info_key(toy_dir) -> None:
+    obs, info = ToyArmEnv().reset(seed=2)
+    expected = FastVLAPolicy.from_pretrained(toy_dir, obs_map=toy_map()).predict_action_chunk(
+        obs, task=info["task"]
+    )
+    from_obs = FastVLAPolicy.from_pretrained(toy_dir, obs_map=toy_map(instruction="obs:lang/text"))
+    chunk = from_obs.predict_action_chunk({**obs, "lang": {"text": "move the arm up"}})
+    np.testing.assert_allclose(chunk, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(KeyError, match=r"instruction not in observation.*available: \['sensors/cam_top'"):
+        from_obs.select_action(obs)
+    from_info = FastVLAPolicy.from_pretrained(toy_dir, obs_map=toy_map(instruction="info:goal_text"))
+    with pytest.raises(ValueError, match=r"pass task=info\['goal_text'\] to select_action"):
+        from_info.select_action(obs)
+    np.testing.assert_allclose(from_info.predict_action_chunk(obs, task=info["task"]), expected, rtol=1e-5)
+
+
 def test_drives_fastvla_env(tmp_path) -> None:
     import fastvla.envs  # noqa: F401  (registers the ids)
 
