@@ -14,7 +14,9 @@ budget=${2:-560}
 t0=$(date +%s)
 left() { echo $((budget - ($(date +%s) - t0))); }
 W=outputs/sim_base
-export MUJOCO_GL=egl PYTHONUNBUFFERED=1
+# PYTHONSAFEPATH: `python -m fastvla` must not put the repository root (whose fastvla/ lacks the side
+# folders) on sys.path ahead of /tmp/fv.
+export MUJOCO_GL=egl PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1
 vendor=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 [ -f "$vendor" ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$vendor
 if [ ! -d /tmp/fv ]; then
