@@ -31,6 +31,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fastvla.errors import UserError
 from fastvla.ros2.config import GID_DISTROS, TRANSPORTS, BridgeConfig, Ros2Config
 from fastvla.ros2.dds import INSTALL_HINT, loopback_config
 from fastvla.utils.flags import add_command, add_config_arguments, config_from_args, handle_config_output
@@ -61,7 +62,7 @@ def load_policy(
             obj = getattr(obj, part)
         return obj() if callable(obj) else obj
     if not Path(spec).exists():
-        raise SystemExit(f"--policy {spec!r}: no such directory (nor a module:factory like pkg.mod:Policy)")
+        raise UserError(f"--policy {spec!r}: no such directory (nor a module:factory like pkg.mod:Policy)")
     from fastvla import policies  # start-up time: torch and the model load only when a checkpoint is served
 
     cams = {cam: f"pixels/{cam}" for cam in cameras}
@@ -83,7 +84,7 @@ def resolve_transport(choice: str) -> str:
 
 def _require_dds() -> None:
     if importlib.util.find_spec("cyclonedds") is None:
-        raise SystemExit(
+        raise UserError(
             f"fastvla ros2 needs the Cyclone DDS Python package, which is not installed. "
             f"Install the ROS 2 extra: {INSTALL_HINT}"
         )
@@ -94,10 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.print_dds_config:
         sys.stdout.write(loopback_config())
         return 0
-    try:
-        config = config_from_args(args, Ros2Config)
-    except ValueError as err:  # a missing flag, bad topic names or rates: a message, no traceback
-        raise SystemExit(f"fastvla ros2: {err}") from err
+    # A missing flag, bad topic names or rates raise ValueError: `fastvla` prints it as one line, exit 2.
+    config = config_from_args(args, Ros2Config)
     if handle_config_output(args, config):
         return 0
     return run_config(config)
@@ -107,26 +106,24 @@ def run_config(config: Ros2Config) -> int:
     """Load ``config.policy`` and serve it as a ROS 2 node until stopped (Ctrl-C or ``duration``)."""
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bridge = config.bridge
-    try:
-        domain_id = config.resolved_domain_id()
-        transport = resolve_transport(config.transport)
-        if transport == "cyclone":
-            if bridge.action_server or bridge.command_type == "follow_joint_trajectory":
-                raise ValueError(
-                    "ROS 2 actions (--action-server, --command-type follow_joint_trajectory) need the rclpy "
-                    "transport: install ROS 2 (or its PyPI wheels) and use --transport rclpy"
-                )
-            _require_dds()
-        policy = load_policy(
-            config.policy,
-            list(bridge.cameras),
-            bridge.instruction,
-            config.device,
-            config.load_in_4bit,
-            config.n_action_steps,
-        )
-    except ValueError as err:  # cameras that don't match the model, a bad $ROS_DOMAIN_ID: no traceback
-        raise SystemExit(f"fastvla ros2: {err}") from err
+    # Cameras that don't match the model or a bad $ROS_DOMAIN_ID raise ValueError: one line, exit 2.
+    domain_id = config.resolved_domain_id()
+    transport = resolve_transport(config.transport)
+    if transport == "cyclone":
+        if bridge.action_server or bridge.command_type == "follow_joint_trajectory":
+            raise ValueError(
+                "ROS 2 actions (--action-server, --command-type follow_joint_trajectory) need the rclpy "
+                "transport: install ROS 2 (or its PyPI wheels) and use --transport rclpy"
+            )
+        _require_dds()
+    policy = load_policy(
+        config.policy,
+        list(bridge.cameras),
+        bridge.instruction,
+        config.device,
+        config.load_in_4bit,
+        config.n_action_steps,
+    )
     return _serve(config, transport, domain_id, policy)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fastvla import cli as fastvla_cli
+from fastvla.errors import UserError
 from fastvla.ros2 import cli
 from fastvla.ros2.config import Ros2Config
 from fastvla.utils.flags import config_from_args
@@ -79,11 +81,15 @@ def test_bad_camera_spec_names_the_fix(capsys) -> None:
     assert "--cameras/--camera: 'front/camera' must be NAME:=TOPIC" in err
 
 
-def test_missing_policy_or_camera_names_the_flag() -> None:
-    with pytest.raises(SystemExit, match="fastvla ros2: --policy is required"):
+def test_missing_policy_or_camera_names_the_flag(capsys) -> None:
+    with pytest.raises(ValueError, match="--policy is required"):
         cli.run(parse(["--camera", "front:=/a"]))
-    with pytest.raises(SystemExit, match="fastvla ros2: --cameras is required"):
+    with pytest.raises(ValueError, match="--cameras is required"):
         cli.run(parse(["--policy", "p"]))
+    # Through the `fastvla` entry point: one line naming the flag, exit status 2 like every command.
+    assert fastvla_cli.main(["ros2", "--policy", "p"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastvla ros2: error:") and "--cameras is required" in err[0]
 
 
 def test_print_config_round_trips_through_a_config_file(tmp_path: Path, capsys) -> None:
@@ -131,7 +137,7 @@ def test_missing_dds_package_says_how_to_install(monkeypatch) -> None:
     monkeypatch.setattr(
         cli.importlib.util, "find_spec", lambda n, *a: None if n == "cyclonedds" else real(n, *a)
     )
-    with pytest.raises(SystemExit, match=r"pip install 'fastvla\[ros2\]'"):
+    with pytest.raises(UserError, match=r"pip install 'fastvla\[ros2\]'"):
         cli.run(parse(BRIEF))
 
 
@@ -146,16 +152,16 @@ def test_print_dds_config_is_loopback_only(capsys) -> None:
 def test_load_policy_from_factory_and_bad_path() -> None:
     policy = cli.load_policy("fastvla.ros2.testing:FrameEchoPolicy", ["front"], "x", None)
     assert hasattr(policy, "select_action") and hasattr(policy, "predict_action_chunk")
-    with pytest.raises(SystemExit, match="no such directory"):
+    with pytest.raises(UserError, match="no such directory"):
         cli.load_policy("/nonexistent/policy_dir", ["front"], "x", None)
 
 
-def test_bad_values_exit_with_a_message_not_a_traceback() -> None:
-    with pytest.raises(SystemExit, match=r"fastvla ros2: rate 0.0 Hz must be > 0"):
+def test_bad_values_raise_errors_that_name_the_value() -> None:
+    with pytest.raises(ValueError, match=r"rate 0.0 Hz must be > 0"):
         cli.run(parse([*BRIEF, "--rate", "0"]))
-    with pytest.raises(SystemExit, match=r"--domain-id 300 out of range; ROS 2 uses 0-232"):
+    with pytest.raises(ValueError, match=r"--domain-id 300 out of range; ROS 2 uses 0-232"):
         cli.run(parse([*BRIEF, "--domain-id", "300"]))
-    with pytest.raises(SystemExit, match=r"token '2nd'"):
+    with pytest.raises(ValueError, match=r"token '2nd'"):
         cli.run(parse([*BRIEF, "--command", "/arm/2nd"]))
 
 
@@ -190,5 +196,5 @@ def test_transport_and_action_flags() -> None:
 
 def test_actions_need_the_rclpy_transport() -> None:
     args = parse([*BRIEF, "--transport", "cyclone", "--command-type", "follow_joint_trajectory"])
-    with pytest.raises(SystemExit, match="need the rclpy transport"):
+    with pytest.raises(ValueError, match="need the rclpy transport"):
         cli.run(args)
