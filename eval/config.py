@@ -52,6 +52,11 @@ class EvalConfig(ConfigMixin):
         "Where success is read: 'info:KEY' (e.g. info:success) or 'terminated'; None = the observation "
         "map's, else info:is_success.",
     )
+    expert: str | None = config_field(
+        None,
+        "The 'scripted' baseline's expert for envs without expert_action(): 'module:function', called as "
+        "function(env, obs, info) -> action (as for fastvla record --expert).",
+    )
     vectorization: Literal["auto", "async", "sync"] = config_field(
         "auto", "Vector env kind; auto = async workers (forkserver) when the batch size is > 1, else sync."
     )
@@ -73,6 +78,10 @@ class EvalConfig(ConfigMixin):
             f"max_steps={self.max_steps}; must be >= 1 (or None for the env's time limit)",
         )
         check(self.fps is None or self.fps >= 1, f"fps={self.fps}; must be >= 1 (or None)")
+        check(
+            self.expert is None or ":" in self.expert,
+            f"expert={self.expert!r} (--expert); must be 'module:function', e.g. 'my_env:expert'",
+        )
         check_instruction_source(self.task)
         if self.success is not None:
             check_success_source(self.success)

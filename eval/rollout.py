@@ -388,7 +388,7 @@ def evaluate(
 
     policy_spec = policy_name or (policy if isinstance(policy, str) else type(policy).__name__)
     policy = load_policy(policy, **dict(policy_kwargs or {}))
-    groups = env_groups(env, env_kwargs)
+    groups = env_groups(env, env_kwargs, cfg.expert)
     if isinstance(obs_map, Mapping):
         obs_map = ObservationMap.from_dict(obs_map)
     obs_map = obs_map if obs_map is not None else getattr(policy, "obs_map", None)
@@ -445,6 +445,7 @@ def evaluate(
         "policy": policy_spec,
         "env": list(groups),
         "env_kwargs": dict(env_kwargs or {}),
+        "expert": cfg.expert,
         "n_episodes": n_episodes,
         "batch_size": sizes.pop() if len(sizes) == 1 else sorted(sizes),  # envs stepped together
         "seed": seed,

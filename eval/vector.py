@@ -17,21 +17,27 @@ class EnvFactory:
 
     ``env_id`` is anything :func:`fastvla.utils.entry_points.make_env` takes: a registered id (``fastvla/...``
     ids import ``fastvla.envs`` first, in the worker process too), ``module:EnvId`` or ``module:Class``.
-    Only the strings are pickled; the worker imports the module itself.
+    Only the strings are pickled; the worker imports the module itself. ``expert`` (``"module:function"``,
+    ``(env, obs, info) -> action``) gives the env an ``expert_action()`` for the ``scripted`` baseline.
     """
 
-    def __init__(self, env_id: str, kwargs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, env_id: str, kwargs: Mapping[str, Any] | None = None, expert: str | None = None
+    ) -> None:
         self.env_id = env_id
         self.kwargs = dict(kwargs or {})
+        self.expert = expert
         self.__name__ = env_id
 
     def __call__(self) -> Any:
-        from fastvla.utils.entry_points import make_env
+        # In the worker: start-up time (gymnasium and the env's module load only where envs are made).
+        from fastvla.utils.entry_points import ExpertAction, make_env
 
-        return make_env(self.env_id, self.kwargs)
+        env = make_env(self.env_id, self.kwargs)
+        return env if self.expert is None else ExpertAction(env, self.expert)
 
     def __repr__(self) -> str:
-        return f"EnvFactory({self.env_id!r}, {self.kwargs!r})"
+        return f"EnvFactory({self.env_id!r}, {self.kwargs!r}, expert={self.expert!r})"
 
 
 def is_vector_env(env: Any) -> bool:
@@ -48,8 +54,11 @@ def _vector_env_name(vec_env: Any) -> str | None:
         return None
 
 
-def env_groups(env: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Normalise ``env`` (id, factory, vector env, list or dict of them) into ``{group name: env}``."""
+def env_groups(env: Any, env_kwargs: Mapping[str, Any] | None, expert: str | None = None) -> dict[str, Any]:
+    """Normalise ``env`` (id, factory, vector env, list or dict of them) into ``{group name: env}``.
+
+    ``env_kwargs`` and ``expert`` apply to env ids (strings) only.
+    """
     if isinstance(env, Mapping):
         items = list(env.items())
     elif isinstance(env, (list, tuple)):
@@ -61,7 +70,12 @@ def env_groups(env: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]
     groups: dict[str, Any] = {}
     for i, (name, e) in enumerate(items):
         if isinstance(e, str):
-            factory: Any = EnvFactory(e, env_kwargs)
+            factory: Any = EnvFactory(e, env_kwargs, expert)
+        elif expert is not None:
+            raise ValueError(
+                f"expert={expert!r} only applies to env ids; wrap your env in "
+                "fastvla.utils.entry_points.ExpertAction(env, expert) instead"
+            )
         elif is_vector_env(e):
             factory, name = e, name or _vector_env_name(e)
         elif callable(e):

@@ -92,6 +92,17 @@ def test_eval_baseline_with_obs_map_flags(in_example_dir: Path, tmp_path: Path) 
     assert info["meta"]["config"]["camera_keys"] == ["sensors/rgb_top"]
 
 
+def test_scripted_baseline_with_an_expert_function(in_example_dir: Path, tmp_path: Path) -> None:
+    argv = ["eval", "--policy", "scripted", "--env", "point_env:PointEnv", "--expert", "point_env:expert",
+            "--episodes", "4", "--batch-size", "2", "--no-progress", "--obs-map", json.dumps(OBS_MAP),
+            "--env-kwargs", '{"image_size": 16}', "--max-videos", "0", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0  # batch 2: async workers build the expert wrapper from its entry point
+    info = json.loads((tmp_path / "eval_info.json").read_text())
+    assert info["meta"]["config"]["expert"] == "point_env:expert"
+    assert [e["success"] for e in info["per_episode"]] == [True] * 4  # the expert solves the example env
+    assert main([*argv[:5], "--expert", "point_env", *argv[7:]]) == 2  # not module:function
+
+
 def test_wrong_paths_and_missing_expert_are_clear_errors(
     in_example_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
