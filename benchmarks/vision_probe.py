@@ -1,0 +1,136 @@
+"""Does a policy look? Image sensitivity of its actions, against the scripted expert, on the built-in tasks.
+
+A behaviour-cloned policy can reach a low loss by predicting what the *state* alone implies (move down,
+close the gripper) and the dataset mean for everything that depends on *where* things are — then it drives
+to the same place in every episode, whatever the scene. Closed-loop success shows the failure only as a
+number near chance; this probe shows its cause in a few forward passes, no rollouts:
+
+* for ``--seeds`` fresh resets of each task, the policy's first action on its own observation, and on the
+  same observation with the **camera images of another seed** swapped in (state and instruction unchanged);
+* ``image effect``: mean |action(own images) - action(swapped images)| over the translation dimensions,
+  against the spread of the expert's translation across seeds (what the images *should* change);
+* ``R^2 vs expert``: how much of the expert's translation variance across seeds the policy's first
+  action explains (1 = it follows the scene like the expert, <= 0 = no better than a constant).
+
+Example::
+
+    python benchmarks/vision_probe.py --policy fastvla/checkpoints/sim-base --seeds 32
+
+Prints a table and writes JSON (default ``benchmarks/results/vision_probe.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import fastvla.envs  # noqa: F401  (registers the tasks)
+from fastvla.eval.report import git_revision
+from fastvla.utils.io import atomic_write_text
+
+TASKS = (
+    "fastvla/ReachCube-v0",
+    "fastvla/PickCube-v0",
+    "fastvla/PushCube-v0",
+    "fastvla/PlaceCube-v0",
+    "fastvla/StackCube-v0",
+)
+TRANSLATION = slice(0, 3)  # end-effector delta x, y, z of the 7-D action
+
+
+def first_action(policy: Any, obs: dict[str, Any], task: str) -> np.ndarray:
+    """The first action of the chunk the policy predicts for ``obs`` (its queue cleared first)."""
+    policy.reset()
+    chunk = np.asarray(policy.predict_action_chunk(obs, task=task), dtype=np.float64)
+    return chunk.reshape(-1, chunk.shape[-1])[0]
+
+
+def probe_task(policy: Any, env_id: str, seeds: list[int], image_size: int) -> dict[str, Any]:
+    """Own-image, swapped-image and expert first actions of ``env_id`` over ``seeds``."""
+    env = gym.make(env_id, image_size=image_size, cameras=tuple(policy.obs_map.cameras))
+    try:
+        resets = [env.reset(seed=s) for s in seeds]
+        experts = []
+        for s in seeds:  # the expert's first action needs the env in that seed's state
+            env.reset(seed=s)
+            experts.append(np.asarray(env.unwrapped.expert_action(), dtype=np.float64))
+    finally:
+        env.close()
+    own, swapped = [], []
+    for i, (obs, info) in enumerate(resets):
+        other = copy.copy(obs)
+        other["pixels"] = resets[(i + 1) % len(resets)][0]["pixels"]  # another scene, same state and task
+        own.append(first_action(policy, obs, info["task"]))
+        swapped.append(first_action(policy, other, info["task"]))
+    own_t, swap_t = np.stack(own)[:, TRANSLATION], np.stack(swapped)[:, TRANSLATION]
+    exp_t = np.stack(experts)[:, TRANSLATION]
+    residual = ((own_t - exp_t) ** 2).sum()
+    total = ((exp_t - exp_t.mean(0)) ** 2).sum()
+    return {
+        "env": env_id,
+        "seeds": seeds,
+        "image_effect": float(np.abs(own_t - swap_t).mean()),
+        "expert_spread": float(np.abs(exp_t - exp_t[np.roll(np.arange(len(seeds)), -1)]).mean()),
+        "r2_vs_expert": float(1 - residual / total) if total > 0 else float("nan"),
+        "policy_translation_std": own_t.std(0).round(4).tolist(),
+        "expert_translation_std": exp_t.std(0).round(4).tolist(),
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Markdown table of a probe report."""
+    lines = [
+        "| task | image effect | expert spread | R^2 vs expert | policy std (x, y, z) | expert std (x, y, z) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["tasks"]:
+        lines.append(
+            f"| {r['env'].split('/')[-1]} | {r['image_effect']:.4f} | {r['expert_spread']:.4f} | "
+            f"{r['r2_vs_expert']:.2f} | {r['policy_translation_std']} | {r['expert_translation_std']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Parse arguments, probe every task, print the table and write JSON."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--policy", default="fastvla/checkpoints/sim-base", help="policy folder")
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS), help="env ids")
+    parser.add_argument("--seeds", type=int, default=32, help="resets per task")
+    parser.add_argument("--seed", type=int, default=300_000, help="first seed (never recorded)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--out", default="benchmarks/results/vision_probe.json")
+    args = parser.parse_args()
+
+    from fastvla.policies import FastVLAPolicy
+
+    torch.manual_seed(0)
+    policy = FastVLAPolicy.from_pretrained(args.policy)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    report = {
+        "policy": args.policy,
+        "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
+        "git_revision": (git_revision() or {}).get("commit", "unknown"),
+        "command": "python benchmarks/vision_probe.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "tasks"
+        ),
+        "tasks": [probe_task(policy, t, seeds, args.image_size) for t in args.tasks],
+    }
+    print(format_table(report))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
