@@ -88,7 +88,8 @@ def probe_task(policy: Any, env_id: str, seeds: list[int], image_size: int) -> d
 def format_table(report: dict[str, Any]) -> str:
     """Markdown table of a probe report."""
     lines = [
-        "| task | image effect | expert spread | R^2 vs expert | policy std (x, y, z) | expert std (x, y, z) |",
+        "| task | image effect | expert spread | R^2 vs expert | policy std (x, y, z) "
+        "| expert std (x, y, z) |",
         "|---|---|---|---|---|---|",
     ]
     for r in report["tasks"]:
@@ -121,9 +122,8 @@ def main() -> None:
         "policy": args.policy,
         "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
         "git_revision": (git_revision() or {}).get("commit", "unknown"),
-        "command": "python benchmarks/vision_probe.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "tasks"
-        ),
+        "command": "python benchmarks/vision_probe.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "tasks"),
         "tasks": [probe_task(policy, t, seeds, args.image_size) for t in args.tasks],
     }
     print(format_table(report))
