@@ -36,7 +36,7 @@ def save_tiny_policy(path: Path, image_size: int, state_dim: int) -> Path:
     from fastvla.model import FastVLAModel, FastVLAProcessor
 
     torch.manual_seed(0)
-    kw = {"camera_names": ["front", "wrist"], "state_dim": state_dim, "action_dim": 7, "chunk_size": 8}
+    kw = {"cameras": ["front", "wrist"], "state_dim": state_dim, "action_dim": 7, "chunk_size": 8}
     model = FastVLAModel.from_preset("tiny", image_size=image_size, **kw)
     stats = {
         "observation.state": {"mean": [0.0] * state_dim, "std": [1.0] * state_dim},

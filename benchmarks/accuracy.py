@@ -36,7 +36,7 @@ def held_out_l1(policy, dataset_dir: Path, batch_size: int = 64) -> float:
 
     cfg = policy.model.config
     data = TrainingDataset(
-        dataset_dir, cfg.camera_names, tuple(cfg.image_size), cfg.chunk_size, cache_dir=dataset_dir / "cache"
+        dataset_dir, cfg.cameras, tuple(cfg.image_size), cfg.chunk_size, cache_dir=dataset_dir / "cache"
     )
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     total, count = 0.0, 0
@@ -78,7 +78,7 @@ def main() -> None:
         for label, four_bit in (("fp32", False), ("nf4", True))
     }
     cfg = policies["fp32"].model.config
-    env_kwargs = {"cameras": tuple(cfg.camera_names), "image_size": int(cfg.image_size[0])}
+    env_kwargs = {"cameras": tuple(cfg.cameras), "image_size": int(cfg.image_size[0])}
     env_kwargs.update(json.loads(args.env_kwargs))
 
     held_out = work / "held_out"

@@ -98,7 +98,7 @@ def policy_scenarios(policy: Any) -> dict[str, list[tuple[str, int, int]]]:
     """The observation a FastVLAPolicy expects: its cameras' paths at the model's image size."""
     config = policy.model.config
     h, w = (config.image_size, config.image_size) if isinstance(config.image_size, int) else config.image_size
-    cams = [(policy.obs_map.cameras[c], h, w) for c in config.camera_names]
+    cams = [(policy.obs_map.cameras[c], h, w) for c in config.cameras]
     return {f"{type(policy).__name__} {len(cams)} cams {h}x{w}": cams}
 
 

@@ -112,7 +112,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     def run(policy: Any, label: str, task: str, colors: tuple[str, ...], seed: int, videos: int) -> Any:
         cfg = policy.model.config
         env_kwargs = {
-            "cameras": tuple(cfg.camera_names),
+            "cameras": tuple(cfg.cameras),
             "image_size": int(cfg.image_size[0]),
             "instruction_colors": colors,
         }

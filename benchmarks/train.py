@@ -53,7 +53,7 @@ def _spec(model_config: Any) -> Any:
     }
     return DataSpec(
         root=Path("."),
-        camera_names=list(model_config.camera_names),
+        camera_names=list(model_config.cameras),
         state_dim=model_config.state_dim,
         action_dim=model_config.action_dim,
         fps=10,
@@ -92,7 +92,7 @@ def _batch(config: Any, batch_size: int) -> dict[str, Any]:
     shape = (batch_size, 3, h, w)
     batch: dict[str, Any] = {
         f"observation.images.{c}": torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
-        for c in config.camera_names
+        for c in config.cameras
     }
     batch["observation.state"] = torch.randn(batch_size, config.state_dim, generator=g)
     batch["action"] = torch.rand(batch_size, config.chunk_size, config.action_dim, generator=g) * 2 - 1

@@ -274,7 +274,7 @@ class FastVLAModel(FastVLAPreTrainedModel):
             attn_implementation: ``"sdpa"``, ``"flash_attention_2"``, ``"eager"``; default automatic.
             quantization_config: a ``BitsAndBytesConfig``: the model is built in ``dtype`` on ``device``,
                 written to a temporary folder and reloaded quantised (vision tower and decoder only).
-            **overrides: config fields to change (``camera_names``, ``state_dim``, ``action_dim``,
+            **overrides: config fields to change (``cameras``, ``state_dim``, ``action_dim``,
                 ``chunk_size``, ``image_size``, ``use_depth``, or ``fusion={...}`` etc.).
         """
         from fastvla.model.presets import preset_config
@@ -331,12 +331,12 @@ class FastVLAModel(FastVLAPreTrainedModel):
             dtype: dtype to load the backbones in.
             device: device for the whole model.
             attn_implementation: attention backend (default automatic).
-            **config_kwargs: other :class:`FastVLAConfig` fields (``camera_names``, ``state_dim``, ...).
+            **config_kwargs: other :class:`FastVLAConfig` fields (``cameras``, ``state_dim``, ...).
 
         Example:
             >>> model = FastVLAModel.from_backbones(  # doctest: +SKIP
             ...     vision="google/siglip-base-patch16-224", text="HuggingFaceTB/SmolLM2-360M",
-            ...     camera_names=["front", "wrist"], state_dim=8, action_dim=7, chunk_size=8)
+            ...     cameras=["front", "wrist"], state_dim=8, action_dim=7, chunk_size=8)
         """
         attn = attn_implementation_map(attn_implementation, device)
         vision_cfg = AutoConfig.from_pretrained(vision)

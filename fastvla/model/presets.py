@@ -46,7 +46,7 @@ class Preset:
 
 #: The built-in suite's robot interface, every preset's default: two cameras, 8-D state, 7-D action chunks.
 _SUITE_IO: dict[str, Any] = {
-    "camera_names": ["front", "wrist"],
+    "cameras": ["front", "wrist"],
     "state_dim": 8,
     "action_dim": 7,
     "chunk_size": 8,

@@ -51,7 +51,7 @@ class FastVLAProcessor:
 
     Args:
         tokenizer: a transformers tokenizer (its pad token is used for batching).
-        camera_names: cameras in the model's order; images come from ``observation.images.<cam>``.
+        cameras: the model's camera names, in its order; images come from ``observation.images.<camera>``.
         image_size: (H, W) the vision tower expects.
         image_mean: per-channel mean for pixels in [0, 1].
         image_std: per-channel std.
@@ -73,7 +73,7 @@ class FastVLAProcessor:
     def __init__(
         self,
         tokenizer: Any,
-        camera_names: Sequence[str],
+        cameras: Sequence[str],
         image_size: Sequence[int] | int,
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),
         image_std: Sequence[float] = (0.5, 0.5, 0.5),
@@ -86,7 +86,7 @@ class FastVLAProcessor:
         if "{task}" not in prompt_template:
             raise ValueError(f"prompt_template {prompt_template!r} must contain '{{task}}'")
         self.tokenizer = tokenizer
-        self.camera_names = list(camera_names)
+        self.cameras = list(cameras)
         self.image_size = as_hw(image_size)
         self.image_mean = [float(v) for v in image_mean]
         self.image_std = [float(v) for v in image_std]
@@ -109,7 +109,7 @@ class FastVLAProcessor:
         """Processor matching a :class:`FastVLAConfig` (cameras, image size, depth, instruction length)."""
         proc = cls(
             tokenizer,
-            camera_names=config.camera_names,
+            cameras=config.cameras,
             image_size=config.image_size,
             max_instruction_tokens=config.max_instruction_tokens,
             use_depth=config.use_depth,
@@ -158,7 +158,7 @@ class FastVLAProcessor:
     def _images(self, batch: Mapping[str, Any], key_fn: Any, channels: int) -> tuple[torch.Tensor, bool]:
         """Cameras of ``batch`` stacked as (B, cams, channels, H, W) float, and whether it was unbatched."""
         frames, single = [], False
-        for cam in self.camera_names:
+        for cam in self.cameras:
             key = key_fn(cam)
             if key not in batch:
                 available = sorted(k for k in batch if k.startswith("observation."))
@@ -268,7 +268,7 @@ class FastVLAProcessor:
         """JSON-serialisable settings (not the tokenizer or statistics)."""
         return {
             "processor_class": type(self).__name__,
-            "camera_names": self.camera_names,
+            "cameras": self.cameras,
             "image_size": list(self.image_size),
             "image_mean": self.image_mean,
             "image_std": self.image_std,
@@ -316,6 +316,8 @@ class FastVLAProcessor:
             )
         settings = json.loads(config_file.read_text())
         settings.pop("processor_class", None)
+        if "camera_names" in settings:  # saved before the rename
+            settings["cameras"] = settings.pop("camera_names")
         settings.update(overrides)
         stats_file = path / DATASET_STATS_FILE
         normalizer = Normalizer.load(str(stats_file)) if stats_file.is_file() else None

@@ -63,7 +63,7 @@ def describe_policy(policy: Any) -> dict[str, Any]:
     """Metadata a client needs about a policy: action dim, chunk size, cameras, default ``n_action_steps``.
 
     Uses ``policy.serving_metadata()`` when the policy defines it, otherwise reads the attributes
-    ``FastVLAPolicy`` exposes (``config.action_dim``, ``config.chunk_size``, ``config.camera_names``,
+    ``FastVLAPolicy`` exposes (``config.action_dim``, ``config.chunk_size``, ``config.cameras``,
     ``config.state_dim``, ``config.image_size``, ``n_action_steps``, ``obs_map``,
     ``processor.resize_images``). Unknown fields are None. The server validates requests against the
     observation map, state size and (for policies that do not resize) image size it finds here.
@@ -81,7 +81,7 @@ def describe_policy(policy: Any) -> dict[str, Any]:
         return None
 
     obs_map = getattr(policy, "obs_map", None)
-    cameras = attr("camera_names")
+    cameras = attr("cameras")
     resize = getattr(getattr(policy, "processor", None), "resize_images", None)
     meta = {
         "policy_class": type(policy).__name__,
