@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import HfApi
+from transformers import AutoTokenizer
 
 from fastvla.constants import ACTION, ACTION_IS_PAD, DATASET_STATS_FILE, OBS_STATE, TASK, depth_key, image_key
+from fastvla.model.presets import get_preset, preset_config
 from fastvla.normalize import Normalizer
 from fastvla.utils.image import as_hw
+from fastvla.utils.io import atomic_write_text
 
 PROCESSOR_CONFIG_FILE = "processor_config.json"
 DEFAULT_MODES = {OBS_STATE: "mean_std", ACTION: "min_max"}
@@ -138,8 +143,6 @@ class FastVLAProcessor:
                 action ``min_max``).
             **kwargs: other constructor arguments.
         """
-        from fastvla.model.presets import get_preset, preset_config
-
         preset = get_preset(name)
         config = config if config is not None else preset_config(name)
         kwargs.setdefault("image_mean", preset.image_mean)
@@ -280,8 +283,6 @@ class FastVLAProcessor:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write ``processor_config.json``, ``dataset_stats.json`` (if any) and the tokenizer files."""
-        from fastvla.utils.io import atomic_write_text
-
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / PROCESSOR_CONFIG_FILE, json.dumps(self.to_dict(), indent=2))
@@ -291,10 +292,6 @@ class FastVLAProcessor:
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> Any:
         """Upload the processor files to a Hub model repo (next to ``model.push_to_hub(repo_id)``)."""
-        import tempfile
-
-        from huggingface_hub import HfApi
-
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="fastvla-processor-") as tmp:
@@ -306,8 +303,6 @@ class FastVLAProcessor:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> FastVLAProcessor:
         """Load a processor saved with :meth:`save_pretrained` (local folder)."""
-        from transformers import AutoTokenizer
-
         path = Path(path)
         config_file = path / PROCESSOR_CONFIG_FILE
         if not config_file.is_file():
