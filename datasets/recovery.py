@@ -35,6 +35,7 @@ from fastvla.datasets.metadata import (
     EPISODES_DIR,
     INFO_PATH,
     TASKS_PATH,
+    feature_keys,
     load_info,
     load_tasks_v30,
     read_parquet,
@@ -147,9 +148,7 @@ def _trim_videos(root: Path, info: dict[str, Any], rows: list[dict[str, Any]], a
     fps = info["fps"]
     template = info.get("video_path") or DEFAULT_VIDEO_PATH
     source = f"{root / INFO_PATH} video_path"
-    for key, spec in info["features"].items():
-        if spec["dtype"] != "video":
-            continue
+    for key in feature_keys(info, "video"):
         prefix = f"videos/{key}/"
         for path, refs in _referenced_files(root, template, source, rows, prefix, actions, video_key=key):
             end = max(float(r[f"{prefix}to_timestamp"]) for r in refs)
