@@ -12,22 +12,28 @@ export MUJOCO_GL ?= egl
 .PHONY: demo test test-core test-thirdparty test-all lint format bench bench-thirdparty venv venv-thirdparty \
 	sysdeps ros-venvs clean
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,serve]"
+# pip extras of the two venvs (variables: a literal comma would split $(call ...)'s arguments).
+EXTRAS := dev,serve
+EXTRAS_3P := thirdparty,$(EXTRAS)
+
+# $(call venv_recipe,PYTHON OF THE VENV,VENV FOLDER,EXTRAS): create the venv if needed, torch first, then the
+# package with EXTRAS. Rebuilt only when pyproject changes.
+define venv_recipe
+	test -x $(1) || $(PYTHON) -m venv $(2)
+	$(1) -m pip install -q --upgrade pip
+	$(1) -m pip install -q "$(TORCH)"
+	$(1) -m pip install -q -e ".[$(3)]"
 	touch $@
+endef
+
+$(VENV)/.installed: pyproject.toml
+	$(call venv_recipe,$(PY),$(VENV),$(EXTRAS))
 
 venv: $(VENV)/.installed
 
-# Same recipe, the `thirdparty` extra; torch first for the same reason. Rebuilt only when pyproject changes.
+# The `thirdparty` extra in its own venv.
 $(VENV_3P)/.installed: pyproject.toml
-	test -x $(PY_3P) || $(PYTHON) -m venv $(VENV_3P)
-	$(PY_3P) -m pip install -q --upgrade pip
-	$(PY_3P) -m pip install -q "$(TORCH)"
-	$(PY_3P) -m pip install -q -e ".[thirdparty,dev,serve]"
-	touch $@
+	$(call venv_recipe,$(PY_3P),$(VENV_3P),$(EXTRAS_3P))
 
 venv-thirdparty: $(VENV_3P)/.installed
 

@@ -17,7 +17,6 @@ Prints a table and writes JSON (default ``benchmarks/results/accuracy.json``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 
 from fastvla.constants import ACTION, ACTION_IS_PAD
-from fastvla.utils.io import atomic_write_text
+
+import _common
 
 
 def held_out_l1(policy, dataset_dir: Path, batch_size: int = 64) -> float:
@@ -36,7 +36,7 @@ def held_out_l1(policy, dataset_dir: Path, batch_size: int = 64) -> float:
 
     cfg = policy.model.config
     data = TrainingDataset(
-        dataset_dir, cfg.camera_names, tuple(cfg.image_size), cfg.chunk_size, cache_dir=dataset_dir / "cache"
+        dataset_dir, cfg.cameras, tuple(cfg.image_size), cfg.chunk_size, cache_dir=dataset_dir / "cache"
     )
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     total, count = 0.0, 0
@@ -52,9 +52,7 @@ def held_out_l1(policy, dataset_dir: Path, batch_size: int = 64) -> float:
 
 def main() -> None:
     """Run the comparison and write the JSON report."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--policy", default="outputs/demo/train/policy", help="trained policy folder")
     parser.add_argument("--env", default="fastvla/ReachCube-v0")
     parser.add_argument("--env-kwargs", default="{}", help="JSON: extra env constructor arguments")
@@ -80,7 +78,7 @@ def main() -> None:
         for label, four_bit in (("fp32", False), ("nf4", True))
     }
     cfg = policies["fp32"].model.config
-    env_kwargs = {"cameras": tuple(cfg.camera_names), "image_size": int(cfg.image_size[0])}
+    env_kwargs = {"cameras": tuple(cfg.cameras), "image_size": int(cfg.image_size[0])}
     env_kwargs.update(json.loads(args.env_kwargs))
 
     held_out = work / "held_out"
@@ -137,7 +135,7 @@ def main() -> None:
         "action_l1_rel_diff": l1_rel,
         "goals": {"success_gap_le_1pp": gap_pp <= 1.0, "action_l1_within_1pct": l1_rel <= 0.01},
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2))
+    _common.write_json(args.out, report)
 
     print(
         f"\n{args.env}, {args.episodes} paired episodes (seeds {args.seed}..{args.seed + args.episodes - 1})"

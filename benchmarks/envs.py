@@ -12,7 +12,6 @@ with the default fast settings and with shadows + reflections on (the baseline).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -26,7 +25,8 @@ from tqdm import tqdm
 
 import fastvla.envs
 from fastvla.envs.rendering import CameraRenderer
-from fastvla.utils.io import atomic_write_text
+
+import _common
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "envs.json"
 
@@ -135,9 +135,7 @@ def print_row(name: str, row: dict[str, Any]) -> None:
 
 def main() -> None:
     names = [eid.split("/")[1].removesuffix("-v0") for eid in fastvla.envs.ENV_IDS]
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--episodes", type=int, default=100, help="expert episodes (seeds 0..N-1) per task")
     parser.add_argument("--random-episodes", type=int, default=10, help="random-policy baseline episodes")
     parser.add_argument("--tasks", nargs="+", default=names, choices=names)
@@ -150,8 +148,7 @@ def main() -> None:
     results = run(args)
     results["load_average_end"] = os.getloadavg()
     print(f"load average {results['load_average_start'][0]:.1f} -> {results['load_average_end'][0]:.1f}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+    _common.write_json(args.json, results)
     print(f"wrote {args.json}")
 
 

@@ -15,7 +15,6 @@ writes) is created in a temporary folder. Reports samples/s and the warm/baselin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 
 from fastvla.datasets import LeRobotDataset, LeRobotDatasetWriter, TrainingDataset
-from fastvla.utils.io import atomic_write_text
+
+import _common
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "loader.json"
 CAMERAS = ("front", "wrist")
@@ -138,9 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--dataset", help="existing dataset root (default: synthetic)")
     parser.add_argument("--episodes", type=int, default=20, help="synthetic episodes (default 20)")
     parser.add_argument("--length", type=int, default=50, help="frames per synthetic episode (default 50)")
@@ -175,8 +173,7 @@ def main() -> None:
         f"cache size {results['cache_mb']:.1f} MB; goal {results['goal']}: "
         f"{'met' if results['goal_met'] else 'NOT met'}"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+    _common.write_json(args.json, results)
     print(f"wrote {args.json}")
 
 

@@ -16,8 +16,6 @@ second process): the cost of the bridge itself.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import tempfile
@@ -33,7 +31,8 @@ from fastvla.ros2.demo import run_loopback_demo
 from fastvla.ros2.images import rgb_to_image
 from fastvla.ros2.testing import FrameEchoPolicy, encode_frame_id
 from fastvla.ros2.transport import InProcessTransport
-from fastvla.utils.io import atomic_write_text
+
+import _common
 
 
 def in_process_baseline(image_size: int, n: int = 200) -> dict[str, Any]:
@@ -66,24 +65,6 @@ def in_process_baseline(image_size: int, n: int = 200) -> dict[str, Any]:
             "end_to_end": {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99))}
         },
     }
-
-
-def save_tiny_policy(path: Path, image_size: int) -> Path:
-    """A tiny untrained FastVLA policy (2 cameras, 7-D state and action) to time real CPU inference."""
-    import torch
-
-    from fastvla.model import FastVLAModel, FastVLAProcessor
-
-    torch.manual_seed(0)
-    kw = {"camera_names": ["front", "wrist"], "state_dim": 7, "action_dim": 7, "chunk_size": 8}
-    model = FastVLAModel.from_preset("tiny", image_size=image_size, **kw)
-    stats = {
-        "observation.state": {"mean": [0.0] * 7, "std": [1.0] * 7},
-        "action": {"min": [-1.0] * 7, "max": [1.0] * 7},
-    }
-    FastVLAProcessor.from_preset("tiny", config=model.config, stats=stats).save_pretrained(path)
-    model.save_pretrained(path)
-    return path
 
 
 def dds_row(
@@ -132,9 +113,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224, 480], help="image sides (px)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per DDS run")
     parser.add_argument("--rate", type=float, default=10.0, help="control rate (Hz)")
@@ -149,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(dds_row(size, args.duration, args.rate, args.fps))
     if not args.no_model:
         with tempfile.TemporaryDirectory() as tmp:
-            policy = save_tiny_policy(Path(tmp), image_size=64)
+            policy = _common.save_tiny_policy(Path(tmp), image_size=64, state_dim=7)
             rows.append(dds_row(64, args.duration, args.rate, args.fps, policy=str(policy)))
     print_table(rows)
     print(f"\nload average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
@@ -163,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "rows": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+    _common.write_json(args.json, result)
     print(f"\nwrote {args.json}")
     return 0
 

@@ -16,7 +16,6 @@ Needs ``bash scripts/ros_venv.sh all`` (``make ros-venvs``). Writes ``benchmarks
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import _common
 
 RESULTS = Path(__file__).with_name("results") / "ros2_rclpy.json"
 
@@ -144,9 +145,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--role", choices=["main", "robot"], default="main")
     parser.add_argument("--distros", nargs="+", default=["jazzy", "kilted"])
     parser.add_argument("--rates", nargs="+", type=float, default=[10.0, 30.0])
@@ -162,9 +161,8 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}"
     print(f"rclpy bridge, Fast DDS, {machine}\n")
     print(table(rows))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"machine": machine, "python": sys.version.split()[0], "rows": rows}, indent=1)
+    _common.write_json(
+        args.out, {"machine": machine, "python": sys.version.split()[0], "rows": rows}, indent=1
     )
 
 

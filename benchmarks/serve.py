@@ -19,7 +19,6 @@ with the default :class:`~fastvla.serving.limits.ServerLimits` while other clien
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -39,7 +38,8 @@ import numpy as np
 
 from fastvla.serving.client import RemotePolicy
 from fastvla.serving.limits import ServerLimits
-from fastvla.utils.io import atomic_write_text
+
+import _common
 
 # name -> cameras (observation path, H, W); state "agent_pos" of 8 floats.
 SCENARIOS = {
@@ -94,29 +94,11 @@ def make_obs(
     return obs
 
 
-def save_tiny_policy(path: Path) -> Path:
-    """An untrained tiny FastVLA model (cameras front + wrist at 96x96, 8-D state, 7-D actions)."""
-    import torch
-
-    from fastvla.model import FastVLAModel, FastVLAProcessor
-
-    torch.manual_seed(0)
-    kw = {"camera_names": ["front", "wrist"], "state_dim": 8, "action_dim": 7, "chunk_size": 8}
-    model = FastVLAModel.from_preset("tiny", image_size=96, **kw)
-    stats = {
-        "observation.state": {"mean": [0.0] * 8, "std": [1.0] * 8},
-        "action": {"min": [-1] * 7, "max": [1] * 7},
-    }
-    FastVLAProcessor.from_preset("tiny", config=model.config, stats=stats).save_pretrained(path)
-    model.save_pretrained(path)
-    return path
-
-
 def policy_scenarios(policy: Any) -> dict[str, list[tuple[str, int, int]]]:
     """The observation a FastVLAPolicy expects: its cameras' paths at the model's image size."""
     config = policy.model.config
     h, w = (config.image_size, config.image_size) if isinstance(config.image_size, int) else config.image_size
-    cams = [(policy.obs_map.cameras[c], h, w) for c in config.camera_names]
+    cams = [(policy.obs_map.cameras[c], h, w) for c in config.cameras]
     return {f"{type(policy).__name__} {len(cams)} cams {h}x{w}": cams}
 
 
@@ -244,7 +226,7 @@ def hostile(seconds: float, clients: int, json_path: str | None) -> dict[str, An
     }
     print_hostile_table(result)
     if json_path:
-        atomic_write_text(Path(json_path), json.dumps(result, indent=2) + "\n")
+        _common.write_json(json_path, result)
         print(f"\nwrote {json_path}")
     return result
 
@@ -272,9 +254,7 @@ def print_hostile_table(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--calls", type=int, default=300, help="timed calls per scenario")
     parser.add_argument("--clients", type=int, default=4, help="clients in the concurrent row")
     parser.add_argument("--policy", default=None, help="checkpoint directory to serve instead of a constant")
@@ -300,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tmp = None
     if args.policy == "tiny":
         tmp = tempfile.TemporaryDirectory(prefix="fastvla-serve-bench-")
-        args.policy = str(save_tiny_policy(Path(tmp.name)))
+        args.policy = str(_common.save_tiny_policy(Path(tmp.name), image_size=96, state_dim=8))
     policy = ConstantPolicy() if args.policy is None else _load(args.policy)
     if hasattr(policy, "model"):
         import torch
@@ -359,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print_table(result, args.clients)
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+        _common.write_json(args.json, result)
         print(f"\nwrote {args.json}")
     return result
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from fastvla.envs.colors import TRAIN_COLORS
 
+import _common
+
 ENV_IDS = (
     "fastvla/ReachCube-v0",
     "fastvla/PickCube-v0",
@@ -135,8 +137,7 @@ def card(args: argparse.Namespace) -> None:
     metrics = [json.loads(x) for x in (work / "train" / "logs" / "metrics.jsonl").read_text().splitlines()]
     last = [m for m in metrics if "train/loss" in m][-1]
     info = json.loads((_data(args) / "meta" / "info.json").read_text())
-    sys.path.insert(0, str(Path(__file__).parent))
-    from suite import format_table
+    from suite import format_table  # beside this script, on sys.path as _common is
 
     lines = [
         "# sim-base: FastVLA's pretrained base for the built-in tabletop suite",
@@ -178,9 +179,7 @@ def card(args: argparse.Namespace) -> None:
 
 def main() -> None:
     """Parse arguments and run the stage(s)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("stage", choices=["record", "train", "eval", "all", "card"])
     parser.add_argument(
         "--ship", default="fastvla/checkpoints/sim-base", help="where `card` copies the policy"

@@ -12,7 +12,6 @@ set -u
 stage=$1
 budget=${2:-560}
 t0=$(date +%s)
-left() { echo $((budget - ($(date +%s) - t0))); }
 W=outputs/sim_base
 # PYTHONSAFEPATH: `python -m fastvla` must not put the repository root (whose fastvla/ lacks the side
 # folders) on sys.path ahead of /tmp/fv.
@@ -28,14 +27,7 @@ else
     export PYTHONPATH=/tmp/site:/tmp/fv
 fi
 mkdir -p "$W"
-follow() {  # print the job's new log lines until it ends or $1 seconds are left
-    while [ -e "$W/job.pid" ] && kill -0 "$(cat "$W/job.pid")" 2>/dev/null && [ "$(left)" -gt "$1" ]; do
-        sleep 20
-        grep -v "it/s\]\|frame/s\]\|episode/s\]" "$W/job.log" | tail -n +"$(($(cat "$W/shown" 2>/dev/null || echo 0) + 1))"
-        grep -vc "it/s\]\|frame/s\]\|episode/s\]" "$W/job.log" > "$W/shown"
-    done
-    nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv,noheader
-}
+. benchmarks/_device_job.sh  # left, follow
 case $stage in
 start)
     set -o pipefail

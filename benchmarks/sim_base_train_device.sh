@@ -16,7 +16,6 @@ set -u
 stage=$1
 budget=${2:-560}
 t0=$(date +%s)
-left() { echo $((budget - ($(date +%s) - t0))); }
 # PYTHONSAFEPATH: `python -m fastvla` must not put the repository root (whose fastvla/ lacks the side
 # folders) on sys.path ahead of /tmp/fv.
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/fv PYTHONSAFEPATH=1
@@ -28,14 +27,7 @@ if [ ! -d /tmp/fv ]; then
     ln -sfn "$PWD/benchmarks" /tmp/fv/benchmarks
     python3 -c "import torch, transformers; print(torch.__version__, torch.cuda.get_device_name(0), transformers.__version__)"
 fi
-follow() {  # print the job's new log lines until it ends or $1 seconds are left
-    while [ -e "$W/job.pid" ] && kill -0 "$(cat "$W/job.pid")" 2>/dev/null && [ "$(left)" -gt "$1" ]; do
-        sleep 15
-        grep -v "it/s\]\|frame/s\]" "$W/job.log" | tail -n +"$(($(cat "$W/shown" 2>/dev/null || echo 0) + 1))"
-        grep -vc "it/s\]\|frame/s\]" "$W/job.log" > "$W/shown"
-    done
-    nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv,noheader
-}
+. benchmarks/_device_job.sh  # left, follow
 bring_back() {
     tar cf - -C $W/train policy | split -b 15M - "$OUT/policy.tar.part-"
     cp $W/commands.txt $W/train/logs/metrics.jsonl $W/job.log "$OUT/" 2>/dev/null

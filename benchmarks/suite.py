@@ -19,7 +19,6 @@ reports and one ``summary.gif`` per task go to ``--work-dir``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import time
@@ -31,7 +30,8 @@ import torch
 
 from fastvla.envs.colors import HELD_OUT_COLOR, TRAIN_COLORS
 from fastvla.eval.report import git_revision
-from fastvla.utils.io import atomic_write_text
+
+import _common
 
 TASKS = (
     "fastvla/ReachCube-v0",
@@ -112,7 +112,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     def run(policy: Any, label: str, task: str, colors: tuple[str, ...], seed: int, videos: int) -> Any:
         cfg = policy.model.config
         env_kwargs = {
-            "cameras": tuple(cfg.camera_names),
+            "cameras": tuple(cfg.cameras),
             "image_size": int(cfg.image_size[0]),
             "instruction_colors": colors,
         }
@@ -146,7 +146,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
 
     def save_partial() -> None:  # a long run killed half-way still leaves what it measured
         report["seconds"] = time.perf_counter() - start
-        atomic_write_text(args.out, json.dumps({**report, "complete": False}, indent=1))
+        _common.write_json(args.out, {**report, "complete": False}, indent=1)
 
     for task in tasks:
         result = run(fp32, "fp32", task, TRAIN_COLORS, args.seed, args.videos)
@@ -182,7 +182,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             ),
         }
     report["seconds"] = time.perf_counter() - start
-    atomic_write_text(args.out, json.dumps({**report, "complete": True}, indent=1))
+    _common.write_json(args.out, {**report, "complete": True}, indent=1)
     print(format_table(report))
     print(f"wrote {args.out}; videos and reports in {work}")
     return report
@@ -225,9 +225,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main() -> None:
     """Parse arguments and run."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--policy", default="fastvla/checkpoints/sim-base", help="policy folder")
     parser.add_argument("--tasks", nargs="*", default=[], help="task names (ReachCube ...); default all")
     parser.add_argument("--episodes", type=int, default=100, help="episodes per task and variation")

@@ -37,6 +37,9 @@ from typing import Any
 
 import numpy as np
 
+import _aloha_scripted
+import _common
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 MW_TASKS = ("reach-v3", "push-v3", "pick-place-v3", "drawer-open-v3", "button-press-topdown-v3")
@@ -260,11 +263,6 @@ def _baseline(env_fn: Any, name: str, episodes: int, seed: int, max_steps: int |
 
 def aloha_scripted(args: argparse.Namespace) -> dict[str, Any]:
     """gym-aloha transfer-cube with ACT's scripted policy (see ``benchmarks/_aloha_scripted.py``)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _aloha_scripted
-
     start = time.perf_counter()
     seeds = range(args.eval_seed, args.eval_seed + args.aloha_episodes)
     episodes = [_aloha_scripted.run_episode(seed) for seed in seeds]
@@ -422,9 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--tasks", nargs="+", default=list(MW_TASKS), help="Meta-World MT1 tasks")
     parser.add_argument("--episodes", type=int, default=30, help="evaluation episodes (seeds) per policy")
     parser.add_argument("--eval-seed", type=int, default=1000, help="first evaluation seed")
@@ -461,8 +457,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--finetune-tasks {extra} are not in --tasks {args.tasks}")
     args.argv = argv
     report = run(args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    _common.write_json(args.out, report, indent=1)
     print(format_table(report))
     walls = f"{report['wall_s_this_run']:.0f} s this run, {report['wall_s_parts']:.0f} s of parts"
     print(f"wrote {args.out} ({walls})")

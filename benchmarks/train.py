@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common
+
 HERE = Path(__file__).resolve()
 FIXTURE = HERE.parents[1] / "tests" / "fixtures" / "lerobot" / "sim_2cam_video_v30"
 TASK = "pick up the red cube and put it in the bin"
@@ -51,7 +53,7 @@ def _spec(model_config: Any) -> Any:
     }
     return DataSpec(
         root=Path("."),
-        camera_names=list(model_config.camera_names),
+        camera_names=list(model_config.cameras),
         state_dim=model_config.state_dim,
         action_dim=model_config.action_dim,
         fps=10,
@@ -90,7 +92,7 @@ def _batch(config: Any, batch_size: int) -> dict[str, Any]:
     shape = (batch_size, 3, h, w)
     batch: dict[str, Any] = {
         f"observation.images.{c}": torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
-        for c in config.camera_names
+        for c in config.cameras
     }
     batch["observation.state"] = torch.randn(batch_size, config.state_dim, generator=g)
     batch["action"] = torch.rand(batch_size, config.chunk_size, config.action_dim, generator=g) * 2 - 1
@@ -326,9 +328,7 @@ def _table(rows: list[dict[str, Any]], title: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser(__doc__)
     parser.add_argument("--preset", default="tiny", help="model preset (tiny, openvla-7b-shape, ...)")
     parser.add_argument("--load-in-4bit", action="store_true", help="NF4 tower + decoder, LoRA adapters")
     parser.add_argument("--batch-sizes", default=None, help="comma-separated (default: 8,32 CPU; 4,8,16 GPU)")
@@ -417,9 +417,7 @@ def main() -> None:
             if os.environ.get("OUT")
             else HERE.parent / "results" / f"train-{'cuda' if cuda else 'cpu'}.json"
         )
-    from fastvla.utils.io import atomic_write_text
-
-    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    _common.write_json(out, result, indent=1)
     print(f"wrote {out}")
 
 

@@ -75,8 +75,8 @@ def convert_v21_to_v30(
             tasks = [names[int(i)] for i in table.column(TASK_INDEX).to_pylist()]
             videos = {key: meta.root / ep[f"videos/{key}/path"] for key in meta.video_keys}
             stats = episode_stats.get(ep["episode_index"], {})
-            cams = {k: v for k, v in stats.items() if k in meta.camera_keys}
-            writer.add_encoded_episode(table, videos, tasks, cams)
+            image_stats = {k: v for k, v in stats.items() if k in meta.camera_keys}
+            writer.add_encoded_episode(table, videos, tasks, image_stats)
         writer.finalize()
         inner = tmp / "dataset"
         for child in inner.iterdir():

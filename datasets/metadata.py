@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from fastvla.datasets.stats import Stats, aggregate_stats, stats_from_json
 from fastvla.datasets.validation import (
     SUPPORTED_VERSIONS,
+    feature_keys,
     format_path,
     inside_root,
     validate_episodes,
@@ -26,7 +27,15 @@ from fastvla.datasets.validation import (
     validate_tasks,
 )
 
-__all__ = ["SUPPORTED_VERSIONS", "DatasetFormatError", "DatasetMeta", "inside_root", "read_parquet"]
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "DatasetFormatError",
+    "DatasetMeta",
+    "InfoFeatures",
+    "feature_keys",
+    "inside_root",
+    "read_parquet",
+]
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
 TASKS_PATH = "meta/tasks.parquet"
@@ -167,7 +176,7 @@ def _v21_episodes(root: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
     rows = _jsonl(path)
     rows = _sorted_episodes(rows, {id(r): path for r in rows}, info)
     chunks = int(info.get("chunks_size", 1000))
-    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    video_keys = feature_keys(info, "video")
     start = 0
     for row in rows:
         ep, length = row["episode_index"], row["length"]
@@ -193,7 +202,7 @@ def _relative(root: Path, template: str, name: str, **fields: Any) -> str:
 
 
 def _v30_paths(root: Path, info: dict[str, Any], episodes: list[dict[str, Any]]) -> None:
-    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    video_keys = feature_keys(info, "video")
     data_path = info.get("data_path") or DEFAULT_DATA_PATH
     video_path = info.get("video_path") or DEFAULT_VIDEO_PATH
     for row in episodes:
@@ -210,7 +219,39 @@ def _v30_paths(root: Path, info: dict[str, Any], episodes: list[dict[str, Any]])
             )
 
 
-class DatasetMeta:
+class InfoFeatures:
+    """What ``meta/info.json`` (``self.info``) says about frames and features, for the reader's
+    :class:`DatasetMeta` and the writer alike. The key names are lerobot's ``LeRobotDatasetMetadata``'s."""
+
+    info: dict[str, Any]
+
+    @property
+    def fps(self) -> int:
+        """Frames per second."""
+        return int(self.info["fps"])
+
+    @property
+    def features(self) -> dict[str, dict[str, Any]]:
+        """Feature specs by key (``dtype``, ``shape``, ``names``)."""
+        return self.info["features"]
+
+    @property
+    def video_keys(self) -> list[str]:
+        """Camera features stored as mp4."""
+        return feature_keys(self.info, "video")
+
+    @property
+    def image_keys(self) -> list[str]:
+        """Camera features stored as PNG bytes inside the parquet files."""
+        return feature_keys(self.info, "image")
+
+    @property
+    def camera_keys(self) -> list[str]:
+        """Video and image feature keys, in ``info.json`` order."""
+        return feature_keys(self.info, "video", "image")
+
+
+class DatasetMeta(InfoFeatures):
     """Metadata of a LeRobot dataset on disk (v3.0 or v2.1).
 
     Attributes:
@@ -250,26 +291,6 @@ class DatasetMeta:
     def file(self, relative: str) -> Path:
         """The absolute path of a file named in the metadata (``ep["data/path"]``), checked to stay inside."""
         return inside_root(self.root, relative, f"{self.root / INFO_PATH} path template")
-
-    @property
-    def fps(self) -> int:
-        return int(self.info["fps"])
-
-    @property
-    def features(self) -> dict[str, dict[str, Any]]:
-        return self.info["features"]
-
-    @property
-    def video_keys(self) -> list[str]:
-        return [k for k, f in self.features.items() if f["dtype"] == "video"]
-
-    @property
-    def image_keys(self) -> list[str]:
-        return [k for k, f in self.features.items() if f["dtype"] == "image"]
-
-    @property
-    def camera_keys(self) -> list[str]:
-        return [k for k, f in self.features.items() if f["dtype"] in ("video", "image")]
 
     @property
     def total_episodes(self) -> int:

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from fastvla.datasets.metadata import (
     EPISODES_DIR,
     INFO_PATH,
     TASKS_PATH,
+    feature_keys,
+    load_info,
     load_tasks_v30,
     read_parquet,
 )
@@ -99,28 +102,37 @@ def _remove_temporaries(root: Path, actions: list[str]) -> None:
                 actions.append(f"removed the temporary file {path}")
 
 
+def _referenced_files(
+    root: Path,
+    template: str,
+    source: str,
+    rows: list[dict[str, Any]],
+    prefix: str,
+    actions: list[str],
+    **fixed: str,
+) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+    """Remove the files matching ``template`` no saved episode references; yield each other one with
+    the episode rows that reference it (through their ``{prefix}chunk_index``/``file_index`` columns)."""
+    referenced: dict[Path, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        chunk, file = r[f"{prefix}chunk_index"], r[f"{prefix}file_index"]
+        path = format_path(root, template, source, strict=True, chunk_index=chunk, file_index=file, **fixed)
+        referenced[path].append(r)
+    for path in _candidates(root, template, source, **fixed):
+        if path in referenced:
+            yield path, referenced[path]
+        else:
+            path.unlink()
+            actions.append(f"removed {path} (no saved episode references it)")
+
+
 def _trim_data(root: Path, info: dict[str, Any], rows: list[dict[str, Any]], actions: list[str]) -> None:
     template = info.get("data_path") or DEFAULT_DATA_PATH
     source = f"{root / INFO_PATH} data_path"
-    referenced: dict[Path, set[int]] = defaultdict(set)
-    for r in rows:
-        path = format_path(
-            root,
-            template,
-            source,
-            strict=True,
-            chunk_index=r["data/chunk_index"],
-            file_index=r["data/file_index"],
-        )
-        referenced[path].add(r["episode_index"])
-    for path in _candidates(root, template, source):
-        keep = referenced.get(path)
-        if not keep:
-            path.unlink()
-            actions.append(f"removed {path} (no saved episode references it)")
-            continue
+    for path, refs in _referenced_files(root, template, source, rows, "data/", actions):
+        keep = sorted(r["episode_index"] for r in refs)
         table = read_parquet(path)
-        mask = pc.is_in(table.column("episode_index"), value_set=pa.array(sorted(keep), pa.int64()))
+        mask = pc.is_in(table.column("episode_index"), value_set=pa.array(keep, pa.int64()))
         if pc.all(mask).as_py():
             continue
         kept = table.filter(mask)
@@ -136,34 +148,18 @@ def _trim_videos(root: Path, info: dict[str, Any], rows: list[dict[str, Any]], a
     fps = info["fps"]
     template = info.get("video_path") or DEFAULT_VIDEO_PATH
     source = f"{root / INFO_PATH} video_path"
-    for key, spec in info["features"].items():
-        if spec["dtype"] != "video":
-            continue
-        ends: dict[Path, float] = {}
-        for r in rows:
-            path = format_path(
-                root,
-                template,
-                source,
-                strict=True,
-                video_key=key,
-                chunk_index=r[f"videos/{key}/chunk_index"],
-                file_index=r[f"videos/{key}/file_index"],
-            )
-            ends[path] = max(ends.get(path, 0.0), float(r[f"videos/{key}/to_timestamp"]))
-        for path in _candidates(root, template, source, video_key=key):
-            if path not in ends:
-                path.unlink()
-                actions.append(f"removed {path} (no saved episode references it)")
-                continue
-            expected = round(ends[path] * fps)
+    for key in feature_keys(info, "video"):
+        prefix = f"videos/{key}/"
+        for path, refs in _referenced_files(root, template, source, rows, prefix, actions, video_key=key):
+            end = max(float(r[f"{prefix}to_timestamp"]) for r in refs)
+            expected = round(end * fps)
             try:
                 frames = video_info(path)["frames"]
             except Exception:
                 frames = -1
             if frames != expected:
                 tmp = path.with_name(f".{path.name}.tmp.mp4")
-                truncate_video(path, ends[path] - 0.5 / fps, tmp)
+                truncate_video(path, end - 0.5 / fps, tmp)
                 os.replace(tmp, path)
                 actions.append(f"trimmed {path} from {frames} to {expected} frames")
 
@@ -193,8 +189,7 @@ def repair(root: str | os.PathLike) -> list[str]:
         >>> repair("data/pick")  # doctest: +SKIP
         ['dropped 6 uncommitted rows from data/pick/data/chunk-000/file-000.parquet', ...]
     """
-    from fastvla.datasets.metadata import load_info
-    from fastvla.datasets.writer import LeRobotDatasetWriter
+    from fastvla.datasets.writer import LeRobotDatasetWriter  # deferred: the writer imports this module
 
     root = Path(root)
     before = load_info(root)

@@ -39,6 +39,11 @@ TEMPLATE_FIELDS = {
 }
 
 
+def feature_keys(info: dict[str, Any], *dtypes: str) -> list[str]:
+    """Keys of the features of ``info`` (``meta/info.json``) stored as one of ``dtypes``, in file order."""
+    return [k for k, f in info["features"].items() if f["dtype"] in dtypes]
+
+
 def _error(message: str) -> Exception:
     from fastvla.datasets.metadata import DatasetFormatError  # metadata imports this module
 
@@ -170,7 +175,7 @@ def _validate_features(features: Any, path: Path) -> None:
 
 def _validate_templates(info: dict[str, Any], path: Path) -> None:
     fields = TEMPLATE_FIELDS[info["codebase_version"]]
-    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    video_keys = feature_keys(info, "video")
     root = path.parent.parent
     for name in ("data_path", "video_path"):
         template = info.get(name)
@@ -229,7 +234,7 @@ def validate_episodes(
     # A quarter frame: loose enough for container time-base rounding, tight enough that a one-frame
     # shift (the failure that silently returns every image of an episode one frame off) is caught.
     slack = max(tolerance_s, 0.25 / fps)
-    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    video_keys = feature_keys(info, "video")
     seen: dict[int, Path] = {}
     spans: dict[tuple, list[tuple[float, float, int, Path]]] = {}
     for row in rows:

@@ -48,7 +48,7 @@ def summary(root: str | os.PathLike) -> dict[str, Any]:
             "mean": float(lengths.mean()),
             "max": int(lengths.max()),
         },
-        "cameras": meta.camera_keys,
+        "camera_keys": meta.camera_keys,  # feature keys (observation.images.<camera>)
         "tasks": len(meta.tasks),
         "task_examples": list(meta.tasks)[:5],
         "features": features,
@@ -86,17 +86,17 @@ def episode_video(
     from fastvla.datasets.video import VideoEncoder
 
     lo, hi = dataset.episode_range(episode_slot)
-    cams = dataset.meta.camera_keys
-    if not cams:
+    keys = dataset.meta.camera_keys
+    if not keys:
         raise ValueError(f"dataset at {dataset.root} has no camera features to show")
     first = dataset[lo]
-    scale = max(1, -(-min_height // first[cams[0]].shape[1]))
+    scale = max(1, -(-min_height // first[keys[0]].shape[1]))
     encoder = None
     out = Path(out)
     try:
         for pos in range(lo, hi):
             item = dataset[pos] if pos != lo else first
-            panels = [(item[c].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for c in cams]
+            panels = [(item[c].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for c in keys]
             height = max(p.shape[0] for p in panels)
             panels = [np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0))) for p in panels]
             row = np.concatenate(panels, axis=1).repeat(scale, 0).repeat(scale, 1)  # (H*s, W_total*s, 3)

@@ -40,6 +40,7 @@ from fastvla.datasets.metadata import (
     STATS_PATH,
     TASKS_PATH,
     DatasetFormatError,
+    InfoFeatures,
     load_info,
     read_parquet,
 )
@@ -150,7 +151,7 @@ def _next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
     return (chunk + 1, 0) if file >= chunks_size else (chunk, file)
 
 
-class LeRobotDatasetWriter:
+class LeRobotDatasetWriter(InfoFeatures):
     """Creates or appends to a LeRobot v3.0 dataset.
 
     Args:
@@ -253,7 +254,7 @@ class LeRobotDatasetWriter:
                     f"given {want}. "
                     "Write to a new folder, or record with the dataset's features."
                 )
-        codecs = {f["info"]["video.codec"] for f in self.info["features"].values() if f["dtype"] == "video"}
+        codecs = {self.features[k]["info"]["video.codec"] for k in self.video_keys}
         self.codec = codecs.pop() if codecs else codec
         state = recovery.recover(self.root, self.info)
         self.tasks, self.episode_rows, self.stats = state.tasks, state.episode_rows, state.stats
@@ -268,14 +269,6 @@ class LeRobotDatasetWriter:
 
     # ------------------------------------------------------------------ properties
     @property
-    def features(self) -> dict[str, dict[str, Any]]:
-        return self.info["features"]
-
-    @property
-    def fps(self) -> int:
-        return int(self.info["fps"])
-
-    @property
     def num_episodes(self) -> int:
         """Saved episodes."""
         return len(self.episode_rows)
@@ -289,9 +282,6 @@ class LeRobotDatasetWriter:
     def episode_buffer_size(self) -> int:
         """Frames added to the episode being recorded."""
         return len(self._tasks_buffer)
-
-    def _keys(self, dtype: str) -> list[str]:
-        return [k for k, f in self.features.items() if f["dtype"] == dtype]
 
     # ------------------------------------------------------------------ recording
     def add_frame(self, frame: Mapping[str, Any], task: str | None = None) -> None:
@@ -367,7 +357,7 @@ class LeRobotDatasetWriter:
         length = data.num_rows
         if len(tasks) != length:
             raise ValueError(f"{len(tasks)} tasks for {length} frames; give one task per frame")
-        missing = [k for k in self._keys("video") if k not in videos]
+        missing = [k for k in self.video_keys if k not in videos]
         if missing:
             raise ValueError(f"no video given for {missing}")
         self._register_tasks(tasks)
@@ -410,7 +400,7 @@ class LeRobotDatasetWriter:
         row: dict[str, Any] = {EPISODE_INDEX: ep, "tasks": list(dict.fromkeys(tasks)), "length": length}
         row.update(self._write_data(table))
         row["dataset_from_index"], row["dataset_to_index"] = start, start + length
-        for key in self._keys("video"):
+        for key in self.video_keys:
             row.update(self._write_video(key, Path(videos[key]), length))
         for key, stats in ep_stats.items():
             for name in STAT_KEYS:

@@ -37,10 +37,11 @@ class EvalConfig(ConfigMixin):
     env_kwargs: dict[str, Any] | None = config_field(
         None, "Keyword arguments for gym.make of env ids, as JSON, e.g. '{\"image_size\": 96}'."
     )
-    camera_keys: tuple[str, ...] = config_field(
+    video_obs_paths: tuple[str, ...] = config_field(
         (),
         "Observation paths of the images shown in videos (pixels/front, cam_high); empty = the policy's "
         "observation-map cameras, else every (H, W, 3) uint8 image, else env.render().",
+        aliases=("--camera-keys",),  # the former name
     )
     task: str | None = config_field(
         None,
@@ -64,7 +65,7 @@ class EvalConfig(ConfigMixin):
     progress: bool = config_field(True, "Show a progress bar.")
 
     def __post_init__(self) -> None:
-        self.camera_keys = tuple(self.camera_keys or ())
+        self.video_obs_paths = tuple(self.video_obs_paths or ())
         for name in ("out_dir", "video_dir"):  # Path objects from Python callers; str keeps it serialisable
             if getattr(self, name) is not None:
                 setattr(self, name, str(getattr(self, name)))
@@ -85,6 +86,11 @@ class EvalConfig(ConfigMixin):
         check_instruction_source(self.task)
         if self.success is not None:
             check_success_source(self.success)
+
+    @property
+    def camera_keys(self) -> tuple[str, ...]:
+        """The former name of :attr:`video_obs_paths`, read by :mod:`fastvla.eval.rollout`."""
+        return self.video_obs_paths
 
 
 @dataclass

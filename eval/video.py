@@ -28,8 +28,8 @@ BANNER_RGB = (0, 0, 0)
 TEXT_RGB = (255, 255, 255)
 
 
-def image_keys_of_space(space: Any, prefix: str = "") -> list[str]:
-    """Paths (``/``-separated) of every RGB image in an observation space.
+def image_paths_of_space(space: Any, prefix: str = "") -> list[str]:
+    """Observation paths (``/``-separated) of every RGB image in an observation space.
 
     An image is a ``Box`` of dtype uint8 and shape ``(H, W, 3)``; ``Dict`` spaces are searched
     recursively, so a FastVLA env gives ``["pixels/front", "pixels/wrist"]`` and an env with
@@ -38,14 +38,19 @@ def image_keys_of_space(space: Any, prefix: str = "") -> list[str]:
     from gymnasium import spaces
 
     if isinstance(space, spaces.Dict):
-        keys: list[str] = []
+        paths: list[str] = []
         for name, sub in space.spaces.items():
-            keys += image_keys_of_space(sub, f"{prefix}{name}/")
-        return keys
+            paths += image_paths_of_space(sub, f"{prefix}{name}/")
+        return paths
     shape = tuple(getattr(space, "shape", None) or ())
     if isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(shape) == 3 and shape[-1] == 3:
         return [prefix.rstrip("/")]
     return []
+
+
+#: The former name of :func:`image_paths_of_space` ("keys" are dataset features; these are observation
+#: paths), kept while :mod:`fastvla.eval.rollout` imports it.
+image_keys_of_space = image_paths_of_space
 
 
 def get_path(obs: Any, path: str) -> Any:

@@ -34,12 +34,13 @@ def run(args: argparse.Namespace) -> int:
     if args.name not in names:
         raise SystemExit(f"unknown benchmark {args.name!r}; available: {names}")
     script = BENCHMARKS_DIR / f"{args.name}.py"
-    old_argv = sys.argv
+    old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [str(script), *args.rest]
+    sys.path.insert(0, str(BENCHMARKS_DIR))  # as `python benchmarks/NAME.py` does: scripts import _common
     try:
         runpy.run_path(str(script), run_name="__main__")
     finally:
-        sys.argv = old_argv
+        sys.argv, sys.path[:] = old_argv, old_path
     return 0
 
 

@@ -76,13 +76,13 @@ class FastVLAPolicy(BasePolicy):
         self.model.eval()
         self.processor = processor
         self.processor.resize_images = resize_images
-        self.obs_map = obs_map or ObservationMap.for_fastvla_env(config.camera_names, depth=config.use_depth)
-        unknown = sorted(set(self.obs_map.cameras) - set(config.camera_names))
-        missing = [c for c in config.camera_names if c not in self.obs_map.cameras]
+        self.obs_map = obs_map or ObservationMap.for_fastvla_env(config.cameras, depth=config.use_depth)
+        unknown = sorted(set(self.obs_map.cameras) - set(config.cameras))
+        missing = [c for c in config.cameras if c not in self.obs_map.cameras]
         if missing or unknown:
             raise ValueError(
                 f"ObservationMap cameras {sorted(self.obs_map.cameras)} do not match the model's cameras "
-                f"{config.camera_names} (missing: {missing}, unknown: {unknown})"
+                f"{config.cameras} (missing: {missing}, unknown: {unknown})"
             )
         self.chunk_size, self.action_dim = config.chunk_size, config.action_dim
         if temporal_ensemble_coeff is not None and n_action_steps not in (None, 1):
@@ -242,7 +242,7 @@ class FastVLAPolicy(BasePolicy):
         cfg = self.model.config
         batch: dict[str, Any] = {}
         single = None
-        for cam in cfg.camera_names:
+        for cam in cfg.cameras:
             image = np.asarray(lookup(obs, self.obs_map.cameras[cam], f"camera {cam!r}"))
             if image.ndim not in (3, 4) or image.shape[-1] != 3:
                 raise ValueError(
@@ -263,7 +263,7 @@ class FastVLAPolicy(BasePolicy):
                 d = np.asarray(lookup(obs, depth_path, f"depth of {cam!r}"))
                 _check_finite(d, f"depth of {cam!r} ({depth_path!r})")
                 batch[depth_key(cam)] = torch.from_numpy(np.array(d[None] if single else d, np.float32))
-        size = 1 if single else batch[image_key(cfg.camera_names[0])].shape[0]
+        size = 1 if single else batch[image_key(cfg.cameras[0])].shape[0]
         if self.obs_map.state is not None:
             state = np.asarray(lookup(obs, self.obs_map.state, "state"), np.float32)
             _check_finite(state, f"state {self.obs_map.state!r}")

@@ -31,7 +31,10 @@ def test_old_flag_spellings_still_parse() -> None:
     )  # fmt: skip
     assert cfg.env == ("a", "b") and cfg.eval.n_episodes == 3 and cfg.eval.out_dir == "o"
     assert not cfg.eval.progress and cfg.eval.env_kwargs == {"image_size": 48} and cfg.load_in_4bit
-    assert cfg.eval.camera_keys == ("pixels/front",)
+    assert cfg.eval.video_obs_paths == ("pixels/front",)
+    # ...and as config-file keys: a file written before a field was renamed still loads.
+    old_file = type(cfg.eval).from_dict({"camera_keys": ["pixels/front"], "episodes": 3, "out": "o"})
+    assert old_file == cfg.eval.__class__(video_obs_paths=("pixels/front",), n_episodes=3, out_dir="o")
     rec = _config(
         ["record", "--env", "e", "--episodes-per-env", "4", "--out", "d", "--cameras", "front,wrist"]
     )

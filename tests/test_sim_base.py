@@ -23,7 +23,7 @@ def test_shipped_base_is_complete_small_and_documented() -> None:
     card = (folder / "README.md").read_text()
     assert "fastvla train" in card and "fastvla record" in card and "| task |" in card
     config = json.loads((folder / "config.json").read_text())
-    assert config["camera_names"] == ["front", "wrist"] and config["image_size"] == [64, 64]
+    assert config["cameras"] == ["front", "wrist"] and config["image_size"] == [64, 64]
     assert HELD_OUT_COLOR not in TRAIN_COLORS
 
 

@@ -194,6 +194,10 @@ def _make_rope(original: Callable[..., Any]) -> Callable[..., Any]:
     return apply_rotary_pos_emb
 
 
+#: The keys of :attr:`KernelPatch.counts`.
+KERNEL_COUNTS = ("rms_norm", "swiglu", "rope", "nf4", "mlp_recompute", "lora_linear")
+
+
 @dataclass
 class KernelPatch:
     """Handle of an applied patch; :meth:`revert` undoes exactly what :func:`apply_kernels` did.
@@ -209,16 +213,7 @@ class KernelPatch:
             forward, which decides per call; ``down_proj`` layers included).
     """
 
-    counts: dict[str, int] = field(
-        default_factory=lambda: {
-            "rms_norm": 0,
-            "swiglu": 0,
-            "rope": 0,
-            "nf4": 0,
-            "mlp_recompute": 0,
-            "lora_linear": 0,
-        }
-    )
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KERNEL_COUNTS, 0))
     _modules: list[nn.Module] = field(default_factory=list, repr=False)
     _rope_modules: list[str] = field(default_factory=list, repr=False)
     _active: bool = field(default=True, repr=False)

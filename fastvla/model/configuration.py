@@ -7,7 +7,7 @@ Gemma, ...) can be combined by config or hub id.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -104,7 +104,10 @@ class FastVLAConfig(PreTrainedConfig):
         text: causal LM config (any ``AutoConfig``; default Llama).
         fusion: :class:`FusionConfig`.
         action_head: :class:`ActionHeadConfig`.
-        camera_names: cameras in the order of ``pixel_values``' camera axis.
+        cameras: model camera names (``"front"``, ``"wrist"``) in the order of ``pixel_values``' camera
+            axis; where an env keeps each one is an ``ObservationMap``'s business, and a dataset stores it
+            as the ``observation.images.<camera>`` feature. ``camera_names`` (the former name) is accepted
+            and read as an alias, so configs saved before the rename load unchanged.
         state_dim: proprioceptive state size ``S``.
         action_dim: action size ``A``.
         chunk_size: actions predicted per forward ``T``.
@@ -131,7 +134,8 @@ class FastVLAConfig(PreTrainedConfig):
     text: dict | PreTrainedConfig | None = None
     fusion: dict | PreTrainedConfig | None = None
     action_head: dict | PreTrainedConfig | None = None
-    camera_names: list[str] | tuple[str, ...] = ("front", "wrist")
+    attribute_map: ClassVar[dict[str, str]] = {"camera_names": "cameras"}  # the field's former name
+    cameras: list[str] | tuple[str, ...] = ("front", "wrist")
     state_dim: int = 8
     action_dim: int = 7
     chunk_size: int = 8
@@ -141,12 +145,14 @@ class FastVLAConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        if "camera_names" in kwargs:  # config.json written before the rename
+            self.cameras = kwargs.pop("camera_names")
         self.image_size = as_hw(self.image_size)
         super().__post_init__(**kwargs)
-        self.camera_names = list(self.camera_names)
+        self.cameras = list(self.cameras)
         self.image_size = list(self.image_size)  # [H, W]: a list survives the JSON round trip unchanged
-        if not self.camera_names or len(set(self.camera_names)) != len(self.camera_names):
-            raise ValueError(f"camera_names must be non-empty and unique; got {self.camera_names}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be non-empty and unique; got {self.cameras}")
         for name in ("state_dim", "action_dim", "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
@@ -180,7 +186,7 @@ class FastVLAConfig(PreTrainedConfig):
     @property
     def num_cameras(self) -> int:
         """Number of cameras the model expects."""
-        return len(self.camera_names)
+        return len(self.cameras)
 
 
 __all__ = ["ActionHeadConfig", "FastVLAConfig", "FusionConfig"]

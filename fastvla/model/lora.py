@@ -128,7 +128,7 @@ def add_lora(model: nn.Module, settings: LoraSettings | None = None, **overrides
         >>> model = FastVLAModel.from_preset("tiny")  # doctest: +SKIP
         >>> peft_model = add_lora(model, r=8, target_vision=False)  # doctest: +SKIP
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # deferred: start-up time (importing peft takes ~3 s)
 
     settings = settings or LoraSettings()
     if overrides:

@@ -22,13 +22,15 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, is_flash_attn_2_available
 
 from fastvla.model.action_head import ActionHead
 from fastvla.model.configuration import FastVLAConfig
 from fastvla.model.fusion import Fusion, Projector
+from fastvla.model.lora import add_lora
+from fastvla.model.presets import preset_config
 from fastvla.model.quantization import NON_QUANTIZED_MODULES as NON_QUANTIZED_MODULES  # old import path
-from fastvla.model.quantization import after_quantized_load, is_quantized, prepare_bnb_config
+from fastvla.model.quantization import after_quantized_load, guard_cpu_4bit, is_quantized, prepare_bnb_config
 from fastvla.model.quantization import compute_dtype as compute_dtype  # old import path
 from fastvla.model.vision import VisionEncoder, vision_feature_dim
 
@@ -52,8 +54,6 @@ class FastVLAOutput(ModelOutput):
 
 def default_attn_implementation(device: str | torch.device | None = None) -> str:
     """``flash_attention_2`` when flash-attn is installed and a CUDA device is used, else ``sdpa``."""
-    from transformers.utils import is_flash_attn_2_available
-
     on_cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
     return "flash_attention_2" if on_cuda and is_flash_attn_2_available() else "sdpa"
 
@@ -274,11 +274,9 @@ class FastVLAModel(FastVLAPreTrainedModel):
             attn_implementation: ``"sdpa"``, ``"flash_attention_2"``, ``"eager"``; default automatic.
             quantization_config: a ``BitsAndBytesConfig``: the model is built in ``dtype`` on ``device``,
                 written to a temporary folder and reloaded quantised (vision tower and decoder only).
-            **overrides: config fields to change (``camera_names``, ``state_dim``, ``action_dim``,
+            **overrides: config fields to change (``cameras``, ``state_dim``, ``action_dim``,
                 ``chunk_size``, ``image_size``, ``use_depth``, or ``fusion={...}`` etc.).
         """
-        from fastvla.model.presets import preset_config
-
         config = preset_config(name, **overrides)
         if quantization_config is not None:
             with tempfile.TemporaryDirectory(prefix="fastvla-preset-") as tmp:
@@ -331,12 +329,12 @@ class FastVLAModel(FastVLAPreTrainedModel):
             dtype: dtype to load the backbones in.
             device: device for the whole model.
             attn_implementation: attention backend (default automatic).
-            **config_kwargs: other :class:`FastVLAConfig` fields (``camera_names``, ``state_dim``, ...).
+            **config_kwargs: other :class:`FastVLAConfig` fields (``cameras``, ``state_dim``, ...).
 
         Example:
             >>> model = FastVLAModel.from_backbones(  # doctest: +SKIP
             ...     vision="google/siglip-base-patch16-224", text="HuggingFaceTB/SmolLM2-360M",
-            ...     camera_names=["front", "wrist"], state_dim=8, action_dim=7, chunk_size=8)
+            ...     cameras=["front", "wrist"], state_dim=8, action_dim=7, chunk_size=8)
         """
         attn = attn_implementation_map(attn_implementation, device)
         vision_cfg = AutoConfig.from_pretrained(vision)
@@ -429,8 +427,6 @@ class FastVLAModel(FastVLAPreTrainedModel):
             >>> FastVLAModel.for_training(model)  # train ...  # doctest: +SKIP
             >>> FastVLAModel.for_inference(model)  # evaluate ...  # doctest: +SKIP
         """
-        from fastvla.model.lora import add_lora  # lora imports this module
-
         if use_gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if random_state is not None:
@@ -456,8 +452,6 @@ class FastVLAModel(FastVLAPreTrainedModel):
         On CPU the 4-bit layers stay guarded against bitsandbytes' in-place inference repacking, so a
         later :meth:`for_training` gets correct LoRA gradients (see ``guard_cpu_4bit``).
         """
-        from fastvla.model.quantization import guard_cpu_4bit
-
         guard_cpu_4bit(model)
         model.eval()
         return model
@@ -465,8 +459,6 @@ class FastVLAModel(FastVLAPreTrainedModel):
     @staticmethod
     def for_training(model: nn.Module) -> nn.Module:
         """Switch ``model`` back to training mode (dropout on, adapters trainable)."""
-        from fastvla.model.quantization import guard_cpu_4bit
-
         guard_cpu_4bit(model)
         model.train()
         return model

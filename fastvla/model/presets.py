@@ -44,20 +44,33 @@ class Preset:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _tiny_text() -> LlamaConfig:
+#: The built-in suite's robot interface, every preset's default: two cameras, 8-D state, 7-D action chunks.
+_SUITE_IO: dict[str, Any] = {
+    "cameras": ["front", "wrist"],
+    "state_dim": 8,
+    "action_dim": 7,
+    "chunk_size": 8,
+}
+
+
+def _llama(hidden: int, intermediate: int, layers: int, heads: int, **kw: Any) -> LlamaConfig:
+    """A Llama decoder with the tiny tokenizer's special ids (pad 0, bos 2, eos 3), untied embeddings."""
     return LlamaConfig(
-        vocab_size=tiny_vocab_size(),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         pad_token_id=0,
         bos_token_id=2,
         eos_token_id=3,
         tie_word_embeddings=False,
+        **kw,
     )
+
+
+def _tiny_text() -> LlamaConfig:
+    return _llama(128, 256, 2, 4, vocab_size=tiny_vocab_size(), max_position_embeddings=512)
 
 
 def _tiny() -> dict[str, Any]:
@@ -75,10 +88,7 @@ def _tiny() -> dict[str, Any]:
             "keypoints": True,
         },
         "action_head": {"hidden_size": 128, "num_blocks": 2},
-        "camera_names": ["front", "wrist"],
-        "state_dim": 8,
-        "action_dim": 7,
-        "chunk_size": 8,
+        **_SUITE_IO,
         "image_size": [64, 64],
         "max_instruction_tokens": 24,
     }
@@ -89,9 +99,10 @@ def _sim_base() -> dict[str, Any]:
     cfg["vision"] = ResNetConfig(
         embedding_size=32, hidden_sizes=[64, 128], depths=[2, 2], layer_type="basic", hidden_act="relu"
     )
-    text = _tiny_text()
-    text.hidden_size, text.intermediate_size, text.num_hidden_layers = 256, 512, 4
-    cfg["text"] = text
+    # head_dim 32 (4 heads x 32 = 128 < 256 wide): what the shipped checkpoint was trained with.
+    cfg["text"] = _llama(
+        256, 512, 4, 4, vocab_size=tiny_vocab_size(), max_position_embeddings=512, head_dim=32
+    )
     cfg["fusion"] = {**cfg["fusion"], "num_queries": 32, "num_layers": 2, "num_heads": 4, "mlp_ratio": 2}
     cfg["action_head"] = {"hidden_size": 256, "num_blocks": 3}
     return cfg
@@ -121,19 +132,9 @@ def _openvla_7b_shape() -> dict[str, Any]:
             image_size=224,
             vision_use_head=False,  # attention-pooling head unused: all patch tokens go to the fusion
         ),
-        "text": LlamaConfig(  # Llama-2-7B
-            vocab_size=32000,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=4096,
-            rms_norm_eps=1e-5,
-            pad_token_id=0,
-            bos_token_id=2,
-            eos_token_id=3,
-            tie_word_embeddings=False,
+        # Llama-2-7B
+        "text": _llama(
+            4096, 11008, 32, 32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5
         ),
         "fusion": {
             "mode": "latent",
@@ -143,10 +144,7 @@ def _openvla_7b_shape() -> dict[str, Any]:
             "hidden_size": 1024,
         },
         "action_head": {"hidden_size": 1024, "num_blocks": 2},
-        "camera_names": ["front", "wrist"],
-        "state_dim": 8,
-        "action_dim": 7,
-        "chunk_size": 8,
+        **_SUITE_IO,
         "image_size": [224, 224],
         "max_instruction_tokens": 32,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import HfApi
+from transformers import AutoTokenizer
 
 from fastvla.constants import ACTION, ACTION_IS_PAD, DATASET_STATS_FILE, OBS_STATE, TASK, depth_key, image_key
+from fastvla.model.presets import get_preset, preset_config
 from fastvla.normalize import Normalizer
 from fastvla.utils.image import as_hw
+from fastvla.utils.io import atomic_write_text
 
 PROCESSOR_CONFIG_FILE = "processor_config.json"
 DEFAULT_MODES = {OBS_STATE: "mean_std", ACTION: "min_max"}
@@ -51,7 +56,7 @@ class FastVLAProcessor:
 
     Args:
         tokenizer: a transformers tokenizer (its pad token is used for batching).
-        camera_names: cameras in the model's order; images come from ``observation.images.<cam>``.
+        cameras: the model's camera names, in its order; images come from ``observation.images.<camera>``.
         image_size: (H, W) the vision tower expects.
         image_mean: per-channel mean for pixels in [0, 1].
         image_std: per-channel std.
@@ -73,7 +78,7 @@ class FastVLAProcessor:
     def __init__(
         self,
         tokenizer: Any,
-        camera_names: Sequence[str],
+        cameras: Sequence[str],
         image_size: Sequence[int] | int,
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),
         image_std: Sequence[float] = (0.5, 0.5, 0.5),
@@ -86,7 +91,7 @@ class FastVLAProcessor:
         if "{task}" not in prompt_template:
             raise ValueError(f"prompt_template {prompt_template!r} must contain '{{task}}'")
         self.tokenizer = tokenizer
-        self.camera_names = list(camera_names)
+        self.cameras = list(cameras)
         self.image_size = as_hw(image_size)
         self.image_mean = [float(v) for v in image_mean]
         self.image_std = [float(v) for v in image_std]
@@ -109,7 +114,7 @@ class FastVLAProcessor:
         """Processor matching a :class:`FastVLAConfig` (cameras, image size, depth, instruction length)."""
         proc = cls(
             tokenizer,
-            camera_names=config.camera_names,
+            cameras=config.cameras,
             image_size=config.image_size,
             max_instruction_tokens=config.max_instruction_tokens,
             use_depth=config.use_depth,
@@ -138,8 +143,6 @@ class FastVLAProcessor:
                 action ``min_max``).
             **kwargs: other constructor arguments.
         """
-        from fastvla.model.presets import get_preset, preset_config
-
         preset = get_preset(name)
         config = config if config is not None else preset_config(name)
         kwargs.setdefault("image_mean", preset.image_mean)
@@ -158,7 +161,7 @@ class FastVLAProcessor:
     def _images(self, batch: Mapping[str, Any], key_fn: Any, channels: int) -> tuple[torch.Tensor, bool]:
         """Cameras of ``batch`` stacked as (B, cams, channels, H, W) float, and whether it was unbatched."""
         frames, single = [], False
-        for cam in self.camera_names:
+        for cam in self.cameras:
             key = key_fn(cam)
             if key not in batch:
                 available = sorted(k for k in batch if k.startswith("observation."))
@@ -268,7 +271,7 @@ class FastVLAProcessor:
         """JSON-serialisable settings (not the tokenizer or statistics)."""
         return {
             "processor_class": type(self).__name__,
-            "camera_names": self.camera_names,
+            "cameras": self.cameras,
             "image_size": list(self.image_size),
             "image_mean": self.image_mean,
             "image_std": self.image_std,
@@ -280,8 +283,6 @@ class FastVLAProcessor:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write ``processor_config.json``, ``dataset_stats.json`` (if any) and the tokenizer files."""
-        from fastvla.utils.io import atomic_write_text
-
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / PROCESSOR_CONFIG_FILE, json.dumps(self.to_dict(), indent=2))
@@ -291,10 +292,6 @@ class FastVLAProcessor:
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> Any:
         """Upload the processor files to a Hub model repo (next to ``model.push_to_hub(repo_id)``)."""
-        import tempfile
-
-        from huggingface_hub import HfApi
-
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="fastvla-processor-") as tmp:
@@ -306,8 +303,6 @@ class FastVLAProcessor:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> FastVLAProcessor:
         """Load a processor saved with :meth:`save_pretrained` (local folder)."""
-        from transformers import AutoTokenizer
-
         path = Path(path)
         config_file = path / PROCESSOR_CONFIG_FILE
         if not config_file.is_file():
@@ -316,6 +311,8 @@ class FastVLAProcessor:
             )
         settings = json.loads(config_file.read_text())
         settings.pop("processor_class", None)
+        if "camera_names" in settings:  # saved before the rename
+            settings["cameras"] = settings.pop("camera_names")
         settings.update(overrides)
         stats_file = path / DATASET_STATS_FILE
         normalizer = Normalizer.load(str(stats_file)) if stats_file.is_file() else None

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import BitsAndBytesConfig
 
 from fastvla.constants import FRESH_MODULES
 
@@ -61,7 +62,7 @@ def import_bitsandbytes() -> Any:
     drop = _DropKernelWarning()
     bnb_logger.addFilter(drop)
     try:
-        import bitsandbytes
+        import bitsandbytes  # deferred: start-up time (it loads its native library), inside the filter
     finally:
         bnb_logger.removeFilter(drop)
     if drop.dropped:
@@ -84,8 +85,6 @@ def bnb_config(
         quant_type: ``"nf4"`` or ``"fp4"``.
         double_quant: quantise the quantisation constants too (saves ~0.4 bit/parameter).
     """
-    from transformers import BitsAndBytesConfig
-
     if bits not in (4, 8):
         raise ValueError(f"bits={bits} is not supported; use 4 (NF4/FP4) or 8 (LLM.int8())")
     import_bitsandbytes()  # before transformers imports it, to keep the kernels-community warning quiet
@@ -123,9 +122,9 @@ def guard_cpu_4bit(model: nn.Module) -> int:
     right but LoRA gradients are silently wrong (relative error ~0.9). Disabling the fast path keeps the
     weights in the trainable layout. Harmless on CUDA.
     """
-    if "bitsandbytes" not in sys.modules:  # nothing can be quantised; skip the slow import
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None:  # nothing can be quantised; skip the slow import
         return 0
-    import bitsandbytes as bnb
 
     count = 0
     for module in model.modules():
@@ -137,9 +136,9 @@ def guard_cpu_4bit(model: nn.Module) -> int:
 
 def is_quantized(model: nn.Module) -> bool:
     """Whether any layer of ``model`` is a bitsandbytes 4- or 8-bit linear."""
-    if "bitsandbytes" not in sys.modules:  # nothing can be quantised; skip the slow import
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None:  # nothing can be quantised; skip the slow import
         return False
-    import bitsandbytes as bnb
 
     return any(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in model.modules())
 

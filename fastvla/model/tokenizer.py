@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import string
 
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
 #: Special tokens of every FastVLA tokenizer (the model adds visual, state and action tokens as embeddings).
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
 
@@ -47,9 +50,6 @@ def build_tiny_tokenizer(model_max_length: int = 64):
     Returns:
         A transformers fast tokenizer that saves and loads with ``save_pretrained``/``AutoTokenizer``.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {token: i for i, token in enumerate(tiny_vocabulary())}
     tok = Tokenizer(
         models.WordPiece(vocab, unk_token=SPECIAL_TOKENS["unk_token"], max_input_chars_per_word=50)

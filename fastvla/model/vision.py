@@ -88,7 +88,7 @@ class VisionEncoder(nn.Module):
     """Encodes every camera with one shared tower and tags the tokens with a learned camera embedding.
 
     Args:
-        config: the model config (uses ``vision``, ``camera_names``, ``use_depth``, ``fusion.film``).
+        config: the model config (uses ``vision``, ``cameras``, ``use_depth``, ``fusion.film``).
         cond_dim: width of the instruction embedding used for FiLM.
     """
 

@@ -56,6 +56,13 @@ class CdrWriter:
         self.primitive("I", len(data))
         self.buf += data
 
+    def fixed_octets(self, value: bytes | bytearray | memoryview, n: int) -> None:
+        """Write a fixed-size ``uint8[n]`` array (no length prefix, no alignment)."""
+        data = bytes(value)
+        if len(data) != n:
+            raise ValueError(f"a uint8[{n}] field needs {n} bytes, got {len(data)}")
+        self.buf += data
+
     def array(self, value: np.ndarray | list[float], dtype: str) -> None:
         """Write a sequence of a numeric type (``dtype`` a little-endian numpy code, e.g. ``'<f8'``)."""
         arr = np.ascontiguousarray(value, dtype=dtype).reshape(-1)

@@ -10,10 +10,9 @@ durability hands it to nodes that start later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from fastvla.ros2.msgs import Message, OctetArray, Seq
+from fastvla.ros2.msgs import Message, OctetArray, Seq, message, ros
 from fastvla.ros2.transport import QoS
 
 DISCOVERY_TOPIC = "ros_discovery_info"
@@ -28,37 +27,29 @@ def discovery_types(distro: str = "jazzy") -> dict[str, type[Message]]:
         raise ValueError(f"ROS distro {distro!r} unknown; choose one of {sorted(GID_SIZES)}")
     size = GID_SIZES[distro]
 
-    @dataclass(eq=False)
+    @message
     class Gid(Message):
         ROS_TYPE: ClassVar[str] = "rmw_dds_common/msg/Gid"
-        FIELDS: ClassVar = (("data", OctetArray(size)),)
-        data: bytes = bytes(size)
+        data: bytes = ros(OctetArray(size))
 
         @classmethod
         def from_guid(cls, guid: bytes) -> Gid:
             return cls(data=bytes(guid).ljust(size, b"\x00"))
 
-    @dataclass(eq=False)
+    @message
     class NodeEntitiesInfo(Message):
         ROS_TYPE: ClassVar[str] = "rmw_dds_common/msg/NodeEntitiesInfo"
-        FIELDS: ClassVar = (
-            ("node_namespace", "string"),
-            ("node_name", "string"),
-            ("reader_gid_seq", Seq(Gid)),
-            ("writer_gid_seq", Seq(Gid)),
-        )
-        node_namespace: str = "/"
-        node_name: str = ""
-        reader_gid_seq: list[Gid] = field(default_factory=list)
-        writer_gid_seq: list[Gid] = field(default_factory=list)
+        node_namespace: str = ros("string", "/")
+        node_name: str = ros("string")
+        reader_gid_seq: list[Gid] = ros(Seq(Gid))
+        writer_gid_seq: list[Gid] = ros(Seq(Gid))
 
-    @dataclass(eq=False)
+    @message
     class ParticipantEntitiesInfo(Message):
         ROS_TYPE: ClassVar[str] = "rmw_dds_common/msg/ParticipantEntitiesInfo"
         TYPE_HASH: ClassVar[str] = "" if distro == "humble" else _HASH
-        FIELDS: ClassVar = (("gid", Gid), ("node_entities_info_seq", Seq(NodeEntitiesInfo)))
-        gid: Gid = field(default_factory=Gid)
-        node_entities_info_seq: list[NodeEntitiesInfo] = field(default_factory=list)
+        gid: Gid = ros(Gid)
+        node_entities_info_seq: list[NodeEntitiesInfo] = ros(Seq(NodeEntitiesInfo))
 
     return {
         "Gid": Gid,

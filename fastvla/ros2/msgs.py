@@ -15,8 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -45,7 +47,8 @@ class OctetArray:
 
 
 class Message:
-    """Base class: subclasses set ``ROS_TYPE`` and ``FIELDS`` (name, kind) in ``.msg`` order."""
+    """Base class of the messages: a subclass sets ``ROS_TYPE``, declares its fields with :func:`ros` in
+    ``.msg`` order and is decorated with :func:`message`, which fills ``FIELDS`` (name, kind)."""
 
     ROS_TYPE: ClassVar[str]
     FIELDS: ClassVar[tuple[tuple[str, Any], ...]]
@@ -72,79 +75,98 @@ class Message:
 
     def _write(self, w: CdrWriter) -> None:
         for name, kind in self.FIELDS:
-            value = getattr(self, name)
-            if isinstance(kind, str) and kind in _PRIMITIVES:
-                w.primitive(_PRIMITIVES[kind], value)
-            elif kind == "string":
-                w.string(value)
-            elif kind == "octets":
-                w.octets(value)
-            elif isinstance(kind, OctetArray):
-                data = bytes(value)
-                if len(data) != kind.size:
-                    raise ValueError(f"{type(self).__name__}.{name} needs {kind.size} bytes, got {len(data)}")
-                w.buf += data
-            elif kind == "float64[]":
-                w.array(value, "<f8")
-            elif kind == "string[]":
-                w.primitive("I", len(value))
-                for item in value:
-                    w.string(item)
-            elif isinstance(kind, Seq):
-                w.primitive("I", len(value))
-                for item in value:
-                    item._write(w)
-            else:
-                value._write(w)
+            _codec(kind)[0](w, getattr(self, name))
 
     @classmethod
     def _read(cls: type[_M], r: CdrReader) -> _M:
-        values: dict[str, Any] = {}
-        for name, kind in cls.FIELDS:
-            if isinstance(kind, str) and kind in _PRIMITIVES:
-                values[name] = r.primitive(_PRIMITIVES[kind])
-            elif kind == "string":
-                values[name] = r.string()
-            elif kind == "octets":
-                values[name] = r.octets()
-            elif isinstance(kind, OctetArray):
-                values[name] = r.fixed_octets(kind.size)
-            elif kind == "float64[]":
-                values[name] = r.array("<f8")
-            elif kind == "string[]":
-                values[name] = [r.string() for _ in range(int(r.primitive("I")))]
-            elif isinstance(kind, Seq):
-                values[name] = [kind.element._read(r) for _ in range(int(r.primitive("I")))]
-            else:
-                values[name] = kind._read(r)
-        return cls(**values)
+        return cls(**{name: _codec(kind)[1](r) for name, kind in cls.FIELDS})
+
+
+_Write = Callable[[CdrWriter, Any], None]
+_Read = Callable[[CdrReader], Any]
+
+
+def _primitive(fmt: str) -> tuple[_Write, _Read]:
+    return (lambda w, v: w.primitive(fmt, v)), (lambda r: r.primitive(fmt))
+
+
+def _sequence(write_item: _Write, read_item: _Read) -> tuple[_Write, _Read]:
+    """A CDR sequence: uint32 length, then the items."""
+
+    def write(w: CdrWriter, values: Any) -> None:
+        w.primitive("I", len(values))
+        for item in values:
+            write_item(w, item)
+
+    def read(r: CdrReader) -> list[Any]:
+        return [read_item(r) for _ in range(int(r.primitive("I")))]
+
+    return write, read
+
+
+_NAMED_KINDS: dict[str, tuple[_Write, _Read]] = {
+    **{name: _primitive(fmt) for name, fmt in _PRIMITIVES.items()},
+    "string": (CdrWriter.string, CdrReader.string),
+    "octets": (CdrWriter.octets, CdrReader.octets),
+    "float64[]": ((lambda w, v: w.array(v, "<f8")), (lambda r: r.array("<f8"))),
+}
+_NAMED_KINDS["string[]"] = _sequence(*_NAMED_KINDS["string"])
+
+
+def _codec(kind: Any) -> tuple[_Write, _Read]:
+    """``(write, read)`` for one field kind (see the comment on ``_PRIMITIVES``)."""
+    if isinstance(kind, str):
+        return _NAMED_KINDS[kind]
+    if isinstance(kind, OctetArray):
+        return (lambda w, v: w.fixed_octets(v, kind.size)), (lambda r: r.fixed_octets(kind.size))
+    if isinstance(kind, Seq):
+        return _sequence(*_codec(kind.element))
+    return (lambda w, v: v._write(w)), kind._read
 
 
 def _f64(values: Any = ()) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
+_ZEROS: dict[str, Any] = {"uint8": 0, "int32": 0, "uint32": 0, "float64": 0.0, "string": "", "octets": b""}
+_EMPTY: dict[str, Callable[[], Any]] = {"float64[]": _f64, "string[]": list}
+
+
+def ros(kind: Any, default: Any = dataclasses.MISSING) -> Any:
+    """A message field of ROS field ``kind``, defaulting to ``default`` or else the kind's zero value."""
+    metadata = {"ros": kind}
+    if default is dataclasses.MISSING and isinstance(kind, OctetArray):
+        default = bytes(kind.size)
+    elif default is dataclasses.MISSING and isinstance(kind, str) and kind in _ZEROS:
+        default = _ZEROS[kind]
+    if default is not dataclasses.MISSING:
+        return dataclasses.field(default=default, metadata=metadata)
+    # Mutable zero values: an empty array or list, a default nested message.
+    factory = list if isinstance(kind, Seq) else _EMPTY[kind] if isinstance(kind, str) else kind
+    return dataclasses.field(default_factory=factory, metadata=metadata)
+
+
+def message(cls: type[_M]) -> type[_M]:
+    """Class decorator: ``cls`` as a ``dataclass(eq=False)`` whose ``FIELDS`` lists its :func:`ros` fields."""
+    cls = dataclasses.dataclass(eq=False)(cls)
+    cls.FIELDS = tuple((f.name, f.metadata["ros"]) for f in dataclasses.fields(cls))
+    return cls
+
+
 # --- builtin_interfaces / std_msgs ------------------------------------------------------------------
 
 
-@dataclass(eq=False)
-class Time(Message):
-    """``builtin_interfaces/msg/Time``: seconds and nanoseconds since the epoch (or sim time)."""
+@message
+class _SecNanosec(Message):
+    """The layout ``Time`` and ``Duration`` share: whole seconds and nanoseconds."""
 
-    ROS_TYPE: ClassVar[str] = "builtin_interfaces/msg/Time"
-    FIELDS: ClassVar = (("sec", "int32"), ("nanosec", "uint32"))
-    sec: int = 0
-    nanosec: int = 0
+    sec: int = ros("int32")
+    nanosec: int = ros("uint32")
 
     @classmethod
-    def from_ns(cls, ns: int) -> Time:
+    def from_ns(cls: type[_M], ns: int) -> _M:
         """Split integer nanoseconds into ``sec``/``nanosec``."""
         return cls(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
-
-    @classmethod
-    def now(cls) -> Time:
-        """The current wall-clock time (what ``rclcpp::Clock`` gives with ``use_sim_time`` off)."""
-        return cls.from_ns(time.time_ns())
 
     def to_ns(self) -> int:
         """Total nanoseconds."""
@@ -155,76 +177,75 @@ class Time(Message):
         return self.sec + self.nanosec * 1e-9
 
 
-@dataclass(eq=False)
-class Duration(Message):
+@message
+class Time(_SecNanosec):
+    """``builtin_interfaces/msg/Time``: seconds and nanoseconds since the epoch (or sim time)."""
+
+    ROS_TYPE: ClassVar[str] = "builtin_interfaces/msg/Time"
+
+    @classmethod
+    def now(cls) -> Time:
+        """The current wall-clock time (what ``rclcpp::Clock`` gives with ``use_sim_time`` off)."""
+        return cls.from_ns(time.time_ns())
+
+
+@message
+class Duration(_SecNanosec):
     """``builtin_interfaces/msg/Duration``."""
 
     ROS_TYPE: ClassVar[str] = "builtin_interfaces/msg/Duration"
-    FIELDS: ClassVar = (("sec", "int32"), ("nanosec", "uint32"))
-    sec: int = 0
-    nanosec: int = 0
 
     @classmethod
     def from_sec(cls, seconds: float) -> Duration:
         """A non-negative duration from float seconds (rounded to the nanosecond)."""
-        ns = round(seconds * 1e9)
-        return cls(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-    def to_sec(self) -> float:
-        """Seconds as a float."""
-        return self.sec + self.nanosec * 1e-9
+        return cls.from_ns(round(seconds * 1e9))
 
 
-@dataclass(eq=False)
+@message
 class Header(Message):
     """``std_msgs/msg/Header``: acquisition time and coordinate frame."""
 
     ROS_TYPE: ClassVar[str] = "std_msgs/msg/Header"
-    FIELDS: ClassVar = (("stamp", Time), ("frame_id", "string"))
-    stamp: Time = field(default_factory=Time)
-    frame_id: str = ""
+    stamp: Time = ros(Time)
+    frame_id: str = ros("string")
 
 
-@dataclass(eq=False)
+@message
 class String(Message):
     """``std_msgs/msg/String`` (the bridge's run-time instruction topic)."""
 
     ROS_TYPE: ClassVar[str] = "std_msgs/msg/String"
     TYPE_HASH: ClassVar[str] = "RIHS01_df668c740482bbd48fb39d76a70dfd4bd59db1288021743503259e948f6b1a18"
-    FIELDS: ClassVar = (("data", "string"),)
-    data: str = ""
+    data: str = ros("string")
 
 
-@dataclass(eq=False)
+@message
 class MultiArrayDimension(Message):
     """``std_msgs/msg/MultiArrayDimension``."""
 
     ROS_TYPE: ClassVar[str] = "std_msgs/msg/MultiArrayDimension"
-    FIELDS: ClassVar = (("label", "string"), ("size", "uint32"), ("stride", "uint32"))
-    label: str = ""
-    size: int = 0
-    stride: int = 0
+    label: str = ros("string")
+    size: int = ros("uint32")
+    stride: int = ros("uint32")
 
 
-@dataclass(eq=False)
+@message
 class MultiArrayLayout(Message):
     """``std_msgs/msg/MultiArrayLayout``."""
 
     ROS_TYPE: ClassVar[str] = "std_msgs/msg/MultiArrayLayout"
-    FIELDS: ClassVar = (("dim", Seq(MultiArrayDimension)), ("data_offset", "uint32"))
-    dim: list[MultiArrayDimension] = field(default_factory=list)
-    data_offset: int = 0
+    dim: list[MultiArrayDimension] = ros(Seq(MultiArrayDimension))
+    data_offset: int = ros("uint32")
 
 
-@dataclass(eq=False)
+@message
 class Float64MultiArray(Message):
     """``std_msgs/msg/Float64MultiArray``: what ``forward_command_controller`` (ros2_control) consumes."""
 
     ROS_TYPE: ClassVar[str] = "std_msgs/msg/Float64MultiArray"
     TYPE_HASH: ClassVar[str] = "RIHS01_1025ddc6b9552d191f89ef1a8d2f60f3d373e28b283d8891ddcc974e8c55397f"
-    FIELDS: ClassVar = (("layout", MultiArrayLayout), ("data", "float64[]"))
-    layout: MultiArrayLayout = field(default_factory=MultiArrayLayout)
-    data: np.ndarray = field(default_factory=_f64)
+    layout: MultiArrayLayout = ros(MultiArrayLayout)
+    data: np.ndarray = ros("float64[]")
 
     @classmethod
     def from_array(cls, values: np.ndarray, labels: tuple[str, ...] = ()) -> Float64MultiArray:
@@ -241,85 +262,61 @@ class Float64MultiArray(Message):
 # --- sensor_msgs ------------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
+@message
 class Image(Message):
     """``sensor_msgs/msg/Image``: an uncompressed image (``data`` is ``height * step`` bytes)."""
 
     ROS_TYPE: ClassVar[str] = "sensor_msgs/msg/Image"
     TYPE_HASH: ClassVar[str] = "RIHS01_d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47"
-    FIELDS: ClassVar = (
-        ("header", Header),
-        ("height", "uint32"),
-        ("width", "uint32"),
-        ("encoding", "string"),
-        ("is_bigendian", "uint8"),
-        ("step", "uint32"),
-        ("data", "octets"),
-    )
-    header: Header = field(default_factory=Header)
-    height: int = 0
-    width: int = 0
-    encoding: str = ""
-    is_bigendian: int = 0
-    step: int = 0
-    data: bytes = b""
+    header: Header = ros(Header)
+    height: int = ros("uint32")
+    width: int = ros("uint32")
+    encoding: str = ros("string")
+    is_bigendian: int = ros("uint8")
+    step: int = ros("uint32")
+    data: bytes = ros("octets")
 
 
-@dataclass(eq=False)
+@message
 class CompressedImage(Message):
     """``sensor_msgs/msg/CompressedImage``: JPEG or PNG bytes (``image_transport``'s ``/compressed``)."""
 
     ROS_TYPE: ClassVar[str] = "sensor_msgs/msg/CompressedImage"
     TYPE_HASH: ClassVar[str] = "RIHS01_15640771531571185e2efc8a100baf923961a4d15d5569652e6cb6691e8e371a"
-    FIELDS: ClassVar = (("header", Header), ("format", "string"), ("data", "octets"))
-    header: Header = field(default_factory=Header)
-    format: str = ""
-    data: bytes = b""
+    header: Header = ros(Header)
+    format: str = ros("string")
+    data: bytes = ros("octets")
 
 
-@dataclass(eq=False)
+@message
 class JointState(Message):
     """``sensor_msgs/msg/JointState``: names with positions (rad or m), velocities and efforts."""
 
     ROS_TYPE: ClassVar[str] = "sensor_msgs/msg/JointState"
     TYPE_HASH: ClassVar[str] = "RIHS01_a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e"
-    FIELDS: ClassVar = (
-        ("header", Header),
-        ("name", "string[]"),
-        ("position", "float64[]"),
-        ("velocity", "float64[]"),
-        ("effort", "float64[]"),
-    )
-    header: Header = field(default_factory=Header)
-    name: list[str] = field(default_factory=list)
-    position: np.ndarray = field(default_factory=_f64)
-    velocity: np.ndarray = field(default_factory=_f64)
-    effort: np.ndarray = field(default_factory=_f64)
+    header: Header = ros(Header)
+    name: list[str] = ros("string[]")
+    position: np.ndarray = ros("float64[]")
+    velocity: np.ndarray = ros("float64[]")
+    effort: np.ndarray = ros("float64[]")
 
 
 # --- trajectory_msgs --------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
+@message
 class JointTrajectoryPoint(Message):
     """``trajectory_msgs/msg/JointTrajectoryPoint``: one waypoint, timed from the trajectory start."""
 
     ROS_TYPE: ClassVar[str] = "trajectory_msgs/msg/JointTrajectoryPoint"
-    FIELDS: ClassVar = (
-        ("positions", "float64[]"),
-        ("velocities", "float64[]"),
-        ("accelerations", "float64[]"),
-        ("effort", "float64[]"),
-        ("time_from_start", Duration),
-    )
-    positions: np.ndarray = field(default_factory=_f64)
-    velocities: np.ndarray = field(default_factory=_f64)
-    accelerations: np.ndarray = field(default_factory=_f64)
-    effort: np.ndarray = field(default_factory=_f64)
-    time_from_start: Duration = field(default_factory=Duration)
+    positions: np.ndarray = ros("float64[]")
+    velocities: np.ndarray = ros("float64[]")
+    accelerations: np.ndarray = ros("float64[]")
+    effort: np.ndarray = ros("float64[]")
+    time_from_start: Duration = ros(Duration)
 
 
-@dataclass(eq=False)
+@message
 class JointTrajectory(Message):
     """``trajectory_msgs/msg/JointTrajectory``: what ``joint_trajectory_controller`` consumes.
 
@@ -328,14 +325,9 @@ class JointTrajectory(Message):
 
     ROS_TYPE: ClassVar[str] = "trajectory_msgs/msg/JointTrajectory"
     TYPE_HASH: ClassVar[str] = "RIHS01_179b33eba59d676f6d967ac71fe35e7ca2f64b2f3928f4a018cec115e213796e"
-    FIELDS: ClassVar = (
-        ("header", Header),
-        ("joint_names", "string[]"),
-        ("points", Seq(JointTrajectoryPoint)),
-    )
-    header: Header = field(default_factory=Header)
-    joint_names: list[str] = field(default_factory=list)
-    points: list[JointTrajectoryPoint] = field(default_factory=list)
+    header: Header = ros(Header)
+    joint_names: list[str] = ros("string[]")
+    points: list[JointTrajectoryPoint] = ros(Seq(JointTrajectoryPoint))
 
 
 MESSAGES: dict[str, type[Message]] = {

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -222,8 +223,9 @@ class LogThrottle:
         (0, None, None)
     """
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, event: str = "events") -> None:
         self.interval_s = interval_s
+        self.event = event
         self._next = -math.inf
         self._suppressed = 0
 
@@ -236,3 +238,14 @@ class LogThrottle:
         self._next = now + self.interval_s
         suppressed, self._suppressed = self._suppressed, 0
         return suppressed
+
+    def warning(self, log: logging.Logger, msg: str, *args: Any) -> None:
+        """``log.warning(msg, *args)`` if :meth:`allow` lets it, saying how many were suppressed."""
+        suppressed = self.allow()
+        if suppressed is not None:
+            log.warning(
+                f"{msg} (%d more {self.event} since the last warning; at most one warning per %g s)",
+                *args,
+                suppressed,
+                self.interval_s,
+            )

@@ -63,7 +63,7 @@ def describe_policy(policy: Any) -> dict[str, Any]:
     """Metadata a client needs about a policy: action dim, chunk size, cameras, default ``n_action_steps``.
 
     Uses ``policy.serving_metadata()`` when the policy defines it, otherwise reads the attributes
-    ``FastVLAPolicy`` exposes (``config.action_dim``, ``config.chunk_size``, ``config.camera_names``,
+    ``FastVLAPolicy`` exposes (``config.action_dim``, ``config.chunk_size``, ``config.cameras``,
     ``config.state_dim``, ``config.image_size``, ``n_action_steps``, ``obs_map``,
     ``processor.resize_images``). Unknown fields are None. The server validates requests against the
     observation map, state size and (for policies that do not resize) image size it finds here.
@@ -81,7 +81,7 @@ def describe_policy(policy: Any) -> dict[str, Any]:
         return None
 
     obs_map = getattr(policy, "obs_map", None)
-    cameras = attr("camera_names")
+    cameras = attr("cameras")
     resize = getattr(getattr(policy, "processor", None), "resize_images", None)
     meta = {
         "policy_class": type(policy).__name__,
@@ -187,8 +187,8 @@ class PolicyServer:
         self._started = time.monotonic()
         self._connections = 0  # handlers running (the batcher waits only while one has no request in)
         self._admitted: set[ServerConnection] = set()  # upgrades accepted, counted against the cap
-        self._auth_log = LogThrottle(self.limits.auth_log_interval_s)
-        self._refused_log = LogThrottle(self.limits.auth_log_interval_s)
+        self._auth_log = LogThrottle(self.limits.auth_log_interval_s, "rejected")
+        self._refused_log = LogThrottle(self.limits.auth_log_interval_s, "refused")
         self._carry: deque[InferRequest] = deque()  # dequeued but did not fit the last batch
         self._queue: asyncio.Queue[InferRequest] | None = None
         self._stop: asyncio.Event | None = None
@@ -323,15 +323,11 @@ class PolicyServer:
             return response
         if self.token is not None and not self._authorized(request):
             self.stats["auth_rejected"] += 1
-            suppressed = self._auth_log.allow()
-            if suppressed is not None:
-                logger.warning(
-                    "rejected a connection from %s: missing, repeated or wrong token (%d more rejected "
-                    "since the last warning; at most one warning per %g s)",
-                    connection.remote_address,
-                    suppressed,
-                    self.limits.auth_log_interval_s,
-                )
+            self._auth_log.warning(
+                logger,
+                "rejected a connection from %s: missing, repeated or wrong token",
+                connection.remote_address,
+            )
             return connection.respond(
                 http.HTTPStatus.UNAUTHORIZED,
                 "send exactly one 'Authorization: Bearer <token>' header: pass RemotePolicy(url, token=...) "
@@ -342,16 +338,13 @@ class PolicyServer:
         self._admitted = {c for c in self._admitted if c.state is not State.CLOSED}
         if len(self._admitted) >= self.limits.max_connections:
             self.stats["connections_refused"] += 1
-            suppressed = self._refused_log.allow()
-            if suppressed is not None:
-                logger.warning(
-                    "refused a connection from %s: %d connections open (max_connections=%d; %d more "
-                    "refused since the last warning)",
-                    connection.remote_address,
-                    len(self._admitted),
-                    self.limits.max_connections,
-                    suppressed,
-                )
+            self._refused_log.warning(
+                logger,
+                "refused a connection from %s: %d connections open (max_connections=%d)",
+                connection.remote_address,
+                len(self._admitted),
+                self.limits.max_connections,
+            )
             response = connection.respond(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 f"server at its connection limit (max_connections={self.limits.max_connections}); "

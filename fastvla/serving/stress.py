@@ -246,59 +246,50 @@ def run_hostile_load(
             except Exception:
                 bump("pipeline_dropped")
 
+    def open_ws(name: str, backoff_s: float) -> Any | None:
+        """A websocket to the server, or None (counted under ``name``) after a ``backoff_s`` pause."""
+        try:
+            return connect(server.url, open_timeout=10, compression=None, **_connect_kwargs())
+        except InvalidStatus as err:  # refused at the connection cap
+            bump(f"{name}_http_{err.response.status_code}")
+        except Exception:
+            bump(f"{name}_connect_failed")
+        stop.wait(backoff_s)
+        return None
+
+    def trickle(name: str, sock: Any, first: bytes, more: bytes) -> None:
+        """Send ``first``, then ``more`` every 0.5 s until the server drops ``sock`` or the load ends."""
+        opened = time.monotonic()
+        try:
+            sock.sendall(first)
+            while not stop.wait(0.5):
+                sock.sendall(more)
+            bump(f"{name}_survived")
+        except OSError:
+            bump(f"{name}_closed_by_server")
+            bump(f"{name}_held_ms", int((time.monotonic() - opened) * 1000))
+        finally:
+            _close_quietly(sock)
+
     host, port = server.url.removeprefix("ws://").rsplit(":", 1)
 
     def slow_handshake() -> None:
         while not stop.is_set():
             sock = socket.create_connection((host, int(port)), timeout=30)
-            opened = time.monotonic()
-            try:
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
-                while not stop.wait(0.5):
-                    sock.sendall(b"X")  # a header that never ends
-                bump("slow_handshake_survived")
-            except OSError:
-                bump("slow_handshake_closed_by_server")
-                bump("slow_handshake_held_ms", int((time.monotonic() - opened) * 1000))
-            finally:
-                _close_quietly(sock)
+            trickle("slow_handshake", sock, b"GET / HTTP/1.1\r\nHost: x\r\n", b"X")  # headers never end
 
     def slow_frame() -> None:
+        # A masked binary frame announcing 65535 bytes, then its payload a byte at a time.
+        header = struct.pack("!BBH4s", 0x82, 0x80 | 126, 65535, b"mask")
         while not stop.is_set():
-            try:
-                ws = connect(server.url, open_timeout=10, compression=None, **_connect_kwargs())
-            except InvalidStatus as err:  # refused at the connection cap
-                bump(f"slow_frame_http_{err.response.status_code}")
-                stop.wait(0.5)
-                continue
-            except Exception:
-                bump("slow_frame_connect_failed")
-                stop.wait(0.5)
-                continue
-            opened = time.monotonic()
-            try:
-                # A masked binary frame announcing 65535 bytes, then its payload a byte at a time.
-                ws.socket.sendall(struct.pack("!BBH4s", 0x82, 0x80 | 126, 65535, b"mask") + b"\x00")
-                while not stop.wait(0.5):
-                    ws.socket.sendall(b"\x00")
-                bump("slow_frame_survived")
-            except OSError:
-                bump("slow_frame_closed_by_server")
-                bump("slow_frame_held_ms", int((time.monotonic() - opened) * 1000))
-            finally:
-                _close_quietly(ws.socket)
+            ws = open_ws("slow_frame", 0.5)
+            if ws is not None:
+                trickle("slow_frame", ws.socket, header + b"\x00", b"\x00")
 
     def idle() -> None:
         while not stop.is_set():
-            try:
-                ws = connect(server.url, open_timeout=10, compression=None, **_connect_kwargs())
-            except InvalidStatus as err:
-                bump(f"idle_http_{err.response.status_code}")
-                stop.wait(0.25)
-                continue
-            except Exception:
-                bump("idle_connect_failed")
-                stop.wait(0.25)
+            ws = open_ws("idle", 0.25)
+            if ws is None:
                 continue
             bump("idle_opened")
             try:

@@ -72,9 +72,19 @@ def load_config_dict(path: str | Path) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
-    """Build (and validate) a ``cls`` from a nested dict; unknown keys are an error naming the valid ones."""
+    """Build (and validate) a ``cls`` from a nested dict; unknown keys are an error naming the valid ones.
+
+    A field's ``aliases`` are accepted as keys too (``--camera-keys`` as ``camera_keys``), so files written
+    before a field was renamed still load.
+    """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    renamed = {
+        alias.lstrip("-").replace("-", "_"): f.name
+        for f in dataclasses.fields(cls)
+        for alias in f.metadata.get("aliases", ())
+    }
+    data = {renamed.get(key, key): value for key, value in data.items()}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"unknown config key(s) {[prefix + k for k in unknown]}; valid: {sorted(names)}")

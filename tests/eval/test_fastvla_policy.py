@@ -21,7 +21,7 @@ def test_checkpoint_path_on_env_with_other_keys(tmp_path: Path) -> None:
     from fastvla.policies import FastVLAPolicy, ObservationMap
 
     torch.manual_seed(0)
-    model = FastVLAModel.from_preset("tiny", camera_names=["front"], state_dim=4, action_dim=2)
+    model = FastVLAModel.from_preset("tiny", cameras=["front"], state_dim=4, action_dim=2)
     stats = {
         "observation.state": {"mean": [0.0] * 4, "std": [1.0] * 4},
         "action": {"min": [-1.0] * 2, "max": [1.0] * 2},

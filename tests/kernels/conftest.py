@@ -8,6 +8,7 @@ reruns this folder in a child process with the variable set, and the in-process 
 """
 
 import os
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -38,3 +39,24 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 # Relative-error bounds against a float64 oracle, by the dtype the kernel stores in.
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def assert_matches_oracle(
+    fn: Callable[..., torch.Tensor],
+    oracle: Callable[..., torch.Tensor],
+    inputs: list[torch.Tensor],
+    tol: float,
+) -> None:
+    """``fn(*inputs)`` and its gradients w.r.t. ``inputs`` against ``oracle`` in float64 (same upstream
+    gradient): the output keeps the first input's shape and dtype; every relative error is below ``tol``."""
+    y = fn(*inputs)
+    assert y.dtype == inputs[0].dtype and y.shape == inputs[0].shape
+    dy = torch.randn_like(y)
+    got = (y, *torch.autograd.grad(y, inputs, dy))
+    inputs64 = [t.detach().double().requires_grad_() for t in inputs]
+    y64 = oracle(*inputs64)
+    want = (y64, *torch.autograd.grad(y64, inputs64, dy.double()))
+    for name, a, b in zip(
+        ["output", *(f"grad of input {i}" for i in range(len(inputs)))], got, want, strict=True
+    ):
+        assert rel_err(a, b) < tol, f"{name}: relative error {rel_err(a, b):.2e} >= {tol:g}"

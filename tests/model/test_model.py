@@ -90,14 +90,14 @@ def test_save_load_identical_outputs(tmp_path, tiny: FastVLAModel, proc: FastVLA
 def test_fusion_output_independent_of_camera_count() -> None:
     lengths = {}
     for cams in (["front"], ["front", "wrist"], ["front", "wrist", "side"]):
-        model = FastVLAModel.from_preset("tiny", camera_names=cams).eval()
+        model = FastVLAModel.from_preset("tiny", cameras=cams).eval()
         pixels = torch.rand(2, len(cams), 3, 64, 64)
         with torch.no_grad():
             fused = model.encode_images(pixels, torch.zeros(2, 128))
         lengths[len(cams)] = fused.shape
     assert set(lengths.values()) == {torch.Size([2, 16, 128])}
     # prefix mode grows with the camera count (8x8 tokens per camera for the tiny ResNet)
-    model = FastVLAModel.from_preset("tiny", camera_names=["a", "b", "c"], fusion={"mode": "prefix"}).eval()
+    model = FastVLAModel.from_preset("tiny", cameras=["a", "b", "c"], fusion={"mode": "prefix"}).eval()
     with torch.no_grad():
         fused = model.encode_images(torch.rand(2, 3, 3, 64, 64))
         out = model(pixel_values=torch.rand(2, 3, 3, 64, 64), input_ids=torch.ones(2, 4, dtype=torch.long))
@@ -147,8 +147,8 @@ def test_presets_registry_and_errors() -> None:
         preset_config("nope")
     with pytest.raises(ValueError, match="num_heads"):
         preset_config("tiny", fusion={"num_heads": 3})
-    with pytest.raises(ValueError, match="camera_names"):
-        preset_config("tiny", camera_names=["a", "a"])
+    with pytest.raises(ValueError, match="cameras"):
+        preset_config("tiny", cameras=["a", "a"])
     # widths stay multiples of 64 in the tiny presets (bitsandbytes CPU kernels need it)
     model = FastVLAModel.from_preset("tiny-vit")
     for name, module in model.named_modules():

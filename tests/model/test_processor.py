@@ -105,3 +105,21 @@ def test_save_load(tmp_path) -> None:
         torch.testing.assert_close(a[key], b[key])
     with pytest.raises(FileNotFoundError, match=r"processor_config\.json"):
         FastVLAProcessor.from_pretrained(tmp_path / "nowhere")
+
+
+def test_files_saved_before_the_camera_rename_load(tmp_path) -> None:
+    """``camera_names`` (the former name of ``cameras``) in config.json and processor_config.json."""
+    from fastvla.model import FastVLAConfig
+    from fastvla.model.presets import preset_config
+
+    preset_config("tiny", cameras=["top", "wrist"]).save_pretrained(tmp_path)
+    make_proc().save_pretrained(tmp_path)
+    for name in ("config.json", "processor_config.json"):
+        saved = json.loads((tmp_path / name).read_text())
+        assert "camera_names" not in saved
+        saved["camera_names"] = saved.pop("cameras")
+        (tmp_path / name).write_text(json.dumps(saved))
+    config = FastVLAConfig.from_pretrained(tmp_path)
+    assert config.cameras == config.camera_names == ["top", "wrist"]
+    assert "camera_names" not in config.to_dict()
+    assert FastVLAProcessor.from_pretrained(tmp_path).cameras == make_proc().cameras

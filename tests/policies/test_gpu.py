@@ -29,7 +29,7 @@ def test_policy_replays_graphs_per_batch_size_and_matches_eager() -> None:
     torch.manual_seed(0)
     model = FastVLAModel.from_preset("tiny", image_size=64, state_dim=8)
     processor = FastVLAProcessor.from_preset("tiny", config=model.config)
-    cams = list(model.config.camera_names)
+    cams = list(model.config.cameras)
     graphed = FastVLAPolicy(model, processor, device="cuda", cuda_graphs=True)
     eager = FastVLAPolicy(model, processor, device="cuda", cuda_graphs=False)
     for batch in (None, 3, None):
@@ -55,7 +55,7 @@ def test_4bit_policy_with_fused_kernels_matches_bitsandbytes(tmp_path) -> None:
     processor = FastVLAProcessor.from_preset("tiny-vit", config=model.config)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
-    cams = list(model.config.camera_names)
+    cams = list(model.config.cameras)
     fused = FastVLAPolicy.from_pretrained(tmp_path, load_in_4bit=True, device="cuda", kernels=True)
     plain = FastVLAPolicy.from_pretrained(tmp_path, load_in_4bit=True, device="cuda", kernels=False)
     assert fused.kernel_patch.counts["nf4"] > 0

@@ -18,7 +18,7 @@ from fastvla.policies import FastVLAPolicy, ObservationMap, TemporalEnsembler
 
 def save_tiny(path, cameras, state_dim, action_dim, image_size=64, chunk_size=8, low=-1.0, high=1.0):
     torch.manual_seed(0)
-    kw = {"camera_names": cameras, "state_dim": state_dim, "action_dim": action_dim, "chunk_size": chunk_size}
+    kw = {"cameras": cameras, "state_dim": state_dim, "action_dim": action_dim, "chunk_size": chunk_size}
     model = FastVLAModel.from_preset("tiny", image_size=image_size, **kw)
     stats = {
         "observation.state": {"mean": [0.0] * state_dim, "std": [1.0] * state_dim},

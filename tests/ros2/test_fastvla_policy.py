@@ -21,7 +21,7 @@ CAMS, STATE_DIM, ACTION_DIM, CHUNK = ["front", "wrist"], 8, 8, 6
 def policy_dir(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_policy")
-    kw = {"camera_names": CAMS, "state_dim": STATE_DIM, "action_dim": ACTION_DIM, "chunk_size": CHUNK}
+    kw = {"cameras": CAMS, "state_dim": STATE_DIM, "action_dim": ACTION_DIM, "chunk_size": CHUNK}
     model = FastVLAModel.from_preset("tiny", image_size=64, **kw)
     stats = {
         "observation.state": {"mean": [0.0] * STATE_DIM, "std": [1.0] * STATE_DIM},

@@ -21,7 +21,7 @@ CAMERAS, STATE_DIM, ACTION_DIM, CHUNK, IMAGE = ["front", "wrist"], 6, 4, 6, 32
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tiny_fastvla")
     torch.manual_seed(0)
-    kw = {"camera_names": CAMERAS, "state_dim": STATE_DIM, "action_dim": ACTION_DIM, "chunk_size": CHUNK}
+    kw = {"cameras": CAMERAS, "state_dim": STATE_DIM, "action_dim": ACTION_DIM, "chunk_size": CHUNK}
     model = model_mod.FastVLAModel.from_preset("tiny", image_size=IMAGE, **kw)
     stats = {
         "observation.state": {"mean": [0.0] * STATE_DIM, "std": [1.0] * STATE_DIM},

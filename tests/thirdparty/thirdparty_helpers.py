@@ -14,7 +14,7 @@ def save_tiny_policy(
 ) -> Path:
     """Save an untrained tiny FastVLA model + processor (a smoke-test policy) to ``path``."""
     torch.manual_seed(0)
-    kw = {"camera_names": cameras, "state_dim": state_dim, "action_dim": action_dim, "chunk_size": 4}
+    kw = {"cameras": cameras, "state_dim": state_dim, "action_dim": action_dim, "chunk_size": 4}
     model = model_mod.FastVLAModel.from_preset("tiny", image_size=image_size, **kw)
     stats = {
         "observation.state": {"mean": [0.0] * state_dim, "std": [1.0] * state_dim},

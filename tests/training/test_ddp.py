@@ -71,10 +71,9 @@ def assert_ranks_agree(out: Path) -> dict[str, torch.Tensor]:
     return rank0
 
 
-@pytest.mark.slow
-def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    config = TrainConfig(
+def ddp_config(dataset_root: Path, frame_cache: Path, out: Path, device: str, **kw: object) -> TrainConfig:
+    """Six updates of 2 micro-batches of 4, saved and validated at step 3 and 6; ``kw`` adds fields."""
+    return TrainConfig(
         data=DataConfig(root=str(dataset_root), cache_dir=str(frame_cache), val_episodes=(2,), num_workers=0),
         output_dir=str(out),
         steps=6,
@@ -83,11 +82,18 @@ def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, 
         save_every=3,
         val_every=3,
         log_every=3,
-        device="cpu",
+        device=device,
         progress=False,
         tensorboard=False,
         optim=OptimConfig(warmup_steps=1, lr=1e-3, head_lr=1e-3),
+        **kw,
     )
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = ddp_config(dataset_root, frame_cache, out, "cpu")
     result = launch_two_ranks(tmp_path, config, "no", env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     state = json.loads((ckpt.checkpoint_path(out, 6) / ckpt.STATE_FILE).read_text())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,26 +16,29 @@ from fastvla.training.loop import Trainer
 pytestmark = pytest.mark.gpu
 
 
+def _qlora_config(dataset_root: Path, frame_cache: Path, out: Path, **kw: Any) -> TrainConfig:
+    """4-bit QLoRA on the GPU over the fixture dataset, saved and validated every 2 steps; ``kw`` replaces."""
+    fields = {
+        "data": DataConfig(root=str(dataset_root), cache_dir=str(frame_cache), val_episodes=(2,)),
+        "model": ModelConfig(quantization="4bit", gradient_checkpointing=True),
+        "optim": OptimConfig(optimizer="paged_adamw8bit", warmup_steps=1),
+        "output_dir": str(out),
+        "batch_size": 8,
+        "log_every": 2,
+        "save_every": 2,
+        "val_every": 2,
+        "device": "cuda",
+        "progress": False,
+    }
+    return TrainConfig(**{**fields, **kw})
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_qlora_mixed_precision_trains_and_resumes(
     dataset_root: Path, frame_cache: Path, tmp_path: Path, precision: str
 ) -> None:
-    def config(**kw) -> TrainConfig:
-        return TrainConfig(
-            data=DataConfig(root=str(dataset_root), cache_dir=str(frame_cache), val_episodes=(2,)),
-            model=ModelConfig(quantization="4bit", gradient_checkpointing=True),
-            optim=OptimConfig(optimizer="paged_adamw8bit", warmup_steps=1),
-            output_dir=str(tmp_path),
-            batch_size=8,
-            log_every=2,
-            save_every=2,
-            val_every=2,
-            mixed_precision=precision,
-            device="cuda",
-            progress=False,
-            **kw,
-        )
+    config = functools.partial(_qlora_config, dataset_root, frame_cache, tmp_path, mixed_precision=precision)
 
     trainer = Trainer(config(steps=2))
     trainer.fit()
@@ -78,23 +83,19 @@ def test_graphed_update_replays_the_eager_update() -> None:
 def test_fastvla_train_with_cuda_graphs_trains_and_resumes(
     dataset_root: Path, frame_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def config(**kw) -> TrainConfig:
-        return TrainConfig(
-            data=DataConfig(root=str(dataset_root), cache_dir=str(frame_cache), val_episodes=(2,)),
-            model=ModelConfig(quantization="4bit", gradient_checkpointing=True, lora_dropout=0.0),
-            optim=OptimConfig(optimizer="adamw", warmup_steps=1),
-            output_dir=str(tmp_path),
-            batch_size=8,
-            grad_accum_steps=2,
-            log_every=2,
-            save_every=3,
-            val_every=3,
-            mixed_precision="bf16",
-            cuda_graphs="on",
-            device="cuda",
-            progress=False,
-            **kw,
-        )
+    config = functools.partial(
+        _qlora_config,
+        dataset_root,
+        frame_cache,
+        tmp_path,
+        model=ModelConfig(quantization="4bit", gradient_checkpointing=True, lora_dropout=0.0),
+        optim=OptimConfig(optimizer="adamw", warmup_steps=1),
+        grad_accum_steps=2,
+        save_every=3,
+        val_every=3,
+        mixed_precision="bf16",
+        cuda_graphs="on",
+    )
 
     trainer = Trainer(config(steps=3))
     trainer.fit()
@@ -114,25 +115,10 @@ def test_two_gpu_ddp_with_cuda_graphs_ranks_agree(
     dataset_root: Path, frame_cache: Path, tmp_path: Path
 ) -> None:
     """accelerate launch on 2 GPUs: graphed updates + the by-hand NCCL all-reduce keep the ranks equal."""
-    from .test_ddp import assert_ranks_agree, launch_two_ranks
+    from .test_ddp import assert_ranks_agree, ddp_config, launch_two_ranks
 
     out = tmp_path / "run"
-    config = TrainConfig(
-        data=DataConfig(root=str(dataset_root), cache_dir=str(frame_cache), val_episodes=(2,), num_workers=0),
-        output_dir=str(out),
-        steps=6,
-        batch_size=4,
-        grad_accum_steps=2,
-        save_every=3,
-        val_every=3,
-        log_every=3,
-        device="cuda",
-        mixed_precision="bf16",
-        cuda_graphs="on",
-        progress=False,
-        tensorboard=False,
-        optim=OptimConfig(warmup_steps=1, lr=1e-3, head_lr=1e-3),
-    )
+    config = ddp_config(dataset_root, frame_cache, out, "cuda", mixed_precision="bf16", cuda_graphs="on")
     result = launch_two_ranks(tmp_path, config, "bf16")
     assert "captured in CUDA graphs" in result.stdout
     assert_ranks_agree(out)

@@ -131,7 +131,7 @@ def test_padding_does_not_change_the_fastvla_loss() -> None:
     model = FastVLAModel.from_preset("tiny", image_size=32).eval()
     cfg = model.config
     inputs = {
-        "pixel_values": torch.rand(2, len(cfg.camera_names), 3, 32, 32),
+        "pixel_values": torch.rand(2, len(cfg.cameras), 3, 32, 32),
         "input_ids": torch.randint(3, 60, (2, 5)),
         "attention_mask": torch.ones(2, 5, dtype=torch.long),
         "state": torch.randn(2, cfg.state_dim),

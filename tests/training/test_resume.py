@@ -57,22 +57,14 @@ def test_kill_then_resume_matches_uninterrupted_run(
 ) -> None:
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     cwd = tmp_path  # not the repo root (its datasets/ folder would shadow Hugging Face's)
-    # The uninterrupted reference run goes alongside the one that gets killed.
-    ref = subprocess.Popen(
-        _command(dataset_root, frame_cache, reference),
-        cwd=cwd,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
-    proc = subprocess.Popen(
-        _command(dataset_root, frame_cache, interrupted),
-        cwd=cwd,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # The uninterrupted reference run goes alongside the one that gets killed.
+    def start(out: Path, stderr: int) -> subprocess.Popen:
+        command = _command(dataset_root, frame_cache, out)
+        return subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+
+    ref = start(reference, subprocess.PIPE)
+    proc = start(interrupted, subprocess.DEVNULL)
     first = ckpt.checkpoint_path(interrupted, SAVE_EVERY)
     deadline = time.monotonic() + 300
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -1,0 +1,47 @@
+"""What the benchmark scripts share: the argument parser, the JSON result file, a tiny untrained policy.
+
+The scripts import it as ``_common``: ``python benchmarks/NAME.py`` puts this folder on ``sys.path``, and
+``fastvla bench NAME`` does the same. Only the standard library is imported at module level, because some
+scripts also run in environments without FastVLA (``ros2_rclpy.py --role robot`` runs in a ROS venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser whose ``--help`` shows the script's docstring ``doc`` as written."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def write_json(path: str | os.PathLike, result: Any, indent: int = 2) -> Path:
+    """Write ``result`` as JSON to ``path`` atomically (folders created), ending with a newline."""
+    from fastvla.utils.io import atomic_write_text  # deferred: see the module docstring
+
+    path = Path(path)
+    atomic_write_text(path, json.dumps(result, indent=indent) + "\n")
+    return path
+
+
+def save_tiny_policy(path: Path, image_size: int, state_dim: int) -> Path:
+    """Save an untrained ``tiny`` FastVLA policy to ``path``: cameras front + wrist at ``image_size``²,
+    ``state_dim``-D state, 7-D actions in chunks of 8, identity normalisation; for timing real inference."""
+    import torch  # deferred: start-up time of the scripts that never build a model
+
+    from fastvla.model import FastVLAModel, FastVLAProcessor
+
+    torch.manual_seed(0)
+    kw = {"cameras": ["front", "wrist"], "state_dim": state_dim, "action_dim": 7, "chunk_size": 8}
+    model = FastVLAModel.from_preset("tiny", image_size=image_size, **kw)
+    stats = {
+        "observation.state": {"mean": [0.0] * state_dim, "std": [1.0] * state_dim},
+        "action": {"min": [-1.0] * 7, "max": [1.0] * 7},
+    }
+    FastVLAProcessor.from_preset("tiny", config=model.config, stats=stats).save_pretrained(path)
+    model.save_pretrained(path)
+    return path
