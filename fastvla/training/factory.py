@@ -154,6 +154,7 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
     from fastvla.model import FastVLAModel, FastVLAProcessor, bnb_config
 
     mc = cfg.model
+    attn = None if mc.attn_implementation == "auto" else mc.attn_implementation
     quant = None
     if mc.quantization != "none":
         bits = 4 if mc.quantization == "4bit" else 8
@@ -163,17 +164,25 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
         from fastvla.model import FastVLAConfig
 
         _check_checkpoint_fits(FastVLAConfig.from_pretrained(mc.checkpoint), spec, cfg, mc.checkpoint)
-        model = FastVLAModel.from_pretrained(mc.checkpoint, quantization_config=quant, device_map=str(device))
+        model = FastVLAModel.from_pretrained(
+            mc.checkpoint, quantization_config=quant, device_map=str(device), attn_implementation=attn
+        )
         processor = FastVLAProcessor.from_pretrained(mc.checkpoint)
     elif mc.vision_backbone:
         model = FastVLAModel.from_backbones(
-            mc.vision_backbone, mc.text_backbone, device=device, **_shape_overrides(cfg, spec)
+            mc.vision_backbone,
+            mc.text_backbone,
+            device=device,
+            attn_implementation=attn,
+            **_shape_overrides(cfg, spec),
         )
         model = _quantize_in_memory(model, quant, device) if quant is not None else model
         processor = _backbone_processor(model.config, mc)
     else:
         fields = {**_shape_overrides(cfg, spec), **mc.overrides}
-        model = FastVLAModel.from_preset(mc.preset, device=device, quantization_config=quant, **fields)
+        model = FastVLAModel.from_preset(
+            mc.preset, device=device, quantization_config=quant, attn_implementation=attn, **fields
+        )
         processor = FastVLAProcessor.from_preset(mc.preset, config=model.config)
     processor.set_stats(spec.stats)
     if mc.gradient_checkpointing:
@@ -228,13 +237,25 @@ def use_cuda_graphs(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]
         problem = (
             f"CUDA graphs need a CUDA GPU; this run is on {device.type}. Use --cuda-graphs off (or auto)"
         )
-    if problem is None and resolve_mixed_precision(cfg.mixed_precision, device.type) == "fp16":
-        problem = "mixed precision resolves to fp16 here (no bf16; loss scaling syncs); use --cuda-graphs off"
     if problem is not None:
         if cfg.cuda_graphs == "on":
             raise ValueError(f"--cuda-graphs on: {problem}")
         return False, False
     return True, cfg.cuda_graphs == "on"
+
+
+def resolve_offload(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool, str | None]:
+    """``(offload optimizer, offload activations, note)``: the memory options in effect on ``device``.
+
+    Both mean something only where the model lives in GPU memory; on CPU they are left off and the note
+    (printed by the trainer) says so.
+    """
+    from fastvla.training.offload import offload_note
+
+    mem = cfg.memory
+    on_gpu = device.type == "cuda"
+    note = offload_note(device, mem.offload_optimizer, mem.offload_activations)
+    return mem.offload_optimizer and on_gpu, mem.offload_activations and on_gpu, note
 
 
 def _compute_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:

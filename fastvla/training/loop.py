@@ -120,7 +120,10 @@ class Trainer:
 
         # Optimiser and schedule. With CUDA graphs the model is not wrapped in DDP: the graphed update
         # all-reduces the flat gradient buffers itself (fastvla.training.graphed_step).
-        optimizer = build_optimizer(self.model, cfg.optim)
+        self.offload_optimizer, self.offload_activations, note = factory.resolve_offload(cfg, acc.device)
+        if note and self.is_main:
+            print(f"fastvla train: {note}")
+        optimizer = build_optimizer(self.model, cfg.optim, offload=self.offload_optimizer)
         self.scheduler = build_scheduler(optimizer, cfg.optim, cfg.steps)
         self.graphs, self.graphs_required = factory.use_cuda_graphs(cfg, acc.device)
         self.graphed: GraphedTrainStep | None = None
@@ -282,10 +285,19 @@ class Trainer:
             # Only the last micro-batch all-reduces gradients (no_sync is a no-op without DDP).
             sync = micro == accum - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
-                loss = self.model(**inputs).loss / accum
+                with self._saved_tensors_place():
+                    loss = self.model(**inputs).loss / accum
                 self.accelerator.backward(loss)
             total += loss.detach()
         return total
+
+    def _saved_tensors_place(self) -> contextlib.AbstractContextManager:
+        """Around the forward: tensors saved for the backward go to host memory with activation offload."""
+        if not self.offload_activations:
+            return contextlib.nullcontext()
+        from fastvla.training.offload import activation_offload
+
+        return activation_offload(self.accelerator.device)
 
     def _graphed_update(self, batches: Iterator[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         """One update through :class:`GraphedTrainStep` (captured at the first call); (loss, grad norm)."""
@@ -301,7 +313,8 @@ class Trainer:
     def _make_graphed_step(self, example: dict[str, torch.Tensor]) -> GraphedTrainStep:
         cfg, acc = self.cfg, self.accelerator
         mode = factory.resolve_mixed_precision(cfg.mixed_precision, acc.device.type)
-        dtype = torch.bfloat16 if mode == "bf16" else None
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        scaler = acc.scaler if mode == "fp16" else None  # its scale tensors are used (and saved) in place
         model = acc.unwrap_model(self.model)
         optimizer = self.optimizer.optimizer
 
@@ -314,11 +327,14 @@ class Trainer:
                 max_grad_norm=cfg.optim.max_grad_norm,
                 autocast_dtype=dtype,
                 capture=capture,
+                scaler=scaler,
             )
 
         step = try_graphed_step(make, self.graphs_required, log=print if self.is_main else lambda _: None)
         if self.is_main and step.captured:
-            print("fastvla train: update captured in CUDA graphs (forward, backward, clip, AdamW)")
+            what = "clip, AdamW" if step.step_in_graph else "then AdamW on the CPU, eagerly"
+            scaling = ", fp16 loss scaling" if step.scaler is not None else ""
+            print(f"fastvla train: update captured in CUDA graphs (forward, backward{scaling}, {what})")
         return step
 
     def _batches(self) -> Iterator[dict[str, Any]]:
