@@ -258,6 +258,50 @@ def resolve_offload(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool,
     return mem.offload_optimizer and on_gpu, mem.offload_activations and on_gpu, note
 
 
+def setup_vision_tensor_parallel(cfg: TrainConfig, model: nn.Module, acc: Any) -> Any:
+    """Shard the vision tower over groups of ``--parallel.tensor-parallel-vision`` processes; mesh or None.
+
+    The processes form a (data parallel x tensor parallel) mesh; each group encodes its ranks' images
+    together (:class:`fastvla.model.parallel.GroupBatchTower`). The sharded weights are left out of DDP.
+
+    Raises:
+        ValueError: a setup it does not compose with (the message names the fix).
+    """
+    n = cfg.parallel.tensor_parallel_vision
+    if n == 1:
+        return None
+    world = acc.num_processes
+    flag = f"--parallel.tensor-parallel-vision {n}"
+    if world % n or world < n:
+        raise ValueError(
+            f"{flag} needs a multiple of {n} processes; this run has {world} "
+            f"(accelerate launch --num_processes {n} ...)"
+        )
+    if cfg.eval_every:
+        raise ValueError(
+            f"{flag}: the closed-loop eval hook runs on one process, the sharded tower needs all; "
+            "use --eval-every 0"
+        )
+    tower = (model.get_base_model() if hasattr(model, "get_base_model") else model).vision.tower
+    if any(p.requires_grad for p in tower.parameters()):
+        raise ValueError(
+            f"{flag} shards a frozen vision tower; this one trains. Train LoRA on the decoder only "
+            "(--model.lora on --model.no-lora-vision, or a backbone/checkpoint with --model.no-lora-vision)"
+        )
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+
+    from fastvla.model.parallel import tensor_parallel_vision
+
+    mesh = init_device_mesh(acc.device.type, (world // n, n), mesh_dim_names=("dp", "tp"))
+    tensor_parallel_vision(model, mesh["tp"])
+    # DDP would broadcast and all-reduce every parameter: the shards differ by rank and are frozen.
+    model._ddp_params_and_buffers_to_ignore = [
+        k for k, p in model.named_parameters() if isinstance(p, DTensor)
+    ]
+    return mesh
+
+
 def _compute_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
     mode = resolve_mixed_precision(cfg.mixed_precision, device.type)
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode, torch.float32)
