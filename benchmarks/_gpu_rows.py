@@ -189,20 +189,20 @@ def _train_step(
         from fastvla.training.graphed_step import GraphedTrainStep
 
         update = GraphedTrainStep(model, opt, static, autocast_dtype=dtype, capture=True)
-        return (
-            (lambda: losses.append(update.update([new_batch()])[0])),
-            "cuda-graph (GraphedTrainStep)",
-            (update.scaler),
-        )
+        step = lambda: losses.append(update.update([new_batch()])[0])  # noqa: E731
+        return step, "cuda-graph (GraphedTrainStep)", update.scaler
     from fastvla.training.offload import activation_offload
 
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    offload = activation_offload(torch.device("cuda")) if "ao" in opts else contextlib.nullcontext
+    device = next(iter(static.values())).device
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def offload() -> contextlib.AbstractContextManager:
+        return activation_offload(device) if "ao" in opts else contextlib.nullcontext()
 
     def eager_step() -> None:
         for key, value in new_batch().items():
             static[key].copy_(value)
-        with torch.autocast("cuda", dtype=dtype), offload():
+        with torch.autocast(device.type, dtype=dtype), offload():
             loss = model(**static).loss
         losses.append(loss.detach())
         scaler.scale(loss).backward()

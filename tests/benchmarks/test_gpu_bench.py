@@ -225,3 +225,31 @@ def test_legacy_runs_are_labelled_with_what_really_ran() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+@pytest.mark.parametrize("opts", [set(), {"ao"}, {"fp16"}, {"oo"}, {"fp16", "oo", "ao"}])
+def test_eager_training_row_step_runs_each_option_on_cpu(opts: set[str]) -> None:
+    """The benchmark's eager step with activation offload, fp16 loss scaling and the CPU-offloaded AdamW
+    (the GPU-only parts — capture, pinned memory — are not exercised here)."""
+    import _gpu_rows
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor):
+            return type("Out", (), {"loss": (self.net(x).float() - y).square().mean()})()
+
+    torch.manual_seed(0)
+    model = Tiny()
+    opt = _gpu_rows._fv_optimizer(list(model.parameters()), opts)
+    dtype = torch.float16 if "fp16" in opts else torch.bfloat16
+    static = {"x": torch.randn(16, 4), "y": torch.randn(16, 2)}
+    losses: list[torch.Tensor] = []
+    step, mode, scaler = _gpu_rows._train_step(model, opt, static, opts, dtype, lambda: dict(static), losses)
+    for _ in range(5):
+        step()
+    assert mode == "eager" and (scaler is not None) == ("fp16" in opts)
+    assert float(losses[-1]) < float(losses[0])
