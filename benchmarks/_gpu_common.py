@@ -6,6 +6,10 @@ so no row can run with a TF32 setting the others did not get (the first recipe c
 FastVLA's rows only). Labels that could lie (training mode, how many layers were really recomputed) are
 read from the model or measured while it runs (:func:`count_recomputed_layers`), never copied from the
 row id.
+
+``FASTVLA_BENCH_DEVICE=cpu`` (``gpu.py --dry-run-cpu``) runs the same row code on the CPU with tiny shapes
+(2-layer decoder and tower), no CUDA graphs and no Triton kernels: it proves the plumbing (rows, labels,
+JSON, ratios, README) before a GPU session spends its minutes; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-CKPT = os.environ.get("FASTVLA_GPU_CKPT", "/tmp/fastvla-gpu-ckpt")
+#: ``cuda``, or ``cpu`` for a dry run (tiny shapes; see the module docstring).
+DEVICE = os.environ.get("FASTVLA_BENCH_DEVICE", "cuda")
+DRY_RUN = DEVICE == "cpu"
+CKPT = os.environ.get("FASTVLA_GPU_CKPT", "/tmp/fastvla-gpu-ckpt-dry" if DRY_RUN else "/tmp/fastvla-gpu-ckpt")
 OUT = os.environ.get("OUT", "/tmp")
 #: Visual tokens per camera when images are decoder prefix tokens (SigLIP 224/14 = 16 x 16 patches).
 PATCHES_PER_CAMERA = 256
@@ -38,6 +45,9 @@ LLAMA = dict(
     vocab_size=32064,
     max_position_embeddings=2048,
 )
+if DRY_RUN:  # same vocabulary (labels and token ids are drawn from it), tiny everything else
+    LLAMA = dict(LLAMA, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
+    LLAMA["num_key_value_heads"] = 4
 #: ``FASTVLA_BENCH_TF32=0`` runs every row without TF32; on by default, as in the reference recipe.
 TF32_ENV = "FASTVLA_BENCH_TF32"
 
@@ -74,6 +84,50 @@ def precision_record(requested: bool) -> dict[str, Any]:
     }
 
 
+def fv_preset_overrides() -> dict[str, Any]:
+    """Config overrides of ``openvla-7b-shape`` for the run: none on a GPU, tiny tower and decoder in a dry
+    run (same 224-pixel images, 256 patches per camera, 64 fused tokens, vocabulary)."""
+    if not DRY_RUN:
+        return {}
+    vision = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+    text = {k: LLAMA[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers")}
+    text.update(num_attention_heads=4, num_key_value_heads=4)
+    return {"vision": vision, "text": text, "fusion": {"hidden_size": 128, "num_heads": 4}}
+
+
+def sync() -> None:
+    """Wait for the GPU (nothing in a dry run)."""
+    if not DRY_RUN:
+        torch.cuda.synchronize()
+
+
+def reset_peak() -> None:
+    """Start a new peak-memory window."""
+    if not DRY_RUN:
+        torch.cuda.reset_peak_memory_stats()
+
+
+def allocated() -> int:
+    """Bytes allocated on the GPU now (0 in a dry run)."""
+    return 0 if DRY_RUN else torch.cuda.memory_allocated()
+
+
+def peak() -> int:
+    """Peak bytes allocated since :func:`reset_peak` (0 in a dry run)."""
+    return 0 if DRY_RUN else torch.cuda.max_memory_allocated()
+
+
+def peak_reserved() -> int:
+    """Peak bytes the caching allocator reserved (0 in a dry run)."""
+    return 0 if DRY_RUN else torch.cuda.max_memory_reserved()
+
+
+def empty_cache() -> None:
+    """Give cached GPU memory back."""
+    if not DRY_RUN:
+        torch.cuda.empty_cache()
+
+
 def gib(n: float) -> float:
     """Bytes as GiB, two decimals."""
     return round(n / 2**30, 2)
@@ -93,7 +147,6 @@ def pct(xs: list[float], q: float) -> float:
 
 def timed_steps(step: Callable[[], Any], warm: int, steps: int) -> list[float]:
     """Wall times of ``steps`` synchronised calls after ``warm`` untimed ones."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     times = []
     for i in range(warm + steps):
         sync()

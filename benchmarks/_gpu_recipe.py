@@ -28,16 +28,22 @@ import torch
 from _gpu_common import (
     ACTION_TOKENS,
     CKPT,
+    DEVICE,
+    DRY_RUN,
     LLAMA,
+    allocated,
     attn_flops,
     checkpointing_state,
     count_recomputed_layers,
     decoder_layers,
+    empty_cache,
     gib,
     linears,
     median,
     pct,
+    peak,
     recipe_tokens,
+    reset_peak,
     timed_steps,
 )
 from torch import nn
@@ -51,9 +57,9 @@ def llama_kwargs(quant: bool, device_map: Any = None, dtype: torch.dtype = torch
     """``from_pretrained`` arguments of the recipe's model: bf16 on GPU 0, SDPA; QLoRA's NF4 if ``quant``."""
     from transformers import BitsAndBytesConfig
 
-    kw: dict[str, Any] = dict(
-        dtype=dtype, device_map={"": 0} if device_map is None else device_map, attn_implementation="sdpa"
-    )
+    if device_map is None:
+        device_map = {"": "cpu"} if DRY_RUN else {"": 0}
+    kw: dict[str, Any] = dict(dtype=dtype, device_map=device_map, attn_implementation="sdpa")
     if quant:
         kw["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -160,8 +166,8 @@ def row_recipe_train(spec: str) -> dict[str, Any]:
     path = os.path.join(CKPT, "llama")
     model = build_recipe_model(path, quant=p["quant"], checkpointing=p["checkpointing"])
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
-    load = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
+    load = allocated()
+    reset_peak()
     step = recipe_step(model, opt, bsz, seq)
     layers = decoder_layers(model)
     state = checkpointing_state(layers)
@@ -182,11 +188,11 @@ def row_recipe_train(spec: str) -> dict[str, Any]:
         "layers_recomputed": recomputed,
         "step_s": round(median(times), 4),
         "samples_per_s": round(bsz / median(times), 2),
-        "peak_gib": gib(torch.cuda.max_memory_allocated()),
+        "peak_gib": gib(peak()),
         "weights_gib": gib(load),
         "model_tflop_per_step": round(flops / 1e12, 2),
     }
-    if "prof" in p["flags"]:
+    if "prof" in p["flags"] and not DRY_RUN:
         from _gpu_rows import profile_step
 
         row["profile"] = profile_step(step, spec)
@@ -206,7 +212,7 @@ def row_recipe_infer(spec: str) -> list[dict[str, Any]]:
     rows = []
     for quant in (True, False):
         m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **llama_kwargs(quant)).eval()
-        emb = torch.randn(1, prompt, LLAMA["hidden_size"], device="cuda", dtype=torch.bfloat16) * 0.02
+        emb = torch.randn(1, prompt, LLAMA["hidden_size"], device=DEVICE, dtype=torch.bfloat16) * 0.02
         with torch.inference_mode():
             fwd = timed_steps(lambda m=m, emb=emb: m(inputs_embeds=emb), warm=3, steps=30)
             gen = timed_steps(
@@ -231,5 +237,5 @@ def row_recipe_infer(spec: str) -> list[dict[str, Any]]:
         )
         del m
         gc.collect()
-        torch.cuda.empty_cache()
+        empty_cache()
     return rows

@@ -183,7 +183,7 @@ def label(row: dict[str, Any]) -> str:
         row.get("mode", "eager"),
         _checkpointing(row),
     ]
-    if opts & {"k", "mr", "ll"}:
+    if opts & {"k", "mr", "ll"} and any((row.get("kernels") or {}).values()):
         parts.append("fused kernels")
     if row.get("optimizer_state") == "cpu":
         parts.append("AdamW state on CPU")

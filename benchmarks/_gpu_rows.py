@@ -39,18 +39,27 @@ from typing import Any
 import torch
 from _gpu_common import (
     CKPT,
+    DEVICE,
+    DRY_RUN,
     LLAMA,
     OUT,
     TEXT_TOKENS,
+    allocated,
     apply_tf32,
     attn_flops,
     checkpointing_state,
     count_recomputed_layers,
     decoder_layers,
+    empty_cache,
+    fv_preset_overrides,
     gib,
     linears,
     median,
     pct,
+    peak,
+    peak_reserved,
+    reset_peak,
+    sync,
     timed_steps,
 )
 
@@ -59,9 +68,9 @@ from _gpu_common import (
 def row_peak() -> dict[str, Any]:
     from triton.testing import do_bench
 
-    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    a, b = (torch.randn(8192, 8192, device=DEVICE, dtype=torch.bfloat16) for _ in range(2))
     ms = do_bench(lambda: a @ b, warmup=100, rep=500, return_mode="median")
-    src = torch.randn(2**28, device="cuda", dtype=torch.bfloat16)  # 512 MiB
+    src = torch.randn(2**28, device=DEVICE, dtype=torch.bfloat16)  # 512 MiB
     dst = torch.empty_like(src)
     copy_ms = do_bench(lambda: dst.copy_(src), warmup=50, rep=300, return_mode="median")
     return {
@@ -82,7 +91,7 @@ def row_ckpt(kind: str) -> dict[str, Any]:
     if kind == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        with torch.device("cuda"):
+        with torch.device(DEVICE):
             torch.set_default_dtype(torch.bfloat16)
             model = LlamaForCausalLM(LlamaConfig(**LLAMA))
             torch.set_default_dtype(torch.float32)
@@ -93,9 +102,9 @@ def row_ckpt(kind: str) -> dict[str, Any]:
         model = FastVLAModel.from_preset(
             "openvla-7b-shape",
             dtype=torch.bfloat16,
-            device="cuda",
+            device=DEVICE,
             attn_implementation="sdpa",
-            fusion={"mode": mode},
+            **{**fv_preset_overrides(), "fusion": {**fv_preset_overrides().get("fusion", {}), "mode": mode}},
         )
     model.save_pretrained(path, max_shard_size="20GB")
     return {"row": f"ckpt:{kind}", "seconds": round(time.time() - t, 1)}
@@ -106,7 +115,7 @@ def _opts(text: str) -> set[str]:
     return set() if text in ("-", "") else set(text.split("+"))
 
 
-def _fv_model(fusion: str, opts: set[str], device: Any = "cuda") -> Any:
+def _fv_model(fusion: str, opts: set[str], device: Any = DEVICE) -> Any:
     from fastvla.model import FastVLAModel, bnb_config
 
     dtype = torch.float16 if "fp16" in opts else torch.bfloat16
@@ -120,7 +129,7 @@ def _fv_model(fusion: str, opts: set[str], device: Any = "cuda") -> Any:
     )
 
 
-def _fv_train_model(fusion: str, opts: set[str], device: Any = "cuda", lora_seed: int | None = None) -> Any:
+def _fv_train_model(fusion: str, opts: set[str], device: Any = DEVICE, lora_seed: int | None = None) -> Any:
     """The training rows' model: loaded, checkpointing (``gc``/``gcN``), LoRA r=32 on the decoder, kernels
     (``k``/``mr``/``ll``); returns ``(model, kernel patch)``."""
     from fastvla.kernels import KernelConfig, apply_kernels
@@ -128,6 +137,8 @@ def _fv_train_model(fusion: str, opts: set[str], device: Any = "cuda", lora_seed
 
     model = _fv_model(fusion, opts, device)
     gc_layers = [int(o[2:]) for o in opts if o.startswith("gc") and o[2:].isdigit()]
+    if DRY_RUN:  # the tiny decoder has fewer layers
+        gc_layers = [min(n, LLAMA["num_hidden_layers"] - 1) for n in gc_layers]
     if "gc" in opts or gc_layers:
         # No RNG to replay (dropout 0), and saving the RNG state would sync inside a CUDA graph capture.
         kwargs = {"use_reentrant": False, "preserve_rng_state": False}
@@ -141,21 +152,23 @@ def _fv_train_model(fusion: str, opts: set[str], device: Any = "cuda", lora_seed
     model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
     model.train()
     kernels = KernelConfig(
-        enabled=bool(opts & {"k", "mr", "ll"}), mlp_recompute="mr" in opts, lora_linear="ll" in opts
+        enabled=bool(opts & {"k", "mr", "ll"}) and not DRY_RUN,  # Triton needs a GPU
+        mlp_recompute="mr" in opts,
+        lora_linear="ll" in opts,
     )
     return model, apply_kernels(model, kernels)
 
 
 def _fv_batch(bsz: int, cams: int, dtype: torch.dtype, with_targets: bool = True) -> dict[str, torch.Tensor]:
     batch = {
-        "pixel_values": torch.randn(bsz, cams, 3, 224, 224, device="cuda", dtype=dtype),
-        "input_ids": torch.randint(4, 32000, (bsz, TEXT_TOKENS), device="cuda"),
-        "attention_mask": torch.ones(bsz, TEXT_TOKENS, device="cuda", dtype=torch.long),
-        "state": torch.randn(bsz, 8, device="cuda"),
+        "pixel_values": torch.randn(bsz, cams, 3, 224, 224, device=DEVICE, dtype=dtype),
+        "input_ids": torch.randint(4, 32000, (bsz, TEXT_TOKENS), device=DEVICE),
+        "attention_mask": torch.ones(bsz, TEXT_TOKENS, device=DEVICE, dtype=torch.long),
+        "state": torch.randn(bsz, 8, device=DEVICE),
     }
     if with_targets:
-        batch["actions"] = torch.randn(bsz, 8, 7, device="cuda")
-        batch["action_is_pad"] = torch.zeros(bsz, 8, device="cuda", dtype=torch.bool)
+        batch["actions"] = torch.randn(bsz, 8, 7, device=DEVICE)
+        batch["action_is_pad"] = torch.zeros(bsz, 8, device=DEVICE, dtype=torch.bool)
     return batch
 
 
@@ -183,14 +196,15 @@ def _train_step(
     model: Any, opt: Any, static: dict, opts: set[str], dtype: torch.dtype, new_batch: Callable, losses: list
 ) -> tuple[Callable[[], None], str, Any]:
     """The row's step callable, what it is, and the loss scaler in use (or None)."""
-    if "g" in opts:
+    if "g" in opts and not DRY_RUN:
         return _graph_train_step(model, opt, static, new_batch, losses), "cuda-graph (hand-written)", None
     if "G" in opts:
         from fastvla.training.graphed_step import GraphedTrainStep
 
-        update = GraphedTrainStep(model, opt, static, autocast_dtype=dtype, capture=True)
+        update = GraphedTrainStep(model, opt, static, autocast_dtype=dtype, capture=not DRY_RUN)
         step = lambda: losses.append(update.update([new_batch()])[0])  # noqa: E731
-        return step, "cuda-graph (GraphedTrainStep)", update.scaler
+        mode = "GraphedTrainStep, eager (dry run)" if DRY_RUN else "cuda-graph (GraphedTrainStep)"
+        return step, mode, update.scaler
     from fastvla.training.offload import activation_offload
 
     device = next(iter(static.values())).device
@@ -219,20 +233,20 @@ def row_fv_train(spec: str) -> dict[str, Any]:
     cams, bsz, opts = int(cams), int(bsz), _opts(opts)
     _check_opts(opts)
     dtype = torch.float16 if "fp16" in opts else torch.bfloat16
-    if "mem12" in opts:
+    if "mem12" in opts and not DRY_RUN:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(12 * 2**30 / total)
     model, patch = _fv_train_model(fusion, opts)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _fv_optimizer(params, opts)
-    load = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
+    load = allocated()
+    reset_peak()
     base = model.get_base_model()
     layers = decoder_layers(base.language_model)
     static = _fv_batch(bsz, cams, dtype)
 
     def forward_backward() -> None:
-        with torch.autocast("cuda", dtype=dtype):
+        with torch.autocast(DEVICE, dtype=dtype):
             model(**static).loss.backward()
 
     state = checkpointing_state(layers)
@@ -273,8 +287,8 @@ def row_fv_train(spec: str) -> dict[str, Any]:
         "kernels": patch.counts,
         "step_s": round(median(times), 4),
         "samples_per_s": round(bsz / median(times), 2),
-        "peak_gib": gib(torch.cuda.max_memory_allocated()),
-        "reserved_gib": gib(torch.cuda.max_memory_reserved()),
+        "peak_gib": gib(peak()),
+        "reserved_gib": gib(peak_reserved()),
         "weights_gib": gib(load),
         "trainable_m": round(sum(p.numel() for p in params) / 1e6, 1),
         "model_tflop_per_step": round(flops / 1e12, 2),
@@ -282,7 +296,7 @@ def row_fv_train(spec: str) -> dict[str, Any]:
         "last_loss": round(float(losses[-1]), 4),
         "loss_scale": scaler.get_scale() if scaler is not None else None,
     }
-    if "prof" in opts:
+    if "prof" in opts and not DRY_RUN:
         row["profile"] = profile_step(step, spec)
     return row
 
@@ -328,22 +342,26 @@ def row_fv_infer(spec: str) -> list[dict[str, Any]]:
     cams, opts = int(cams), _opts(opts)
     rows = []
     reference = None
+
     # (name, kernels, weights): "nf4" double-quantised absmax (QLoRA's default), "nf4-dq0" plain fp32 absmax
     # (one bitsandbytes kernel fewer per layer, +0.4 bit/weight), "bf16" unquantised.
+    def kernels(enabled: bool, **kw: Any) -> Any:
+        return KernelConfig(enabled=enabled and not DRY_RUN, **kw)  # Triton needs a GPU
+
     variants = [
-        ("nf4", KernelConfig(enabled="k" in opts, nf4_inference=False), set()),
-        ("nf4+fused-nf4-matmul", KernelConfig(enabled=True, nf4_inference=True), set()),
-        ("nf4-dq0", KernelConfig(enabled="k" in opts, nf4_inference=False), {"dq0"}),
-        ("nf4-dq0+fused-nf4-matmul", KernelConfig(enabled=True, nf4_inference=True), {"dq0"}),
-        ("bf16", KernelConfig(enabled="k" in opts), {"bf16w"}),
+        ("nf4", kernels("k" in opts, nf4_inference=False), set()),
+        ("nf4+fused-nf4-matmul", kernels(True, nf4_inference=True), set()),
+        ("nf4-dq0", kernels("k" in opts, nf4_inference=False), {"dq0"}),
+        ("nf4-dq0+fused-nf4-matmul", kernels(True, nf4_inference=True), {"dq0"}),
+        ("bf16", kernels("k" in opts), {"bf16w"}),
     ]
     model, loaded = None, None
     for name, config, weights in variants:
         if weights != loaded:
             del model
             gc.collect()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+            empty_cache()
+            reset_peak()
             model, loaded = _fv_model(fusion, weights).eval(), weights
         patch = apply_kernels(model, config)
         torch.manual_seed(0)
@@ -356,7 +374,7 @@ def row_fv_infer(spec: str) -> list[dict[str, Any]]:
             row.pop("_actions", None)
         except Exception as err:  # a failing variant must not hide the others
             row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-        row["peak_gib"] = gib(torch.cuda.max_memory_allocated())
+        row["peak_gib"] = gib(peak())
         rows.append(row)
         patch.revert()
         del patch  # it lists the patched modules: keeping it would keep this model alive past the next load
@@ -395,7 +413,7 @@ def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> tuple[list[float
 
     graphed = GraphedForward(lambda **kw: model(**kw).actions)
     out = graphed(**batch)  # captures
-    torch.cuda.synchronize()
+    sync()
     ref = model(**batch).actions.float()
     rel = ((out.float() - ref).norm() / ref.norm()).item()
     if not rel < 0.05:
@@ -407,11 +425,11 @@ def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> tuple[list[float
 def profile_step(step: Callable[[], Any], spec: str) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
-    torch.cuda.synchronize()
+    sync()
     t = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
-        torch.cuda.synchronize()
+        sync()
     wall = time.perf_counter() - t
     # Kernels only: CPU-side ops (aten::mm, ...) also carry their kernels' device time.
     events = [

@@ -179,6 +179,11 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--train-bench", action="store_true", help="also run benchmarks/train.py's GPU mode")
     parser.add_argument(
+        "--dry-run-cpu",
+        action="store_true",
+        help="run the rows on the CPU with tiny shapes (no graphs, no Triton): plumbing, not speed",
+    )
+    parser.add_argument(
         "--render-readme",
         type=Path,
         metavar="JSON",
@@ -218,11 +223,17 @@ def main() -> int:
         return 0
     import torch
 
-    if not torch.cuda.is_available():
-        raise SystemExit("benchmarks/gpu.py needs a CUDA GPU: run it through the device tool")
-    card = torch.cuda.get_device_name(0)
+    if args.dry_run_cpu:
+        os.environ["FASTVLA_BENCH_DEVICE"] = "cpu"  # read by the row processes (_gpu_common.DEVICE)
+    elif not torch.cuda.is_available():
+        raise SystemExit(
+            "benchmarks/gpu.py needs a CUDA GPU (run it through the device tool), or --dry-run-cpu"
+        )
+    card = "cpu (dry run, tiny shapes)" if args.dry_run_cpu else torch.cuda.get_device_name(0)
     plan = args.plan or ("" if args.rows else "fair")
     rows_wanted = with_recipe_pairs([*PLANS.get(plan, []), *[r for r in args.rows.split(",") if r]])
+    if args.dry_run_cpu:  # GPU-only rows: the matmul peak, Triton kernels, NCCL
+        rows_wanted = [r for r in rows_wanted if r.split(":")[0] not in ("peak", "kernels", "nf4", "fv-ddp")]
     out_dir = Path(os.environ.get("OUT", HERE / "results"))
     slug = "h100" if "H100" in card else ("h200" if "H200" in card else card.split()[-1].lower())
     default = (
@@ -230,6 +241,9 @@ def main() -> int:
         if "OUT" in os.environ
         else HERE / "results" / f"gpu-{slug}-{dt.date.today()}.json"
     )
+    if args.dry_run_cpu:
+        out_dir = Path(os.environ.get("OUT", "/tmp/fastvla-gpu-dry-run"))
+        default = out_dir / "gpu-dry-run.json"
     json_path = args.json or args.continue_json or default
     log = out_dir / "gpu_rows.log"
     out_dir.mkdir(parents=True, exist_ok=True)

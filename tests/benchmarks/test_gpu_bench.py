@@ -253,3 +253,27 @@ def test_eager_training_row_step_runs_each_option_on_cpu(opts: set[str]) -> None
         step()
     assert mode == "eager" and (scaler is not None) == ("fp16" in opts)
     assert float(losses[-1]) < float(losses[0])
+
+
+@pytest.mark.slow
+def test_dry_run_on_cpu_runs_rows_end_to_end(tmp_path: Path) -> None:
+    """``gpu.py --dry-run-cpu``: the row processes, JSON, labels and table on tiny shapes. fp16 through the
+    trainer's update (G, not captured here) follows eager GradScaler exactly, offloaded AdamW too."""
+    import os
+    import subprocess
+
+    fv = ("k+fp16", "k+fp16+G", "fp16+oo+G")
+    rows = ",".join(["recipe-train:q:2:1:gc", *(f"fv-train:latent:2:2:{o}" for o in fv)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FASTVLA_GPU_CKPT": str(tmp_path / "ckpt")}
+    out = tmp_path / "run.json"
+    cmd = [sys.executable, str(BENCH / "gpu.py"), "--dry-run-cpu", "--rows", rows, "--json", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    done = {r["row"]: r for r in json.loads(out.read_text())["rows"] if "samples_per_s" in r}
+    assert {"recipe-train:q:2:1:gc", "recipe-train:q:2:1:nogc"} <= done.keys()  # the pair was added
+    assert done["recipe-train:q:2:1:gc"]["layers_recomputed"] == 2
+    assert done["recipe-train:q:2:1:nogc"]["layers_recomputed"] == 0
+    eager, graphed, offload = (done[f"fv-train:latent:2:2:{o}"] for o in fv)
+    assert eager["last_loss"] == graphed["last_loss"] == offload["last_loss"]
+    assert eager["loss_scale"] == graphed["loss_scale"] and offload["optimizer_state"] == "cpu"
+    assert "checkpointing 2/2 layers (measured, non-reentrant)" in proc.stdout
