@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _gpu_rows import TEXT_TOKENS, _decoder_tokens, _fv_train_model, _opts, gib, median
+from _gpu_common import TEXT_TOKENS, apply_tf32, gib, median
+from _gpu_rows import _decoder_tokens, _fv_train_model, _opts
 
 WARM, TIMED = 3, 10
 
@@ -53,7 +54,7 @@ def row_fv_ddp(spec: str) -> dict[str, Any] | None:
     rank, world = dist.get_rank(), dist.get_world_size()
     if world != int(n):
         raise SystemExit(f"{spec}: launched with {world} processes, the row asks for {n}")
-    torch.backends.cuda.matmul.allow_tf32 = True
+    precision = apply_tf32()  # the same setting as every other row of the run
     model, patch = _fv_train_model(fusion, opts, device, lora_seed=0)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -121,6 +122,7 @@ def row_fv_ddp(spec: str) -> dict[str, Any] | None:
         "samples_per_s": round(world * accum * bsz / step_s, 2),
         "peak_gib": gib(float(peak)),
         "losses": [round(x, 5) for x in loss_all.tolist()],
+        **precision,
     }
 
 

@@ -1,86 +1,76 @@
 """Rows of ``benchmarks/gpu.py``, each run in its own process (``python benchmarks/_gpu_rows.py ROW``).
 
-A row prints one ``RESULT {json}`` line (a dict, or a list of dicts). Row ids:
+A row prints one ``RESULT {json}`` line (a dict, or a list of dicts). :func:`main` sets TF32 for every row
+through ``_gpu_common.apply_tf32`` (the same setting for the recipe and FastVLA) and records it in each
+result. Row ids:
 
 - ``peak`` — measured bf16 matmul rate (the MFU denominator) and device copy bandwidth.
 - ``ckpt:llama`` / ``ckpt:fv-latent`` / ``ckpt:fv-prefix`` — write a random 7B checkpoint to ``--ckpt``.
-- ``base-train:{q|bf16}:B:SEQ[:FLAGS]`` — the HF + PEFT + bitsandbytes QLoRA recipe
-  (``../shared/reference/gpu_baseline.py``, reproduced faithfully); FLAGS (``+``-joined): ``train`` also calls
-  ``model.train()`` (the reference never does, so its gradient checkpointing is inactive), ``prof``.
-- ``base-infer`` — the recipe's inference: one forward and 7-token decoding, 4-bit and bf16.
+- ``recipe-train:{q|bf16}:B:CAMS:{gc|nogc}[+prof]`` / ``recipe-infer:CAMS`` — the HF + PEFT + bitsandbytes
+  QLoRA recipe, checkpointed or not, with CAMS cameras as 256-token prefixes (``_gpu_recipe.py``).
 - ``fv-train:FUSION:CAMS:B:OPTS`` — FastVLA ``openvla-7b-shape`` in 4-bit + LoRA (r=32 on the decoder);
   OPTS is ``-`` or a ``+``-joined list of ``k`` (fused kernels), ``gc`` (gradient checkpointing), ``g``
-  (the whole step — forward, backward, AdamW — captured once in a CUDA graph and replayed), ``fp16``
-  (fp16 weights/autocast + loss scaling), ``mem12`` (allocator capped at 12 GiB), ``bf16w`` (no 4-bit),
-  ``mr`` (fused kernels plus ``KernelConfig.mlp_recompute``: the SwiGLU output is recomputed in backward,
-  not saved; ``k`` alone keeps it off, so older rows keep their meaning), ``gcN`` (e.g. ``gc6``: gradient
-  checkpointing on the first N decoder layers only, ``fastvla.model.set_checkpointed_layers``), ``ll``
-  (fused kernels plus ``KernelConfig.lora_linear``: every LoRA linear's scale and add in the GEMM epilogue,
-  ``fastvla.kernels.lora_linear``; ``k``/``mr`` without ``ll`` keep it off, so older rows keep their meaning).
-- ``prof`` in FLAGS/OPTS adds a torch.profiler summary of one more step (top ops, time by category).
+  (the whole step — forward, backward, AdamW — captured once in a CUDA graph and replayed, bf16 only),
+  ``G`` (``fastvla train``'s update, :class:`fastvla.training.graphed_step.GraphedTrainStep`, captured;
+  works with ``fp16`` and ``oo``), ``fp16`` (fp16 weights/autocast + loss scaling), ``mem12`` (allocator
+  capped at 12 GiB), ``bf16w`` (no 4-bit), ``mr`` (fused kernels plus ``KernelConfig.mlp_recompute``),
+  ``gcN`` (gradient checkpointing on the first N decoder layers only), ``ll`` (fused kernels plus
+  ``KernelConfig.lora_linear``), ``oo`` (AdamW state offloaded to the CPU,
+  :class:`fastvla.training.offload.CPUOffloadAdamW`), ``ao`` (activations saved for the backward offloaded
+  to pinned CPU memory; eager only), ``fa`` (``attn_implementation="sdpa_flash"``: PyTorch's FlashAttention-2
+  kernels for every attention without a padding mask).
+- ``prof`` in OPTS adds a torch.profiler summary of one more step (top ops, time by category).
 - ``fv-infer:FUSION:CAMS:OPTS`` — batch-1 chunk forward, 4-bit vs bf16, eager vs CUDA graph; OPTS ``k``.
 - ``kernels`` — fused kernel vs eager vs ``torch.compile`` on the 7B shapes.
 - ``nf4`` — only the fused NF4 matmul rows of ``kernels`` (decoder and SigLIP shapes, 1/88/256 tokens).
 """
 
+from __future__ import annotations
+
+import contextlib
 import gc
 import json
-import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
-
-CKPT = os.environ.get("FASTVLA_GPU_CKPT", "/tmp/fastvla-gpu-ckpt")
-OUT = os.environ.get("OUT", "/tmp")
-TEXT_TOKENS = 15  # 256 visual + 15 text + 1 state + 8 action queries = 280, the baseline's 1-camera length
-LLAMA = dict(
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    vocab_size=32064,
-    max_position_embeddings=2048,
+from _gpu_common import (
+    CKPT,
+    DEVICE,
+    DRY_RUN,
+    LLAMA,
+    OUT,
+    TEXT_TOKENS,
+    allocated,
+    apply_tf32,
+    attn_flops,
+    checkpointing_state,
+    count_recomputed_layers,
+    decoder_layers,
+    empty_cache,
+    fv_preset_overrides,
+    gib,
+    linears,
+    median,
+    pct,
+    peak,
+    peak_reserved,
+    reset_peak,
+    sync,
+    timed_steps,
 )
-
-
-def gib(n: float) -> float:
-    return round(n / 2**30, 2)
-
-
-def median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, math.ceil(q / 100 * len(xs)) - 1)]
-
-
-def timed_steps(step, warm: int, steps: int) -> list[float]:
-    """Wall times of ``steps`` synchronised calls after ``warm`` untimed ones."""
-    times = []
-    for i in range(warm + steps):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        step()
-        torch.cuda.synchronize()
-        if i >= warm:
-            times.append(time.perf_counter() - t)
-    return times
 
 
 # --------------------------------------------------------------------------------------------- peaks
 def row_peak() -> dict[str, Any]:
     from triton.testing import do_bench
 
-    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    a, b = (torch.randn(8192, 8192, device=DEVICE, dtype=torch.bfloat16) for _ in range(2))
     ms = do_bench(lambda: a @ b, warmup=100, rep=500, return_mode="median")
-    src = torch.randn(2**28, device="cuda", dtype=torch.bfloat16)  # 512 MiB
+    src = torch.randn(2**28, device=DEVICE, dtype=torch.bfloat16)  # 512 MiB
     dst = torch.empty_like(src)
     copy_ms = do_bench(lambda: dst.copy_(src), warmup=50, rep=300, return_mode="median")
     return {
@@ -101,7 +91,7 @@ def row_ckpt(kind: str) -> dict[str, Any]:
     if kind == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        with torch.device("cuda"):
+        with torch.device(DEVICE):
             torch.set_default_dtype(torch.bfloat16)
             model = LlamaForCausalLM(LlamaConfig(**LLAMA))
             torch.set_default_dtype(torch.float32)
@@ -112,138 +102,12 @@ def row_ckpt(kind: str) -> dict[str, Any]:
         model = FastVLAModel.from_preset(
             "openvla-7b-shape",
             dtype=torch.bfloat16,
-            device="cuda",
+            device=DEVICE,
             attn_implementation="sdpa",
-            fusion={"mode": mode},
+            **{**fv_preset_overrides(), "fusion": {**fv_preset_overrides().get("fusion", {}), "mode": mode}},
         )
     model.save_pretrained(path, max_shard_size="20GB")
     return {"row": f"ckpt:{kind}", "seconds": round(time.time() - t, 1)}
-
-
-# -------------------------------------------------------------------------------- the HF baseline
-def _llama_kwargs(quant: bool) -> dict[str, Any]:
-    """``from_pretrained`` arguments of the recipe's model: bf16 on GPU 0, SDPA; QLoRA's NF4 if ``quant``."""
-    from transformers import BitsAndBytesConfig
-
-    kw: dict[str, Any] = dict(dtype=torch.bfloat16, device_map={"": 0}, attn_implementation="sdpa")
-    if quant:
-        kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
-    return kw
-
-
-def _base_model(quant: bool, train_mode: bool = False) -> Any:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import LlamaForCausalLM
-
-    m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **_llama_kwargs(quant))
-    if quant:
-        m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=True)
-    else:
-        m.gradient_checkpointing_enable()
-        m.enable_input_require_grads()
-    m = get_peft_model(
-        m,
-        LoraConfig(r=32, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"),
-    )
-    if train_mode:
-        m.train()
-    return m
-
-
-def _base_batch(bsz: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
-    emb = torch.randn(bsz, seq, 4096, device="cuda", dtype=torch.bfloat16) * 0.02
-    labels = torch.full((bsz, seq), -100, device="cuda", dtype=torch.long)
-    labels[:, -8:] = torch.randint(31000, 32000, (bsz, 8), device="cuda")
-    return emb, labels
-
-
-def row_base_train(spec: str) -> dict[str, Any]:
-    parts = spec.split(":")
-    quant, bsz, seq = parts[1] == "q", int(parts[2]), int(parts[3])
-    flags = _opts(parts[4]) if len(parts) > 4 else set()
-    m = _base_model(quant, train_mode="train" in flags)
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-    load = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-
-    def step():
-        emb, lab = _base_batch(bsz, seq)
-        m(inputs_embeds=emb, labels=lab).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    times = timed_steps(step, warm=2, steps=6)
-    n_lin = sum(mod.in_features * mod.out_features for mod in _linears(m))
-    flops = bsz * seq * 4 * n_lin + _attn_flops(32, 4096, bsz, seq)
-    row = {
-        "row": spec,
-        "system": "hf+peft+bnb" + (" (model.train())" if m.training else ""),
-        "quant": "nf4" if quant else "bf16",
-        "batch": bsz,
-        "tokens": seq,
-        "module_training_mode": m.training,
-        "step_s": round(median(times), 4),
-        "samples_per_s": round(bsz / median(times), 2),
-        "peak_gib": gib(torch.cuda.max_memory_allocated()),
-        "weights_gib": gib(load),
-        "model_tflop_per_step": round(flops / 1e12, 2),
-    }
-    if "prof" in flags:
-        row["profile"] = _profile(step, spec)
-    return row
-
-
-def _linears(model: torch.nn.Module) -> list[Any]:
-    """Frozen base linears (bnb 4-bit or plain), skipping LoRA's own small ones."""
-    import bitsandbytes as bnb
-
-    out = []
-    for name, mod in model.named_modules():
-        if "lora_" in name:
-            continue
-        if isinstance(mod, (bnb.nn.Linear4bit, torch.nn.Linear)):
-            out.append(mod)
-    return out
-
-
-def _attn_flops(layers: int, dim: int, bsz: int, seq: int) -> float:
-    # QK^T and AV: 4·S²·D per sample per layer forward, causal counted in full; backward 2× forward.
-    return 3 * 4 * bsz * seq * seq * dim * layers
-
-
-def row_base_infer() -> list[dict[str, Any]]:
-    from transformers import LlamaForCausalLM
-
-    rows = []
-    for quant in (True, False):
-        m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **_llama_kwargs(quant)).eval()
-        emb = torch.randn(1, 272, 4096, device="cuda", dtype=torch.bfloat16) * 0.02
-        row: dict[str, Any] = {"row": "base-infer", "system": "hf+bnb", "quant": "nf4" if quant else "bf16"}
-        with torch.inference_mode():
-            fwd = timed_steps(lambda m=m, emb=emb: m(inputs_embeds=emb), warm=3, steps=30)
-            gen = timed_steps(
-                lambda m=m, emb=emb: m.generate(
-                    inputs_embeds=emb, max_new_tokens=7, min_new_tokens=7, do_sample=False, pad_token_id=0
-                ),
-                warm=2,
-                steps=8,
-            )
-        row.update(
-            forward_p50_ms=round(1000 * median(fwd), 2),
-            forward_p99_ms=round(1000 * pct(fwd, 99), 2),
-            ar_7tok_ms=round(1000 * median(gen), 1),
-            actions_per_s_ar=round(1 / median(gen), 1),
-        )
-        rows.append(row)
-        del m
-        gc.collect()
-        torch.cuda.empty_cache()
-    return rows
 
 
 # ------------------------------------------------------------------------------------------ FastVLA
@@ -251,7 +115,7 @@ def _opts(text: str) -> set[str]:
     return set() if text in ("-", "") else set(text.split("+"))
 
 
-def _fv_model(fusion: str, opts: set[str], device: Any = "cuda") -> Any:
+def _fv_model(fusion: str, opts: set[str], device: Any = DEVICE) -> Any:
     from fastvla.model import FastVLAModel, bnb_config
 
     dtype = torch.float16 if "fp16" in opts else torch.bfloat16
@@ -261,11 +125,11 @@ def _fv_model(fusion: str, opts: set[str], device: Any = "cuda") -> Any:
         quantization_config=quant,
         dtype=dtype,
         device_map="cuda" if device == "cuda" else {"": device},
-        attn_implementation="sdpa",
+        attn_implementation="sdpa_flash" if "fa" in opts else "sdpa",
     )
 
 
-def _fv_train_model(fusion: str, opts: set[str], device: Any = "cuda", lora_seed: int | None = None) -> Any:
+def _fv_train_model(fusion: str, opts: set[str], device: Any = DEVICE, lora_seed: int | None = None) -> Any:
     """The training rows' model: loaded, checkpointing (``gc``/``gcN``), LoRA r=32 on the decoder, kernels
     (``k``/``mr``/``ll``); returns ``(model, kernel patch)``."""
     from fastvla.kernels import KernelConfig, apply_kernels
@@ -273,6 +137,8 @@ def _fv_train_model(fusion: str, opts: set[str], device: Any = "cuda", lora_seed
 
     model = _fv_model(fusion, opts, device)
     gc_layers = [int(o[2:]) for o in opts if o.startswith("gc") and o[2:].isdigit()]
+    if DRY_RUN:  # the tiny decoder has fewer layers
+        gc_layers = [min(n, LLAMA["num_hidden_layers"] - 1) for n in gc_layers]
     if "gc" in opts or gc_layers:
         # No RNG to replay (dropout 0), and saving the RNG state would sync inside a CUDA graph capture.
         kwargs = {"use_reentrant": False, "preserve_rng_state": False}
@@ -286,21 +152,23 @@ def _fv_train_model(fusion: str, opts: set[str], device: Any = "cuda", lora_seed
     model = add_lora(model, r=32, alpha=16, dropout=0.0, target_vision=False)
     model.train()
     kernels = KernelConfig(
-        enabled=bool(opts & {"k", "mr", "ll"}), mlp_recompute="mr" in opts, lora_linear="ll" in opts
+        enabled=bool(opts & {"k", "mr", "ll"}) and not DRY_RUN,  # Triton needs a GPU
+        mlp_recompute="mr" in opts,
+        lora_linear="ll" in opts,
     )
     return model, apply_kernels(model, kernels)
 
 
 def _fv_batch(bsz: int, cams: int, dtype: torch.dtype, with_targets: bool = True) -> dict[str, torch.Tensor]:
     batch = {
-        "pixel_values": torch.randn(bsz, cams, 3, 224, 224, device="cuda", dtype=dtype),
-        "input_ids": torch.randint(4, 32000, (bsz, TEXT_TOKENS), device="cuda"),
-        "attention_mask": torch.ones(bsz, TEXT_TOKENS, device="cuda", dtype=torch.long),
-        "state": torch.randn(bsz, 8, device="cuda"),
+        "pixel_values": torch.randn(bsz, cams, 3, 224, 224, device=DEVICE, dtype=dtype),
+        "input_ids": torch.randint(4, 32000, (bsz, TEXT_TOKENS), device=DEVICE),
+        "attention_mask": torch.ones(bsz, TEXT_TOKENS, device=DEVICE, dtype=torch.long),
+        "state": torch.randn(bsz, 8, device=DEVICE),
     }
     if with_targets:
-        batch["actions"] = torch.randn(bsz, 8, 7, device="cuda")
-        batch["action_is_pad"] = torch.zeros(bsz, 8, device="cuda", dtype=torch.bool)
+        batch["actions"] = torch.randn(bsz, 8, 7, device=DEVICE)
+        batch["action_is_pad"] = torch.zeros(bsz, 8, device=DEVICE, dtype=torch.bool)
     return batch
 
 
@@ -308,28 +176,47 @@ def _decoder_tokens(fusion: str, cams: int) -> int:
     return (64 if fusion == "latent" else 256 * cams) + TEXT_TOKENS + 1 + 8
 
 
-def row_fv_train(spec: str) -> dict[str, Any]:
-    _, fusion, cams, bsz, opts = spec.split(":")
-    cams, bsz, opts = int(cams), int(bsz), _opts(opts)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    dtype = torch.float16 if "fp16" in opts else torch.bfloat16
-    if "mem12" in opts:
-        total = torch.cuda.get_device_properties(0).total_memory
-        torch.cuda.set_per_process_memory_fraction(12 * 2**30 / total)
-    model, patch = _fv_train_model(fusion, opts)
-    params = [p for p in model.parameters() if p.requires_grad]
-    graphed = "g" in opts and dtype == torch.bfloat16
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=True, capturable=graphed)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    load = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    losses: list[torch.Tensor] = []
-    static = _fv_batch(bsz, cams, dtype)
+def _fv_optimizer(params: list[torch.Tensor], opts: set[str]) -> torch.optim.Optimizer:
+    """AdamW for the trainable weights: fused and capturable for ``g``, state on the CPU for ``oo``."""
+    if "oo" in opts:
+        from fastvla.training.offload import CPUOffloadAdamW
 
-    def eager_step():
-        for key, value in _fv_batch(bsz, cams, dtype).items():
+        return CPUOffloadAdamW(params, lr=1e-4)
+    return torch.optim.AdamW(params, lr=1e-4, fused=True, capturable="g" in opts)
+
+
+def _check_opts(opts: set[str]) -> None:
+    if "g" in opts and opts & {"fp16", "oo", "G"}:
+        raise ValueError("option g captures AdamW itself (bf16 only); use G for fp16 or oo")
+    if "ao" in opts and opts & {"g", "G"}:
+        raise ValueError("activation offload (ao) copies to fresh pinned host buffers: not capturable")
+
+
+def _train_step(
+    model: Any, opt: Any, static: dict, opts: set[str], dtype: torch.dtype, new_batch: Callable, losses: list
+) -> tuple[Callable[[], None], str, Any]:
+    """The row's step callable, what it is, and the loss scaler in use (or None)."""
+    if "g" in opts and not DRY_RUN:
+        return _graph_train_step(model, opt, static, new_batch, losses), "cuda-graph (hand-written)", None
+    if "G" in opts:
+        from fastvla.training.graphed_step import GraphedTrainStep
+
+        update = GraphedTrainStep(model, opt, static, autocast_dtype=dtype, capture=not DRY_RUN)
+        step = lambda: losses.append(update.update([new_batch()])[0])  # noqa: E731
+        mode = "GraphedTrainStep, eager (dry run)" if DRY_RUN else "cuda-graph (GraphedTrainStep)"
+        return step, mode, update.scaler
+    from fastvla.training.offload import activation_offload
+
+    device = next(iter(static.values())).device
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def offload() -> contextlib.AbstractContextManager:
+        return activation_offload(device) if "ao" in opts else contextlib.nullcontext()
+
+    def eager_step() -> None:
+        for key, value in new_batch().items():
             static[key].copy_(value)
-        with torch.autocast("cuda", dtype=dtype, cache_enabled=not graphed):
+        with torch.autocast(device.type, dtype=dtype), offload():
             loss = model(**static).loss
         losses.append(loss.detach())
         scaler.scale(loss).backward()
@@ -337,20 +224,48 @@ def row_fv_train(spec: str) -> dict[str, Any]:
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    step = eager_step
+    return eager_step, "eager", scaler if scaler.is_enabled() else None
+
+
+def row_fv_train(spec: str) -> dict[str, Any]:
+    """Samples/s, peak memory and measured labels of one FastVLA training configuration."""
+    _, fusion, cams, bsz, opts = spec.split(":")
+    cams, bsz, opts = int(cams), int(bsz), _opts(opts)
+    _check_opts(opts)
+    dtype = torch.float16 if "fp16" in opts else torch.bfloat16
+    if "mem12" in opts and not DRY_RUN:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(12 * 2**30 / total)
+    model, patch = _fv_train_model(fusion, opts)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = _fv_optimizer(params, opts)
+    load = allocated()
+    reset_peak()
+    base = model.get_base_model()
+    layers = decoder_layers(base.language_model)
+    static = _fv_batch(bsz, cams, dtype)
+
+    def forward_backward() -> None:
+        with torch.autocast(DEVICE, dtype=dtype):
+            model(**static).loss.backward()
+
+    state = checkpointing_state(layers)
+    recomputed = count_recomputed_layers(layers, forward_backward)  # measured, then forgotten:
+    opt.zero_grad(set_to_none=True)  # graphs are captured with no gradients allocated
+    losses: list[torch.Tensor] = []
     graph_error = None
-    if graphed:
-        try:
-            step = _graph_train_step(model, opt, static, lambda: _fv_batch(bsz, cams, dtype), losses)
-        except Exception as err:
-            graph_error = f"{type(err).__name__}: {str(err)[:300]}"
-            opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    try:
+        step, mode, scaler = _train_step(
+            model, opt, static, opts, dtype, lambda: _fv_batch(bsz, cams, dtype), losses
+        )
+    except Exception as err:  # capture failed: report it instead of a number for another configuration
+        graph_error = f"{type(err).__name__}: {str(err)[:300]}"
+        return {"row": spec, "system": "fastvla", "error": f"graph capture failed: {graph_error}"}
     times = timed_steps(step, warm=3, steps=8)
     seq = _decoder_tokens(fusion, cams)
-    base = model.get_base_model()
-    n_dec = sum(m.in_features * m.out_features for m in _linears(base.language_model))
-    n_vis = sum(m.in_features * m.out_features for m in _linears(base.vision.tower))
-    flops = bsz * seq * 4 * n_dec + _attn_flops(32, 4096, bsz, seq) + bsz * cams * 256 * 2 * n_vis
+    n_dec = sum(m.in_features * m.out_features for m in linears(base.language_model))
+    n_vis = sum(m.in_features * m.out_features for m in linears(base.vision.tower))
+    flops = bsz * seq * 4 * n_dec + attn_flops(32, 4096, bsz, seq) + bsz * cams * 256 * 2 * n_vis
     row = {
         "row": spec,
         "system": "fastvla",
@@ -360,22 +275,29 @@ def row_fv_train(spec: str) -> dict[str, Any]:
         "batch": bsz,
         "tokens": seq,
         "opts": sorted(opts),
-        "cuda_graph": graphed and graph_error is None,
-        "graph_error": graph_error,
+        "mode": mode,
+        "cuda_graph": mode.startswith("cuda-graph"),
+        "train_mode": model.training and all(m.training for m in layers),
+        **state,
+        "layers_recomputed": recomputed,
+        "attn": "sdpa_flash" if "fa" in opts else "sdpa",
+        "optimizer_state": "cpu" if "oo" in opts else "gpu",
+        "activations": "cpu (save_on_cpu)" if "ao" in opts else "gpu",
+        "memory_cap_gib": 12 if "mem12" in opts else None,
         "kernels": patch.counts,
         "step_s": round(median(times), 4),
         "samples_per_s": round(bsz / median(times), 2),
-        "peak_gib": gib(torch.cuda.max_memory_allocated()),
-        "reserved_gib": gib(torch.cuda.max_memory_reserved()),
+        "peak_gib": gib(peak()),
+        "reserved_gib": gib(peak_reserved()),
         "weights_gib": gib(load),
         "trainable_m": round(sum(p.numel() for p in params) / 1e6, 1),
         "model_tflop_per_step": round(flops / 1e12, 2),
         "first_loss": round(float(losses[0]), 4),
         "last_loss": round(float(losses[-1]), 4),
-        "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
+        "loss_scale": scaler.get_scale() if scaler is not None else None,
     }
-    if "prof" in opts:
-        row["profile"] = _profile(step, spec)
+    if "prof" in opts and not DRY_RUN:
+        row["profile"] = profile_step(step, spec)
     return row
 
 
@@ -420,22 +342,26 @@ def row_fv_infer(spec: str) -> list[dict[str, Any]]:
     cams, opts = int(cams), _opts(opts)
     rows = []
     reference = None
+
     # (name, kernels, weights): "nf4" double-quantised absmax (QLoRA's default), "nf4-dq0" plain fp32 absmax
     # (one bitsandbytes kernel fewer per layer, +0.4 bit/weight), "bf16" unquantised.
+    def kernels(enabled: bool, **kw: Any) -> Any:
+        return KernelConfig(enabled=enabled and not DRY_RUN, **kw)  # Triton needs a GPU
+
     variants = [
-        ("nf4", KernelConfig(enabled="k" in opts, nf4_inference=False), set()),
-        ("nf4+fused-nf4-matmul", KernelConfig(enabled=True, nf4_inference=True), set()),
-        ("nf4-dq0", KernelConfig(enabled="k" in opts, nf4_inference=False), {"dq0"}),
-        ("nf4-dq0+fused-nf4-matmul", KernelConfig(enabled=True, nf4_inference=True), {"dq0"}),
-        ("bf16", KernelConfig(enabled="k" in opts), {"bf16w"}),
+        ("nf4", kernels("k" in opts, nf4_inference=False), set()),
+        ("nf4+fused-nf4-matmul", kernels(True, nf4_inference=True), set()),
+        ("nf4-dq0", kernels("k" in opts, nf4_inference=False), {"dq0"}),
+        ("nf4-dq0+fused-nf4-matmul", kernels(True, nf4_inference=True), {"dq0"}),
+        ("bf16", kernels("k" in opts), {"bf16w"}),
     ]
     model, loaded = None, None
     for name, config, weights in variants:
         if weights != loaded:
             del model
             gc.collect()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+            empty_cache()
+            reset_peak()
             model, loaded = _fv_model(fusion, weights).eval(), weights
         patch = apply_kernels(model, config)
         torch.manual_seed(0)
@@ -448,7 +374,7 @@ def row_fv_infer(spec: str) -> list[dict[str, Any]]:
             row.pop("_actions", None)
         except Exception as err:  # a failing variant must not hide the others
             row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-        row["peak_gib"] = gib(torch.cuda.max_memory_allocated())
+        row["peak_gib"] = gib(peak())
         rows.append(row)
         patch.revert()
         del patch  # it lists the patched modules: keeping it would keep this model alive past the next load
@@ -487,7 +413,7 @@ def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> tuple[list[float
 
     graphed = GraphedForward(lambda **kw: model(**kw).actions)
     out = graphed(**batch)  # captures
-    torch.cuda.synchronize()
+    sync()
     ref = model(**batch).actions.float()
     rel = ((out.float() - ref).norm() / ref.norm()).item()
     if not rel < 0.05:
@@ -496,14 +422,14 @@ def _graph_times(model: Any, batch: dict[str, torch.Tensor]) -> tuple[list[float
 
 
 # ------------------------------------------------------------------------------------------ profile
-def _profile(step, spec: str) -> dict[str, Any]:
+def profile_step(step: Callable[[], Any], spec: str) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
-    torch.cuda.synchronize()
+    sync()
     t = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
-        torch.cuda.synchronize()
+        sync()
     wall = time.perf_counter() - t
     # Kernels only: CPU-side ops (aten::mm, ...) also carry their kernels' device time.
     events = [
@@ -553,32 +479,52 @@ def _categories(events: list[Any]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------- main
+def _kernels_row(_row: str) -> Any:
+    from _gpu_kernels import row_kernels  # beside this file (the script's folder is on sys.path)
+
+    return row_kernels()
+
+
+def _nf4_row(_row: str) -> Any:
+    from _gpu_kernels import _nf4_rows
+
+    return _nf4_rows()
+
+
+def _recipe(name: str) -> Callable[[str], Any]:
+    def run(row: str) -> Any:
+        import _gpu_recipe
+
+        return getattr(_gpu_recipe, name)(row)
+
+    return run
+
+
+#: Row kind (the id up to the first ``:``) -> function of the whole id.
+ROW_KINDS: dict[str, Callable[[str], Any]] = {
+    "peak": lambda row: row_peak(),
+    "ckpt": lambda row: row_ckpt(row.split(":")[1]),
+    "recipe-train": _recipe("row_recipe_train"),
+    "recipe-infer": _recipe("row_recipe_infer"),
+    "fv-train": row_fv_train,
+    "fv-infer": row_fv_infer,
+    "kernels": _kernels_row,
+    "nf4": _nf4_row,
+}
+
+
 def main(row: str) -> Any:
+    """Run one row with the run's TF32 setting applied first; every result dict records that setting."""
     kind = row.split(":")[0]
-    if kind == "peak":
-        return row_peak()
-    if kind == "ckpt":
-        return row_ckpt(row.split(":")[1])
-    if kind == "base-train":
-        return row_base_train(row)
-    if kind == "base-infer":
-        return row_base_infer()
-    if kind == "fv-train":
-        return row_fv_train(row)
-    if kind == "fv-infer":
-        return row_fv_infer(row)
-    if kind == "kernels":
-        from _gpu_kernels import row_kernels  # beside this file (the script's folder is on sys.path)
-
-        return row_kernels()
-    if kind == "nf4":
-        from _gpu_kernels import _nf4_rows
-
-        return _nf4_rows()
-    raise SystemExit(f"unknown row {row!r}; see this file's docstring for the row ids")
+    if kind not in ROW_KINDS:
+        raise SystemExit(f"unknown row {row!r}; kinds: {sorted(ROW_KINDS)} (see this file's docstring)")
+    precision = apply_tf32()
+    result = ROW_KINDS[kind](row)
+    for r in result if isinstance(result, list) else [result]:
+        r.update(precision)
+    return result
 
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    result = main(sys.argv[1])
-    print("RESULT " + json.dumps(result), flush=True)
+    print("RESULT " + json.dumps(main(sys.argv[1])), flush=True)

@@ -25,6 +25,14 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, is_flash_attn_2_available
 
 from fastvla.model.action_head import ActionHead
+from fastvla.model.attention import (
+    HF_KEY,
+    SDPA_FLASH,
+    check_attn_implementation,
+    flash_only,
+    register_sdpa_flash,
+    uses_sdpa_flash,
+)
 from fastvla.model.configuration import FastVLAConfig
 from fastvla.model.fusion import Fusion, Projector
 from fastvla.model.lora import add_lora
@@ -63,8 +71,16 @@ def attn_implementation_map(
 ) -> dict[str, str]:
     """Per-sub-config attention backends: ``requested`` (or the automatic choice) for the decoder.
 
-    The vision tower keeps its own default (convolutional towers have no attention at all).
+    The vision tower keeps its own default (convolutional towers have no attention at all); with
+    ``sdpa_flash`` the tower and fusion run under :func:`fastvla.model.attention.flash_only` instead.
+
+    Raises:
+        ValueError: ``sdpa_flash`` for a model not built on CUDA.
     """
+    if requested == SDPA_FLASH:
+        check_attn_implementation(requested, device)
+        register_sdpa_flash()
+        requested = HF_KEY
     attn = requested or default_attn_implementation(device)
     return {"": attn, "text": attn}
 
@@ -176,11 +192,13 @@ class FastVLAModel(FastVLAPreTrainedModel):
                 f"pixel_values must be (B, n_cams, 3, H, W); got shape {tuple(pixel_values.shape)}. "
                 "Use FastVLAProcessor to build model inputs."
             )
-        tokens = self.vision(pixel_values, depth=depth, cond=instruction)  # (B, C, N, Dv)
-        visual = self.projector(tokens)  # (B, C, N, D)
-        fusion_dtype = _module_dtype(self.fusion) if self.fusion.mode == "latent" else visual.dtype
-        cond = instruction.to(fusion_dtype) if instruction is not None else None
-        return self.fusion(visual.to(fusion_dtype), cond)
+        # sdpa_flash: the tower's and the fusion's attention (never masked) on FlashAttention-2 only
+        with flash_only() if uses_sdpa_flash(self.config) else contextlib.nullcontext():
+            tokens = self.vision(pixel_values, depth=depth, cond=instruction)  # (B, C, N, Dv)
+            visual = self.projector(tokens)  # (B, C, N, D)
+            fusion_dtype = _module_dtype(self.fusion) if self.fusion.mode == "latent" else visual.dtype
+            cond = instruction.to(fusion_dtype) if instruction is not None else None
+            return self.fusion(visual.to(fusion_dtype), cond)
 
     def _keypoint_summary(self, batch: int) -> torch.Tensor:
         """(B, D) projection of all cameras' spatial-softmax keypoints (missing cameras count as zeros)."""
@@ -271,7 +289,8 @@ class FastVLAModel(FastVLAPreTrainedModel):
             dtype: parameter dtype (weights are created directly in it, no fp32 copy).
             device: device the weights are created on (e.g. ``"cuda"`` for a 7B model; ``"meta"`` for a
                 shape-only skeleton).
-            attn_implementation: ``"sdpa"``, ``"flash_attention_2"``, ``"eager"``; default automatic.
+            attn_implementation: ``"sdpa"``, ``"sdpa_flash"`` (CUDA), ``"flash_attention_2"``, ``"eager"``;
+                default automatic (see :mod:`fastvla.model.attention`).
             quantization_config: a ``BitsAndBytesConfig``: the model is built in ``dtype`` on ``device``,
                 written to a temporary folder and reloaded quantised (vision tower and decoder only).
             **overrides: config fields to change (``cameras``, ``state_dim``, ``action_dim``,

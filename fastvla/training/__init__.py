@@ -14,9 +14,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastvla.training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from fastvla.training.config import (
+    DataConfig,
+    MemoryConfig,
+    ModelConfig,
+    OptimConfig,
+    ParallelConfig,
+    TrainConfig,
+)
 
-__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "Trainer", "train"]
+__all__ = [
+    "DataConfig",
+    "MemoryConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ParallelConfig",
+    "TrainConfig",
+    "Trainer",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

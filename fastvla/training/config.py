@@ -1,7 +1,8 @@
 """Typed training configuration: the reference recipe as dataclass defaults.
 
-A :class:`TrainConfig` is composed of a :class:`DataConfig`, a :class:`ModelConfig` and an
-:class:`OptimConfig`. Every field carries its documentation in ``metadata["help"]``; the command line
+A :class:`TrainConfig` is composed of a :class:`DataConfig`, a :class:`ModelConfig`, an
+:class:`OptimConfig`, a :class:`MemoryConfig` and a :class:`ParallelConfig`.
+Every field carries its documentation in ``metadata["help"]``; the command line
 (``fastvla train --help``) is generated from the same fields (see :mod:`fastvla.training.args`), so the
 flags and the Python API never drift apart. Configs round-trip through JSON and YAML.
 
@@ -124,6 +125,13 @@ class ModelConfig:
         "auto",
         "Fused Triton kernels (RMSNorm, SwiGLU, RoPE, MLP recomputation) in the decoder; auto = on CUDA.",
     )
+    attn_implementation: Literal["auto", "sdpa", "sdpa_flash", "flash_attention_2", "eager"] = _f(
+        "auto",
+        "Attention backend: sdpa (PyTorch picks a kernel), sdpa_flash (PyTorch's FlashAttention-2 kernels "
+        "only, for every attention without a padding mask; CUDA, bf16/fp16), flash_attention_2 (the "
+        "flash-attn package), eager; auto = flash_attention_2 where flash-attn is installed on CUDA, "
+        "else sdpa.",
+    )
     preset_overrides: str = _f(
         "",
         'JSON object of FastVLAConfig fields overriding the preset, e.g. {"fusion": {"num_queries": 16}}.',
@@ -153,6 +161,11 @@ class ModelConfig:
         _check(
             self.kernels in ("auto", "on", "off"),
             f"model.kernels {self.kernels!r} unknown; use auto, on or off",
+        )
+        _check(
+            self.attn_implementation in ("auto", "sdpa", "sdpa_flash", "flash_attention_2", "eager"),
+            f"model.attn_implementation {self.attn_implementation!r} unknown; use auto, sdpa, sdpa_flash, "
+            "flash_attention_2 or eager",
         )
         _check(
             self.gradient_checkpointing_layers >= 0,
@@ -229,12 +242,54 @@ class OptimConfig:
 
 
 @dataclass
+class MemoryConfig:
+    """Where training state lives: options that trade host-device copies for GPU memory (CUDA only)."""
+
+    offload_optimizer: bool = _f(
+        False,
+        "Keep AdamW's state (8 bytes per trainable parameter) and a master copy of the trainable weights in "
+        "CPU memory and run the update there (fastvla.training.offload.CPUOffloadAdamW). Needs "
+        "--optim.optimizer adamw; with CUDA graphs the forward/backward stays captured and the update runs "
+        "eagerly. On CPU it changes nothing and is left off with a note.",
+    )
+    offload_activations: bool = _f(
+        False,
+        "Move the tensors saved for the backward to pinned CPU memory during the forward "
+        "(torch.autograd.graph.save_on_cpu) and back during the backward: activation memory of about one "
+        "layer, for host-device traffic of the same size. Not capturable: training runs without CUDA graphs. "
+        "On CPU it changes nothing and is left off with a note.",
+    )
+
+
+@dataclass
+class ParallelConfig:
+    """Model parallelism across processes (``accelerate launch`` / ``torchrun``)."""
+
+    tensor_parallel_vision: int = _f(
+        1,
+        "Shard the vision tower's attention and MLP linears over this many processes (PyTorch tensor "
+        "parallelism, DTensor): each rank keeps 1/N of the tower's weights and the processes of a group "
+        "encode their images together. ViT-family towers, not quantised, frozen (--model.no-lora-vision or "
+        "no LoRA); the process count must be a multiple of N. 1 = off. Tested equal to one process on CPU; "
+        "not yet measured on GPUs.",
+    )
+
+    def __post_init__(self) -> None:
+        _check(
+            self.tensor_parallel_vision >= 1,
+            f"parallel.tensor_parallel_vision must be >= 1 (1 = off), got {self.tensor_parallel_vision}",
+        )
+
+
+@dataclass
 class TrainConfig(ConfigMixin):
     """A whole fine-tuning run. Defaults are the reference recipe; see ``fastvla train --help``."""
 
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Model"})
     optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "Optimisation"})
+    memory: MemoryConfig = field(default_factory=MemoryConfig, metadata={"help": "Memory (CPU offload)"})
+    parallel: ParallelConfig = field(default_factory=ParallelConfig, metadata={"help": "Model parallelism"})
     output_dir: str = _f("outputs/train", "Run folder: checkpoints/, logs/ and the final policy/.")
     steps: int = _f(10_000, "Optimizer updates to run (each is batch-size x grad-accum x processes samples).")
     batch_size: int = _f(8, "Samples per micro-batch per process.")
@@ -271,9 +326,10 @@ class TrainConfig(ConfigMixin):
     cuda_graphs: Literal["auto", "on", "off"] = _f(
         "auto",
         "Capture each update (forward, backward, all-reduce, clip, AdamW) in CUDA graphs and replay it: "
-        "removes Python/launch overhead (3x faster for a 4-bit 7B model on an H100). auto = on CUDA when "
-        "the run allows it (optim.optimizer adamw, bf16/no precision, no LoRA dropout under gradient "
-        "checkpointing), falling back to eager if capture fails; on = required (error otherwise).",
+        "removes Python/launch overhead (3x faster for a 4-bit 7B model on an H100). fp16 is captured with "
+        "its loss scaling. auto = on CUDA when the run allows it (optim.optimizer adamw, no activation "
+        "offload, no LoRA dropout under gradient checkpointing), falling back to eager if capture fails; on "
+        "= required (error otherwise).",
     )
 
     def __post_init__(self) -> None:
@@ -294,6 +350,11 @@ class TrainConfig(ConfigMixin):
         _check(
             self.cuda_graphs in ("auto", "on", "off"),
             f"cuda_graphs {self.cuda_graphs!r} unknown; use auto, on or off",
+        )
+        _check(
+            not (self.memory.offload_optimizer and self.optim.optimizer != "adamw"),
+            f"memory.offload_optimizer offloads AdamW; optim.optimizer is {self.optim.optimizer}: use "
+            "--optim.optimizer adamw (8-bit optimizers already keep their state small)",
         )
         if self.cuda_graphs == "on":
             problem = graph_incompatibility(self)
@@ -316,10 +377,10 @@ def graph_incompatibility(cfg: TrainConfig) -> str | None:
     """
     if cfg.device == "cpu":
         return "CUDA graphs need a CUDA GPU, and device is cpu; use --cuda-graphs off (or auto)"
-    if cfg.mixed_precision == "fp16":
+    if cfg.memory.offload_activations:
         return (
-            "fp16 needs a loss scaler, which syncs with the host every step; use --mixed-precision bf16, "
-            "or --cuda-graphs off"
+            "activation offload copies to fresh pinned host buffers every step, which a graph cannot "
+            "replay; drop --memory.offload-activations, or --cuda-graphs off"
         )
     if cfg.optim.optimizer != "adamw":
         return (
@@ -337,8 +398,10 @@ def graph_incompatibility(cfg: TrainConfig) -> str | None:
 
 __all__ = [
     "DataConfig",
+    "MemoryConfig",
     "ModelConfig",
     "OptimConfig",
+    "ParallelConfig",
     "TrainConfig",
     "graph_incompatibility",
     "load_config_dict",

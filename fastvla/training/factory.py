@@ -154,6 +154,7 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
     from fastvla.model import FastVLAModel, FastVLAProcessor, bnb_config
 
     mc = cfg.model
+    attn = None if mc.attn_implementation == "auto" else mc.attn_implementation
     quant = None
     if mc.quantization != "none":
         bits = 4 if mc.quantization == "4bit" else 8
@@ -163,17 +164,25 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
         from fastvla.model import FastVLAConfig
 
         _check_checkpoint_fits(FastVLAConfig.from_pretrained(mc.checkpoint), spec, cfg, mc.checkpoint)
-        model = FastVLAModel.from_pretrained(mc.checkpoint, quantization_config=quant, device_map=str(device))
+        model = FastVLAModel.from_pretrained(
+            mc.checkpoint, quantization_config=quant, device_map=str(device), attn_implementation=attn
+        )
         processor = FastVLAProcessor.from_pretrained(mc.checkpoint)
     elif mc.vision_backbone:
         model = FastVLAModel.from_backbones(
-            mc.vision_backbone, mc.text_backbone, device=device, **_shape_overrides(cfg, spec)
+            mc.vision_backbone,
+            mc.text_backbone,
+            device=device,
+            attn_implementation=attn,
+            **_shape_overrides(cfg, spec),
         )
         model = _quantize_in_memory(model, quant, device) if quant is not None else model
         processor = _backbone_processor(model.config, mc)
     else:
         fields = {**_shape_overrides(cfg, spec), **mc.overrides}
-        model = FastVLAModel.from_preset(mc.preset, device=device, quantization_config=quant, **fields)
+        model = FastVLAModel.from_preset(
+            mc.preset, device=device, quantization_config=quant, attn_implementation=attn, **fields
+        )
         processor = FastVLAProcessor.from_preset(mc.preset, config=model.config)
     processor.set_stats(spec.stats)
     if mc.gradient_checkpointing:
@@ -228,13 +237,69 @@ def use_cuda_graphs(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]
         problem = (
             f"CUDA graphs need a CUDA GPU; this run is on {device.type}. Use --cuda-graphs off (or auto)"
         )
-    if problem is None and resolve_mixed_precision(cfg.mixed_precision, device.type) == "fp16":
-        problem = "mixed precision resolves to fp16 here (no bf16; loss scaling syncs); use --cuda-graphs off"
     if problem is not None:
         if cfg.cuda_graphs == "on":
             raise ValueError(f"--cuda-graphs on: {problem}")
         return False, False
     return True, cfg.cuda_graphs == "on"
+
+
+def resolve_offload(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool, str | None]:
+    """``(offload optimizer, offload activations, note)``: the memory options in effect on ``device``.
+
+    Both mean something only where the model lives in GPU memory; on CPU they are left off and the note
+    (printed by the trainer) says so.
+    """
+    from fastvla.training.offload import offload_note
+
+    mem = cfg.memory
+    on_gpu = device.type == "cuda"
+    note = offload_note(device, mem.offload_optimizer, mem.offload_activations)
+    return mem.offload_optimizer and on_gpu, mem.offload_activations and on_gpu, note
+
+
+def setup_vision_tensor_parallel(cfg: TrainConfig, model: nn.Module, acc: Any) -> Any:
+    """Shard the vision tower over groups of ``--parallel.tensor-parallel-vision`` processes; mesh or None.
+
+    The processes form a (data parallel x tensor parallel) mesh; each group encodes its ranks' images
+    together (:class:`fastvla.model.parallel.GroupBatchTower`). The sharded weights are left out of DDP.
+
+    Raises:
+        ValueError: a setup it does not compose with (the message names the fix).
+    """
+    n = cfg.parallel.tensor_parallel_vision
+    if n == 1:
+        return None
+    world = acc.num_processes
+    flag = f"--parallel.tensor-parallel-vision {n}"
+    if world % n or world < n:
+        raise ValueError(
+            f"{flag} needs a multiple of {n} processes; this run has {world} "
+            f"(accelerate launch --num_processes {n} ...)"
+        )
+    if cfg.eval_every:
+        raise ValueError(
+            f"{flag}: the closed-loop eval hook runs on one process, the sharded tower needs all; "
+            "use --eval-every 0"
+        )
+    tower = (model.get_base_model() if hasattr(model, "get_base_model") else model).vision.tower
+    if any(p.requires_grad for p in tower.parameters()):
+        raise ValueError(
+            f"{flag} shards a frozen vision tower; this one trains. Train LoRA on the decoder only "
+            "(--model.lora on --model.no-lora-vision, or a backbone/checkpoint with --model.no-lora-vision)"
+        )
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+
+    from fastvla.model.parallel import tensor_parallel_vision
+
+    mesh = init_device_mesh(acc.device.type, (world // n, n), mesh_dim_names=("dp", "tp"))
+    tensor_parallel_vision(model, mesh["tp"])
+    # DDP would broadcast and all-reduce every parameter: the shards differ by rank and are frozen.
+    model._ddp_params_and_buffers_to_ignore = [
+        k for k, p in model.named_parameters() if isinstance(p, DTensor)
+    ]
+    return mesh
 
 
 def _compute_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:

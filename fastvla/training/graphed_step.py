@@ -12,16 +12,27 @@ How an update runs (``accum`` micro-batches, ``world`` processes):
 2. ``world > 1``: one ``all_reduce(AVG)`` per flat buffer, outside the graphs (DDP's result, by hand: no
    DDP wrapper, so nothing needs capturing across processes). LoRA gradients are small (~0.3 GB for r=32
    on a 7B decoder), a few ms over NVLink.
-3. Replay graph *B* — clip the global norm, ``AdamW.step`` (fused, capturable, learning rate a device
-   tensor that the scheduler fills), zero the gradient buffers.
+3. Replay graph *B* — (fp16: unscale and check for inf/NaN), clip the global norm, ``AdamW.step`` (fused,
+   capturable, learning rate a device tensor that the scheduler fills), (fp16: update the loss scale), zero
+   the gradient buffers. With :class:`~fastvla.training.offload.CPUOffloadAdamW` (a host step, which syncs)
+   this part runs eagerly after the replayed graph *A*.
+
+fp16 (GPUs without bf16, e.g. a T4) is captured too: graph *A* multiplies the loss by the scale, a device
+tensor; graph *B* unscales the gradients and sets ``found_inf`` with
+``torch._amp_foreach_non_finite_check_and_unscale_`` (the kernel ``GradScaler.unscale_`` uses), hands
+``found_inf`` to fused AdamW, whose kernel skips the whole update (weights, moments, step count) when it is
+set, and grows or backs off the scale with ``torch._amp_update_scale_`` (``GradScaler.update``'s kernel). No
+value is read on the host, so nothing syncs. The scale and growth tracker are the ``GradScaler``'s own tensors
+(updated in place), so its ``state_dict`` checkpoints them. One difference from an eager ``GradScaler`` loop:
+the trainer's learning-rate schedule also advances on a skipped update (it cannot know without a sync).
 
 Capture follows PyTorch's whole-network recipe: a few warm-up iterations on a side stream (they also create
 the optimiser state and run Triton autotuning), then capture. Warm-up changes weights, optimiser state and
 buffers, so they are snapshot before and restored after: the first replayed update starts from exactly the
 state the trainer had. ``capture=False`` runs the same sequence eagerly (CPU tests, and the fallback).
 
-Requirements (checked, with the fix named): CUDA, ``torch.optim.AdamW``, bf16 or fp32 autocast (fp16's
-loss scaler syncs with the host), inputs of fixed shapes (instructions are padded to the processor's
+Requirements (checked, with the fix named): CUDA, ``torch.optim.AdamW`` (or ``CPUOffloadAdamW``), inputs
+of fixed shapes (instructions are padded to the processor's
 ``max_instruction_tokens``; positions ignore padding, so the loss is unchanged), and no RNG state saving in
 gradient checkpointing (``preserve_rng_state=False``).
 
@@ -50,13 +61,23 @@ class GraphCaptureError(RuntimeError):
     """The update could not be captured (the message says why and how to train without graphs)."""
 
 
-def check_capturable_optimizer(optimizer: torch.optim.Optimizer) -> None:
-    """Raise a clear error unless ``optimizer`` is a ``torch.optim.AdamW``/``Adam`` (capturable kinds)."""
+def check_capturable_optimizer(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer``'s step goes into a graph: ``torch.optim.AdamW``/``Adam`` yes (capturable),
+    :class:`~fastvla.training.offload.CPUOffloadAdamW` no (it steps on the host, after the replay).
+
+    Raises:
+        GraphCaptureError: any other optimiser (the message names the fix).
+    """
+    from fastvla.training.offload import CPUOffloadAdamW
+
+    if isinstance(optimizer, CPUOffloadAdamW):
+        return False
     if not isinstance(optimizer, (torch.optim.AdamW, torch.optim.Adam)):
         raise GraphCaptureError(
             f"CUDA-graph training needs torch.optim.AdamW (capturable); got {type(optimizer).__name__}. "
             "Use --optim.optimizer adamw, or --cuda-graphs off for the 8-bit optimisers"
         )
+    return True
 
 
 class GraphedTrainStep:
@@ -69,11 +90,15 @@ class GraphedTrainStep:
         example: one micro-batch of inputs on the model's device, already at the fixed shapes.
         accum: micro-batches per update (gradients are averaged over them).
         max_grad_norm: clip the global gradient norm to this (0 = no clipping).
-        autocast_dtype: ``torch.bfloat16`` (or ``None`` for full precision).
+        autocast_dtype: ``torch.bfloat16``, ``torch.float16`` (with loss scaling), or ``None`` (full
+            precision).
         process_group: all-reduce gradients across this group when it has more than one process
             (``torch.distributed``'s default group when initialised and ``None`` is given).
         capture: capture CUDA graphs (needs CUDA); ``False`` runs the same steps eagerly.
         warmup: eager warm-up iterations before capture.
+        scaler: the ``torch.amp.GradScaler`` whose scale and growth tracker the update uses in place (e.g.
+            Accelerate's, so checkpoints keep them); default: a new one when ``autocast_dtype`` is fp16.
+            Giving one turns loss scaling on for any precision.
 
     Example:
         >>> step = GraphedTrainStep(model, opt, pad_text(first, 32), max_grad_norm=1.0)  # doctest: +SKIP
@@ -92,15 +117,11 @@ class GraphedTrainStep:
         process_group: Any = None,
         capture: bool = True,
         warmup: int = 3,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         if accum < 1:
             raise ValueError(f"accum must be >= 1, got {accum}")
-        if autocast_dtype == torch.float16:
-            raise GraphCaptureError(
-                "CUDA-graph training runs bf16 or fp32: fp16 needs a loss scaler, which syncs with the host. "
-                "Use --mixed-precision bf16 (or no), or --cuda-graphs off"
-            )
-        check_capturable_optimizer(optimizer)
+        self.step_in_graph = check_capturable_optimizer(optimizer)
         device = next(iter(example.values())).device
         if capture and device.type != "cuda":
             raise GraphCaptureError(
@@ -118,10 +139,13 @@ class GraphedTrainStep:
         self.flat_grads = _flat_grads(self.params)
         self.static = {k: v.detach().clone() for k, v in example.items() if isinstance(v, torch.Tensor)}
         self.grad_norm = torch.zeros((), device=device)
+        self.scaler = self._loss_scaling(scaler, autocast_dtype, device)
         if self.world > 1:
             self._broadcast_state()
-        if device.type == "cuda":
+        if device.type == "cuda" and self.step_in_graph:
             _make_capturable(optimizer, device)
+        elif self.scaler is not None and self.step_in_graph:
+            _make_fused(optimizer)  # found_inf is honoured by the fused kernel only
         self._loss: torch.Tensor | None = None
         self._graph_a: torch.cuda.CUDAGraph | None = None
         self._graph_b: torch.cuda.CUDAGraph | None = None
@@ -151,11 +175,52 @@ class GraphedTrainStep:
                 self._forward_backward()
             total += self._loss
         self._all_reduce()
-        if self.captured:
+        if self._graph_b is not None:
             self._graph_b.replay()
         else:
             self._optimizer_step()
         return total, self.grad_norm.clone()
+
+    @property
+    def skipped_updates(self) -> torch.Tensor | None:
+        """Updates skipped for inf/NaN gradients so far (a device tensor; None without loss scaling)."""
+        return self._skipped if self.scaler is not None else None
+
+    # -------------------------------------------------------------------------------------- loss scale
+    def _loss_scaling(
+        self, scaler: torch.amp.GradScaler | None, dtype: torch.dtype | None, device: torch.device
+    ) -> torch.amp.GradScaler | None:
+        """The scaler in use (or None), with its scale and growth tracker created on ``device``."""
+        if scaler is None and dtype != torch.float16:
+            return None
+        scaler = scaler if scaler is not None else torch.amp.GradScaler(device.type)
+        if not scaler.is_enabled():
+            raise ValueError("the GradScaler given is disabled; pass an enabled one, or none for bf16/fp32")
+        if scaler._scale is None:  # GradScaler creates these lazily; the graphs need them now, in place
+            scaler._lazy_init_scale_growth_tracker(device)
+        self._found_inf = torch.zeros((), device=device)
+        self._skipped = torch.zeros((), device=device)
+        return scaler
+
+    def _unscale(self) -> None:
+        """Gradients divided by the scale in place; ``found_inf`` set if any is inf/NaN (no host sync)."""
+        self._found_inf.zero_()
+        inv_scale = self.scaler._scale.double().reciprocal().float()
+        for flat in self.flat_grads:
+            torch._amp_foreach_non_finite_check_and_unscale_([flat], self._found_inf, inv_scale)
+        self.optimizer.found_inf = self._found_inf  # fused AdamW (and CPUOffloadAdamW) skip the update
+
+    def _update_scale(self) -> None:
+        s = self.scaler
+        self._skipped.add_(self._found_inf)
+        torch._amp_update_scale_(
+            s._scale,
+            s._growth_tracker,
+            self._found_inf,
+            s._growth_factor,
+            s._backoff_factor,
+            s._growth_interval,
+        )
 
     # ------------------------------------------------------------------------------------------ pieces
     def _forward_backward(self) -> None:
@@ -166,7 +231,10 @@ class GraphedTrainStep:
         )
         with ctx:
             loss = self.model(**self.static).loss / self.accum
-        loss.backward()
+        if self.scaler is not None:
+            (loss.float() * self.scaler._scale).backward()
+        else:
+            loss.backward()
         self._loss = loss.detach()
 
     def _all_reduce(self) -> None:
@@ -182,10 +250,14 @@ class GraphedTrainStep:
                 flat.div_(self.world)
 
     def _optimizer_step(self) -> None:
-        if self.max_grad_norm > 0:
+        if self.scaler is not None:
+            self._unscale()
+        if self.max_grad_norm > 0:  # after an inf the norm is inf and the update is skipped anyway
             norm = nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
             self.grad_norm.copy_(norm)
         self.optimizer.step()
+        if self.scaler is not None:
+            self._update_scale()
         self._zero_grads()
 
     def _zero_grads(self) -> None:
@@ -218,7 +290,8 @@ class GraphedTrainStep:
 
     # ----------------------------------------------------------------------------------------- capture
     def _capture(self, warmup: int) -> None:
-        snapshot = _Snapshot(self.model, self.optimizer, self.params)
+        extra = [self.scaler._scale, self.scaler._growth_tracker, self._skipped] if self.scaler else []
+        snapshot = _Snapshot(self.model, self.optimizer, self.params, extra)
         try:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
@@ -231,8 +304,11 @@ class GraphedTrainStep:
             self._graph_a, self._graph_b = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._graph_a):
                 self._forward_backward()
-            with torch.cuda.graph(self._graph_b, pool=self._graph_a.pool()):
-                self._optimizer_step()
+            if self.step_in_graph:
+                with torch.cuda.graph(self._graph_b, pool=self._graph_a.pool()):
+                    self._optimizer_step()
+            else:  # a host step (CPUOffloadAdamW) runs eagerly after each replay of graph A
+                self._graph_b = None
             torch.cuda.synchronize(self.device)
         except Exception as err:
             self._graph_a = self._graph_b = None
@@ -250,28 +326,39 @@ class _Snapshot:
     """Trainable weights, buffers and optimiser state before warm-up; ``restore`` copies them back in place.
 
     In place, because the captured graphs hold these tensors' addresses. Optimiser state created by the
-    warm-up (none before it) is reset to a fresh AdamW state: zeros, step 0.
+    warm-up (none before it) is reset to a fresh AdamW state: zeros, step 0. A CPU-offloading optimiser's
+    host AdamW and master weights count as its state; ``extra`` are more tensors (the loss scale).
     """
 
     def __init__(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        params: list[nn.Parameter],
+        extra: Sequence[torch.Tensor] = (),
     ) -> None:
-        self.optimizer = optimizer
-        self.tensors = [(t, t.detach().clone()) for t in [*params, *model.buffers()]]
-        self.state = {
-            id(p): {k: v.detach().clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
-            for p, s in optimizer.state.items()
-        }
+        inner = getattr(optimizer, "inner", None)
+        self.optimizers = [optimizer, *([inner] if inner is not None else [])]
+        hosts = [h for group in inner.param_groups for h in group["params"]] if inner is not None else []
+        self.tensors = [(t, t.detach().clone()) for t in [*params, *model.buffers(), *hosts, *extra]]
+        self.state = [
+            {
+                id(p): {k: v.detach().clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
+                for p, s in opt.state.items()
+            }
+            for opt in self.optimizers
+        ]
 
     def restore(self) -> None:
         with torch.no_grad():
             for live, saved in self.tensors:
                 live.copy_(saved)
-            for p, state in self.optimizer.state.items():
-                saved = self.state.get(id(p), {})
-                for key, value in state.items():
-                    if isinstance(value, torch.Tensor):
-                        value.copy_(saved[key]) if key in saved else value.zero_()
+            for opt, before in zip(self.optimizers, self.state, strict=True):
+                for p, state in opt.state.items():
+                    saved = before.get(id(p), {})
+                    for key, value in state.items():
+                        if isinstance(value, torch.Tensor):
+                            value.copy_(saved[key]) if key in saved else value.zero_()
 
 
 def _flat_grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
@@ -307,6 +394,20 @@ def _make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> 
     for state in optimizer.state.values():  # state loaded from a checkpoint: steps must live on the device
         if "step" in state and torch.is_tensor(state["step"]):
             state["step"] = state["step"].to(device=device, dtype=torch.float32)
+
+
+def _make_fused(optimizer: torch.optim.Optimizer) -> None:
+    """Fused AdamW (CPU or CUDA), whose kernel skips the update when ``found_inf`` is set.
+
+    Raises:
+        ValueError: a parameter the fused kernel cannot take.
+    """
+    for group in optimizer.param_groups:
+        bad = [p for p in group["params"] if p.dtype not in (torch.float32, torch.bfloat16, torch.float16)]
+        if bad:
+            raise ValueError(f"loss scaling needs fused AdamW, which cannot step {bad[0].dtype} parameters")
+        group["foreach"] = None
+        group["fused"] = True
 
 
 def _world_size(group: Any) -> int:

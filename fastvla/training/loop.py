@@ -96,6 +96,10 @@ class Trainer:
         # Dataset metadata and split first: the model's shapes and statistics come from the dataset.
         self.spec = self.data.inspect(cfg.data, cfg.seed)
         self.model, self.processor = factory.build_model(cfg, self.spec, acc.device)
+        self.tp_mesh = factory.setup_vision_tensor_parallel(cfg, self.model, acc)
+        if self.tp_mesh is not None and self.is_main:
+            dp, tp = self.tp_mesh.shape
+            print(f"fastvla train: vision tower sharded over {tp} processes, {dp} data-parallel group(s)")
         # (H, W): the model's own size unless data.image_size asks for a square one
         image_size = as_hw(cfg.data.image_size) if cfg.data.image_size else as_hw(self.processor.image_size)
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out / "frame_cache"
@@ -120,7 +124,10 @@ class Trainer:
 
         # Optimiser and schedule. With CUDA graphs the model is not wrapped in DDP: the graphed update
         # all-reduces the flat gradient buffers itself (fastvla.training.graphed_step).
-        optimizer = build_optimizer(self.model, cfg.optim)
+        self.offload_optimizer, self.offload_activations, note = factory.resolve_offload(cfg, acc.device)
+        if note and self.is_main:
+            print(f"fastvla train: {note}")
+        optimizer = build_optimizer(self.model, cfg.optim, offload=self.offload_optimizer)
         self.scheduler = build_scheduler(optimizer, cfg.optim, cfg.steps)
         self.graphs, self.graphs_required = factory.use_cuda_graphs(cfg, acc.device)
         self.graphed: GraphedTrainStep | None = None
@@ -282,10 +289,19 @@ class Trainer:
             # Only the last micro-batch all-reduces gradients (no_sync is a no-op without DDP).
             sync = micro == accum - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
-                loss = self.model(**inputs).loss / accum
+                with self._saved_tensors_place():
+                    loss = self.model(**inputs).loss / accum
                 self.accelerator.backward(loss)
             total += loss.detach()
         return total
+
+    def _saved_tensors_place(self) -> contextlib.AbstractContextManager:
+        """Around the forward: tensors saved for the backward go to host memory with activation offload."""
+        if not self.offload_activations:
+            return contextlib.nullcontext()
+        from fastvla.training.offload import activation_offload
+
+        return activation_offload(self.accelerator.device)
 
     def _graphed_update(self, batches: Iterator[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         """One update through :class:`GraphedTrainStep` (captured at the first call); (loss, grad norm)."""
@@ -301,7 +317,8 @@ class Trainer:
     def _make_graphed_step(self, example: dict[str, torch.Tensor]) -> GraphedTrainStep:
         cfg, acc = self.cfg, self.accelerator
         mode = factory.resolve_mixed_precision(cfg.mixed_precision, acc.device.type)
-        dtype = torch.bfloat16 if mode == "bf16" else None
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        scaler = acc.scaler if mode == "fp16" else None  # its scale tensors are used (and saved) in place
         model = acc.unwrap_model(self.model)
         optimizer = self.optimizer.optimizer
 
@@ -314,11 +331,14 @@ class Trainer:
                 max_grad_norm=cfg.optim.max_grad_norm,
                 autocast_dtype=dtype,
                 capture=capture,
+                scaler=scaler,
             )
 
         step = try_graphed_step(make, self.graphs_required, log=print if self.is_main else lambda _: None)
         if self.is_main and step.captured:
-            print("fastvla train: update captured in CUDA graphs (forward, backward, clip, AdamW)")
+            what = "clip, AdamW" if step.step_in_graph else "then AdamW on the CPU, eagerly"
+            scaling = ", fp16 loss scaling" if step.scaler is not None else ""
+            print(f"fastvla train: update captured in CUDA graphs (forward, backward{scaling}, {what})")
         return step
 
     def _batches(self) -> Iterator[dict[str, Any]]:
@@ -343,11 +363,9 @@ class Trainer:
         model.eval()
         total = torch.zeros(2, device=acc.device)  # (sum of per-sample losses, samples)
         try:
-            for i, batch in enumerate(self.val_loader):
-                if self.cfg.val_batches and i >= self.cfg.val_batches:
-                    break
+            for batch, counted in self._val_batches():
                 inputs = factory.model_inputs(self.processor, batch, acc.device)
-                n = inputs["actions"].shape[0]
+                n = inputs["actions"].shape[0] * counted
                 total += torch.stack(
                     [model(**inputs).loss.float() * n, torch.tensor(float(n), device=acc.device)]
                 )
@@ -355,6 +373,31 @@ class Trainer:
             model.train()
         total = acc.reduce(total, reduction="sum")
         return float(total[0] / total[1].clamp(min=1))
+
+    def _val_batches(self) -> Iterator[tuple[dict[str, Any], bool]]:
+        """``(batch, counted)`` of this rank's validation batches (at most ``val_batches``).
+
+        With a sharded vision tower every forward is collective, so every rank runs as many as the rank with
+        the most; ranks with fewer repeat one, not counted.
+        """
+        mine = (
+            len(self.val_loader)
+            if not self.cfg.val_batches
+            else min(len(self.val_loader), self.cfg.val_batches)
+        )
+        steps = mine
+        if self.tp_mesh is not None:
+            import torch.distributed as dist
+
+            most = torch.tensor([mine], device=self.accelerator.device)
+            dist.all_reduce(most, op=dist.ReduceOp.MAX)
+            steps = int(most)
+        last = None
+        for _, batch in zip(range(mine), self.val_loader):
+            last = batch
+            yield batch, True
+        for _ in range(steps - mine):
+            yield (last if last is not None else next(iter(self.train_loader))), False
 
     def _run_eval_hook(self, tracker: Tracker) -> None:
         acc = self.accelerator
@@ -521,6 +564,10 @@ class Trainer:
         """Write the final policy folder (model + processor + stats + policy config) atomically."""
         path = self.out / "policy"
         self.check_finite()  # never export a diverged policy
+        if self.tp_mesh is not None:  # whole tower weights again on every rank (collective), then save
+            from fastvla.model.parallel import unshard_vision
+
+            unshard_vision(self.accelerator.unwrap_model(self.model))
         if self.is_main:
             factory.export_policy(
                 self.accelerator.unwrap_model(self.model), self.processor, self.spec, self.cfg, path

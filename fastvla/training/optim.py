@@ -67,14 +67,27 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, offload: bool = False) -> torch.optim.Optimizer:
     """The optimiser named by ``cfg.optimizer`` over :func:`param_groups`.
+
+    Args:
+        model: the model whose trainable parameters are optimised.
+        cfg: the optimiser settings.
+        offload: AdamW with its state and update on the CPU
+            (:class:`~fastvla.training.offload.CPUOffloadAdamW`).
 
     Raises:
         RuntimeError: an 8-bit optimiser was asked for and bitsandbytes is not importable.
+        ValueError: ``offload`` with an optimiser other than AdamW.
     """
     groups = param_groups(model, cfg)
     kwargs = {"lr": cfg.lr, "betas": tuple(cfg.betas), "eps": cfg.eps, "weight_decay": cfg.weight_decay}
+    if offload:
+        if cfg.optimizer != "adamw":
+            raise ValueError(f"CPU offload is for AdamW; optim.optimizer is {cfg.optimizer}")
+        from fastvla.training.offload import CPUOffloadAdamW
+
+        return CPUOffloadAdamW(groups, **kwargs)
     if cfg.optimizer == "adamw":
         # foreach is the fast path on CPU and GPU; fused needs all-CUDA params.
         return torch.optim.AdamW(groups, **kwargs)

@@ -102,3 +102,42 @@ def test_two_process_cpu_ddp_ranks_agree(dataset_root: Path, frame_cache: Path, 
     rank0 = assert_ranks_agree(out)
     saved = load_file(ckpt.checkpoint_path(out, 6) / ckpt.MODEL_FILE)
     assert all(torch.equal(saved[n], rank0[n]) for n in saved)
+
+
+@pytest.mark.slow
+def test_two_process_cpu_training_with_tensor_parallel_vision(
+    dataset_root: Path, frame_cache: Path, tmp_path: Path
+) -> None:
+    """--parallel.tensor-parallel-vision 2: the frozen ViT tower sharded over both ranks (each rank's images
+    encoded together), LoRA on the decoder data-parallel; ranks agree, validation runs, export is whole."""
+    from fastvla.model import FastVLAModel
+    from fastvla.training import ModelConfig, ParallelConfig
+
+    out = tmp_path / "run"
+    config = TrainConfig(
+        data=DataConfig(root=str(dataset_root), cache_dir=str(frame_cache), val_episodes=(2,), num_workers=0),
+        model=ModelConfig(preset="tiny-vit", lora="on", lora_vision=False),
+        parallel=ParallelConfig(tensor_parallel_vision=2),
+        output_dir=str(out),
+        steps=4,
+        batch_size=4,
+        save_every=2,
+        val_every=2,
+        log_every=2,
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+        optim=OptimConfig(warmup_steps=1, lr=1e-3, head_lr=1e-3),
+    )
+    result = launch_two_ranks(tmp_path, config, "no", env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "val loss" in result.stdout
+    assert "vision tower sharded over 2 processes, 1 data-parallel group(s)" in result.stdout
+    # Rank 0's export merged its adapters in place: compare rank 1's final tensors with the last checkpoint
+    # (rank 0's state, written just before the export).
+    saved = load_file(ckpt.checkpoint_path(out, 4) / ckpt.MODEL_FILE)
+    rank1, initial = load_file(out / "final_rank1.safetensors"), load_file(out / "initial_rank0.safetensors")
+    assert saved.keys() == rank1.keys() and all(torch.equal(saved[n], rank1[n]) for n in saved)
+    assert any(not torch.equal(saved[n], initial[n]) for n in saved), "training did not change the weights"
+    exported = FastVLAModel.from_pretrained(out / "policy")
+    q_proj = next(m for n, m in exported.vision.tower.named_modules() if n.endswith("q_proj"))
+    assert q_proj.weight.shape == (64, 64)  # whole again, not one rank's half

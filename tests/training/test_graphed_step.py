@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastvla.training import ModelConfig, OptimConfig, TrainConfig
+from fastvla.training import MemoryConfig, ModelConfig, OptimConfig, TrainConfig
 from fastvla.training.config import graph_incompatibility
 from fastvla.training.factory import use_cuda_graphs
 from fastvla.training.graphed_step import GraphCaptureError, GraphedTrainStep, _Snapshot, pad_text
@@ -84,14 +84,10 @@ def test_capture_needs_cuda_and_a_capturable_setup() -> None:
         GraphedTrainStep(model, torch.optim.AdamW(model.parameters()), batch(0))
     with pytest.raises(GraphCaptureError, match=r"optim\.optimizer adamw"):
         GraphedTrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), batch(0), capture=False)
-    with pytest.raises(GraphCaptureError, match="bf16"):
-        GraphedTrainStep(
-            model,
-            torch.optim.AdamW(model.parameters()),
-            batch(0),
-            autocast_dtype=torch.float16,
-            capture=False,
-        )
+    fp16 = GraphedTrainStep(
+        model, torch.optim.AdamW(model.parameters()), batch(0), autocast_dtype=torch.float16, capture=False
+    )
+    assert fp16.scaler is not None and fp16.scaler.get_scale() == 2.0**16  # fp16 brings its loss scaling
 
 
 def test_snapshot_restores_weights_buffers_and_fresh_optimizer_state() -> None:
@@ -151,7 +147,10 @@ def test_padding_does_not_change_the_fastvla_loss() -> None:
 def test_config_says_why_a_run_cannot_be_graphed() -> None:
     assert graph_incompatibility(TrainConfig()) is None
     assert "adamw" in graph_incompatibility(TrainConfig(optim=OptimConfig(optimizer="adamw8bit")))
-    assert "bf16" in graph_incompatibility(TrainConfig(mixed_precision="fp16"))
+    assert graph_incompatibility(TrainConfig(mixed_precision="fp16")) is None  # loss scaling is captured
+    offload = TrainConfig(memory=MemoryConfig(offload_activations=True))
+    assert "offload-activations" in graph_incompatibility(offload)
+    assert graph_incompatibility(TrainConfig(memory=MemoryConfig(offload_optimizer=True))) is None
     assert "cpu" in graph_incompatibility(TrainConfig(device="cpu"))
     lora_gc = ModelConfig(quantization="4bit", gradient_checkpointing=True, lora_dropout=0.1)
     assert "lora-dropout 0" in graph_incompatibility(TrainConfig(model=lora_gc))
