@@ -32,17 +32,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import fastvla.envs  # noqa: F401  (registers the tasks)
+from fastvla.envs import ENV_IDS  # importing fastvla.envs registers the tasks
 from fastvla.eval.report import git_revision
 from fastvla.utils.io import atomic_write_text
 
-TASKS = (
-    "fastvla/ReachCube-v0",
-    "fastvla/PickCube-v0",
-    "fastvla/PushCube-v0",
-    "fastvla/PlaceCube-v0",
-    "fastvla/StackCube-v0",
-)
 TRANSLATION = slice(0, 3)  # end-effector delta x, y, z of the 7-D action
 
 
@@ -106,7 +99,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--policy", default="fastvla/checkpoints/sim-base", help="policy folder")
-    parser.add_argument("--tasks", nargs="*", default=list(TASKS), help="env ids")
+    parser.add_argument("--tasks", nargs="*", default=list(ENV_IDS), help="env ids")
     parser.add_argument("--seeds", type=int, default=32, help="resets per task")
     parser.add_argument("--seed", type=int, default=300_000, help="first seed (never recorded)")
     parser.add_argument("--image-size", type=int, default=64)
