@@ -24,6 +24,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 SDPA_FLASH = "sdpa_flash"
 #: The name Hugging Face's registries know it by.
@@ -73,7 +77,6 @@ def _all_on_cuda(device: Any) -> bool:
 @contextlib.contextmanager
 def flash_only() -> Iterator[None]:
     """Within the block, SDPA may only use its FlashAttention-2 kernel (an error if it cannot)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
         yield
@@ -88,8 +91,6 @@ def sdpa_flash_attention_forward(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """Hugging Face's SDPA attention, on the FlashAttention-2 kernel when there is no mask to apply."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if attention_mask is None:
         backends = [SDPBackend.FLASH_ATTENTION]
@@ -101,8 +102,6 @@ def sdpa_flash_attention_forward(
 
 def register_sdpa_flash() -> None:
     """Register ``sdpa_flash`` with Hugging Face (attention function, and SDPA's mask builder); idempotent."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(HF_KEY, sdpa_flash_attention_forward)
     AttentionMaskInterface.register(HF_KEY, sdpa_mask)

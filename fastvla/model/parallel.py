@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 COLWISE = ("q_proj", "k_proj", "v_proj", "fc1")
 ROWWISE = ("o_proj", "out_proj", "fc2")
@@ -44,7 +46,6 @@ def vision_tp_plan(tower: nn.Module) -> dict[str, Any]:
     Raises:
         ValueError: no shardable linear (a convolutional tower), or a quantised one.
     """
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
     plan: dict[str, Any] = {}
     for name, module in tower.named_modules():
@@ -76,7 +77,6 @@ def parallelize_vision_tower(tower: nn.Module, mesh: Any) -> nn.Module:
         ValueError: the tower cannot be sharded (see :func:`vision_tp_plan`) or its head count or MLP width is
             not a multiple of the mesh size.
     """
-    from torch.distributed.tensor.parallel import parallelize_module
 
     size = mesh.size()
     config = getattr(tower, "config", None)
@@ -96,7 +96,6 @@ def unshard_vision_tower(tower: nn.Module) -> nn.Module:
 
     Collective: every rank of the mesh must call it.
     """
-    from torch.distributed.tensor import DTensor
 
     for name in vision_tp_plan_names(tower):
         module = tower.get_submodule(name)
