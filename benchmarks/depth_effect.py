@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import parser, write_json
 from suite import paired_difference
 
 from fastvla.eval.metrics import wilson_interval
+
+from _common import parser, write_json
 
 FASTVLA = [sys.executable, "-m", "fastvla"]
 
@@ -78,8 +79,9 @@ def main() -> None:
                   "--data.val-fraction", "0", "--output-dir", str(run), "--no-progress", "--overwrite"],
                  log)  # fmt: skip
         _run([*FASTVLA, "eval", "--policy", str(run / "policy"), "--env", args.env,
-              "--episodes", str(args.episodes), "--seed", str(args.eval_seed), "--batch-size", str(args.num_envs),
-              "--env-kwargs", env_kwargs, "--max-videos", "4", "--out", str(evals), "--no-progress"],
+              "--episodes", str(args.episodes), "--seed", str(args.eval_seed),
+              "--batch-size", str(args.num_envs), "--env-kwargs", env_kwargs, "--max-videos", "4",
+              "--out", str(evals), "--no-progress"],
              log)  # fmt: skip
         seeds, outcome = _outcomes(evals)
         low, high = wilson_interval(int(outcome.sum()), len(outcome))
