@@ -37,6 +37,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("train", "Trainer"):
+        # deferred: start-up time (lazy attribute: `import fastvla.training` stays light)
         from fastvla.training import loop
 
         return getattr(loop, name)

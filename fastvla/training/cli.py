@@ -25,6 +25,7 @@ from fastvla.utils.flags import add_command
 
 def run(config: TrainConfig) -> int:
     """Train with the resolved config."""
+    # deferred: start-up time (`fastvla --help` builds this parser without torch)
     from fastvla.training.loop import train
 
     policy_dir = train(config)

@@ -76,6 +76,7 @@ def default_training_data() -> TrainingData:
     ``data=`` to read anything else.
     """
     # Deferred: fastvla.datasets.training imports this module, and it pulls in PyAV and pyarrow.
+    # deferred: the core's one default side-folder import (allow-listed in tests/test_layout.py)
     from fastvla.datasets.training import LeRobotTrainingData
 
     return LeRobotTrainingData()

@@ -10,15 +10,22 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
 
 from fastvla.constants import POLICY_CONFIG_FILE
-from fastvla.training.config import ModelConfig, TrainConfig
+from fastvla.model import FastVLAConfig, FastVLAModel, FastVLAProcessor, bnb_config, set_checkpointed_layers
+from fastvla.model.parallel import tensor_parallel_vision
+from fastvla.model.quantization import guard_cpu_4bit
+from fastvla.training.config import ModelConfig, TrainConfig, graph_incompatibility
+from fastvla.training.offload import offload_note
 from fastvla.utils.image import as_hw
 from fastvla.utils.io import atomic_directory
 
@@ -47,8 +54,8 @@ def resolve_mixed_precision(mode: str, device: str) -> str:
 
 def make_accelerator(cfg: TrainConfig) -> Any:
     """The run's ``accelerate.Accelerator`` (DDP settings, precision, CPU threads per process)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate import Accelerator  # deferred: start-up time (accelerate)
+    from accelerate.utils import DistributedDataParallelKwargs  # deferred: start-up time (accelerate)
 
     device = resolve_device(cfg.device)
     _forget_previous_accelerator()
@@ -67,7 +74,7 @@ def make_accelerator(cfg: TrainConfig) -> Any:
         torch.set_num_threads(max(1, cores // local))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    from accelerate.utils import set_seed
+    from accelerate.utils import set_seed  # deferred: start-up time (accelerate)
 
     set_seed(cfg.seed)
     return acc
@@ -80,7 +87,7 @@ def _forget_previous_accelerator() -> None:
     differs from the first one's (e.g. a bf16 run, then an fp16 run in one notebook or test session). The
     distributed part of the state (process group, device) is kept.
     """
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState  # deferred: start-up time (accelerate)
 
     if AcceleratorState._shared_state:
         AcceleratorState._reset_state(reset_partial_state=False)
@@ -96,7 +103,7 @@ def check_bitsandbytes(bits: int, device: torch.device) -> None:
         RuntimeError: bitsandbytes is missing or has no kernels for this device.
     """
     try:
-        import bitsandbytes as bnb
+        import bitsandbytes as bnb  # deferred: optional dependency (bitsandbytes; loads its native library)
 
         with torch.no_grad():
             if bits == 4:
@@ -151,7 +158,6 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
         ValueError: a checkpoint whose action/state dims, chunk size or cameras differ from the data.
         RuntimeError: quantisation requested where bitsandbytes cannot run.
     """
-    from fastvla.model import FastVLAModel, FastVLAProcessor, bnb_config
 
     mc = cfg.model
     attn = None if mc.attn_implementation == "auto" else mc.attn_implementation
@@ -161,8 +167,6 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
         check_bitsandbytes(bits, device)
         quant = bnb_config(bits=bits, compute_dtype=_compute_dtype(cfg, device))
     if mc.checkpoint:
-        from fastvla.model import FastVLAConfig
-
         _check_checkpoint_fits(FastVLAConfig.from_pretrained(mc.checkpoint), spec, cfg, mc.checkpoint)
         model = FastVLAModel.from_pretrained(
             mc.checkpoint, quantization_config=quant, device_map=str(device), attn_implementation=attn
@@ -192,8 +196,6 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
         kwargs = {"use_reentrant": False, "preserve_rng_state": preserve_rng}
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if mc.gradient_checkpointing_layers:
-            from fastvla.model import set_checkpointed_layers
-
             set_checkpointed_layers(model, mc.gradient_checkpointing_layers)
     if mc.use_lora:
         model = apply_lora(model, mc, cfg.optim.head_modules)
@@ -201,6 +203,7 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
         raise ValueError("a quantised model can only be trained with LoRA adapters: drop --model.lora off")
     model = model.to(device) if quant is None else model
     if use_kernels(cfg, device):
+        # deferred: start-up time (Triton), and only when kernels are on
         from fastvla.kernels import apply_kernels
 
         apply_kernels(model)
@@ -228,7 +231,6 @@ def use_cuda_graphs(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]
     Raises:
         ValueError: ``--cuda-graphs on`` for a run that cannot be captured (the message names the fix).
     """
-    from fastvla.training.config import graph_incompatibility
 
     if cfg.cuda_graphs == "off":
         return False, False
@@ -250,7 +252,6 @@ def resolve_offload(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool,
     Both mean something only where the model lives in GPU memory; on CPU they are left off and the note
     (printed by the trainer) says so.
     """
-    from fastvla.training.offload import offload_note
 
     mem = cfg.memory
     on_gpu = device.type == "cuda"
@@ -288,10 +289,6 @@ def setup_vision_tensor_parallel(cfg: TrainConfig, model: nn.Module, acc: Any) -
             f"{flag} shards a frozen vision tower; this one trains. Train LoRA on the decoder only "
             "(--model.lora on --model.no-lora-vision, or a backbone/checkpoint with --model.no-lora-vision)"
         )
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import DTensor
-
-    from fastvla.model.parallel import tensor_parallel_vision
 
     mesh = init_device_mesh(acc.device.type, (world // n, n), mesh_dim_names=("dp", "tp"))
     tensor_parallel_vision(model, mesh["tp"])
@@ -309,9 +306,6 @@ def _compute_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
 
 def _quantize_in_memory(model: nn.Module, quant: Any, device: torch.device) -> nn.Module:
     """Quantise a model built from backbones by saving it and reloading it through bitsandbytes."""
-    import tempfile
-
-    from fastvla.model import FastVLAModel
 
     with tempfile.TemporaryDirectory(prefix="fastvla-quant-") as tmp:
         model.save_pretrained(tmp)
@@ -320,9 +314,8 @@ def _quantize_in_memory(model: nn.Module, quant: Any, device: torch.device) -> n
 
 
 def _backbone_processor(config: Any, mc: ModelConfig) -> Any:
+    # deferred: start-up time (transformers' auto classes import every model's processor)
     from transformers import AutoImageProcessor, AutoTokenizer
-
-    from fastvla.model import FastVLAProcessor
 
     kwargs: dict[str, Any] = {}
     with contextlib.suppress(Exception):  # towers without an image processor keep the defaults
@@ -339,7 +332,6 @@ def apply_lora(model: nn.Module, mc: ModelConfig, head_modules: tuple[str, ...])
 
     The fresh modules named by ``head_modules`` are trained in full (PEFT ``modules_to_save``).
     """
-    from fastvla.model import FastVLAModel
 
     return FastVLAModel.get_peft_model(
         model,
@@ -364,7 +356,6 @@ def guard_quantized_eval(model: nn.Module) -> None:
     """Keep bitsandbytes from repacking 4-bit weights in eval mode on CPU (which corrupts later gradients)."""
     if sys.modules.get("bitsandbytes") is None:  # nothing can be quantised; skip the slow, noisy import
         return
-    from fastvla.model.quantization import guard_cpu_4bit
 
     guard_cpu_4bit(model)
 
@@ -413,9 +404,8 @@ def _merge_into_full_precision(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     checkpoint is reloaded unquantised, wrapped with the same adapters, given the trained adapter and
     head weights, and merged. The result loads in fp32, or again in 4-bit with ``load_in_4bit``.
     """
+    # deferred: start-up time (importing peft takes ~3 s)
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-    from fastvla.model import FastVLAModel
 
     base = FastVLAModel.from_pretrained(cfg.model.checkpoint, dtype=torch.float32)
     full = apply_lora(base, cfg.model, cfg.optim.head_modules)

@@ -50,9 +50,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from fastvla.model.processor import pad_text
+from fastvla.training.offload import CPUOffloadAdamW
 
 __all__ = ["GraphCaptureError", "GraphedTrainStep", "pad_text", "try_graphed_step"]
 
@@ -68,7 +70,6 @@ def check_capturable_optimizer(optimizer: torch.optim.Optimizer) -> bool:
     Raises:
         GraphCaptureError: any other optimiser (the message names the fix).
     """
-    from fastvla.training.offload import CPUOffloadAdamW
 
     if isinstance(optimizer, CPUOffloadAdamW):
         return False
@@ -240,7 +241,6 @@ class GraphedTrainStep:
     def _all_reduce(self) -> None:
         if self.world <= 1:
             return
-        import torch.distributed as dist
 
         for flat in self.flat_grads:
             if self.device.type == "cuda":
@@ -281,7 +281,6 @@ class GraphedTrainStep:
 
     def _broadcast_state(self) -> None:
         """Give every rank rank 0's trainable weights and buffers (what DDP does when it wraps a model)."""
-        import torch.distributed as dist
 
         src = dist.get_global_rank(self.group, 0) if self.group is not None else 0
         with torch.no_grad():
@@ -411,7 +410,6 @@ def _make_fused(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _world_size(group: Any) -> int:
-    import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         return 1

@@ -20,6 +20,7 @@ diverged, but it never saves them.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,13 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import yaml
 
 from fastvla.errors import NonFiniteError
+from fastvla.model.parallel import unshard_vision
 from fastvla.training import checkpoint as ckpt
 from fastvla.training import data as data_lib
 from fastvla.training import factory
 from fastvla.training.config import TrainConfig
 from fastvla.training.graphed_step import GraphedTrainStep, try_graphed_step
+from fastvla.training.offload import activation_offload
 from fastvla.training.optim import build_optimizer, build_scheduler
 from fastvla.training.tracking import Tracker
 from fastvla.utils.image import as_hw
@@ -251,8 +256,6 @@ class Trainer:
             weights_bad = (~torch.stack([torch.isfinite(p).all() for _, p in params]).all()).long()
         flags = torch.stack([self._bad_step, weights_bad])
         if acc.num_processes > 1:
-            import torch.distributed as dist
-
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         bad_step, bad_weights = flags.tolist()
         if bad_step < 0 and not bad_weights:
@@ -299,7 +302,6 @@ class Trainer:
         """Around the forward: tensors saved for the backward go to host memory with activation offload."""
         if not self.offload_activations:
             return contextlib.nullcontext()
-        from fastvla.training.offload import activation_offload
 
         return activation_offload(self.accelerator.device)
 
@@ -387,8 +389,6 @@ class Trainer:
         )
         steps = mine
         if self.tp_mesh is not None:
-            import torch.distributed as dist
-
             most = torch.tensor([mine], device=self.accelerator.device)
             dist.all_reduce(most, op=dist.ReduceOp.MAX)
             steps = int(most)
@@ -483,7 +483,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write an atomic checkpoint of the current state (collective: call on every process)."""
-        from accelerate.utils import gather_object
+        from accelerate.utils import gather_object  # deferred: start-up time (accelerate)
 
         acc = self.accelerator
         self.check_finite()  # never checkpoint a diverged run
@@ -491,8 +491,6 @@ class Trainer:
         rng_states = gather_object([ckpt.capture_rng_state()])  # one per rank, in rank order
         path = ckpt.checkpoint_path(self.out, self.step)
         if self.is_main:
-            import yaml
-
             ckpt.save_checkpoint(
                 path,
                 model=acc.unwrap_model(self.model),
@@ -516,7 +514,6 @@ class Trainer:
         """
         if self.accelerator.num_processes == 1:
             return
-        import torch.distributed as dist
 
         for buffer in self.accelerator.unwrap_model(self.model).buffers():
             dist.broadcast(buffer.data, src=0)
@@ -565,8 +562,6 @@ class Trainer:
         path = self.out / "policy"
         self.check_finite()  # never export a diverged policy
         if self.tp_mesh is not None:  # whole tower weights again on every rank (collective), then save
-            from fastvla.model.parallel import unshard_vision
-
             unshard_vision(self.accelerator.unwrap_model(self.model))
         if self.is_main:
             factory.export_policy(
@@ -577,6 +572,5 @@ class Trainer:
 
 
 def _local_world_size(acc: Any) -> int:
-    import os
 
     return int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fastvla.training.config import OptimConfig
+from fastvla.training.offload import CPUOffloadAdamW
 
 _NO_DECAY_HINTS = ("bias", "norm", "embed", "ln_", "layernorm")
 
@@ -85,14 +86,13 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, offload: bool = False) -
     if offload:
         if cfg.optimizer != "adamw":
             raise ValueError(f"CPU offload is for AdamW; optim.optimizer is {cfg.optimizer}")
-        from fastvla.training.offload import CPUOffloadAdamW
 
         return CPUOffloadAdamW(groups, **kwargs)
     if cfg.optimizer == "adamw":
         # foreach is the fast path on CPU and GPU; fused needs all-CUDA params.
         return torch.optim.AdamW(groups, **kwargs)
     try:
-        import bitsandbytes as bnb
+        import bitsandbytes as bnb  # deferred: optional dependency (bitsandbytes; loads its native library)
     except Exception as err:  # ImportError, or a broken native library
         raise RuntimeError(
             f"--optim.optimizer {cfg.optimizer} needs bitsandbytes, which failed to import ({err}); "

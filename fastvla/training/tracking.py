@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 
 class Tracker:
     """Progress bar + ``<log_dir>/metrics.jsonl`` + TensorBoard + wandb behind one ``log(step, metrics)``.
@@ -50,12 +52,12 @@ class Tracker:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         self._jsonl = open(Path(log_dir) / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # deferred: optional dependency (tensorboard)
 
             self._tb = SummaryWriter(log_dir=str(log_dir))
         if wandb_project:
             try:
-                import wandb
+                import wandb  # deferred: optional dependency (wandb)
             except ImportError as err:
                 raise RuntimeError(
                     f"--wandb-project {wandb_project!r} needs Weights & Biases: `pip install wandb` "
@@ -63,8 +65,6 @@ class Tracker:
                 ) from err
             self._wandb = wandb.init(project=wandb_project, config=dict(run_config or {}), dir=str(log_dir))
         if progress:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(
                 total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True
             )
