@@ -53,7 +53,7 @@ def _spec(model_config: Any) -> Any:
     }
     return DataSpec(
         root=Path("."),
-        camera_names=list(model_config.cameras),
+        cameras=list(model_config.cameras),
         state_dim=model_config.state_dim,
         action_dim=model_config.action_dim,
         fps=10,

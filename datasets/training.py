@@ -415,7 +415,7 @@ class LeRobotTrainingData:
         return DataSpec(
             obs_map=_policy_obs_map(root, cameras),
             root=root,
-            camera_names=cameras,
+            cameras=cameras,
             state_dim=int(meta.features[OBS_STATE]["shape"][0]),
             action_dim=int(meta.features[ACTION]["shape"][0]),
             fps=meta.fps,
@@ -437,7 +437,7 @@ class LeRobotTrainingData:
         """A :class:`TrainingDataset` over ``episodes`` at ``image_size`` (H, W), augmented when ``train``."""
         return TrainingDataset(
             LeRobotDataset(spec.root, episodes=episodes),
-            cameras=spec.camera_names,
+            cameras=spec.cameras,
             image_size=image_size,
             chunk_size=cfg.chunk_size,
             augment=default_augment() if (train and cfg.augment) else None,

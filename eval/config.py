@@ -87,11 +87,6 @@ class EvalConfig(ConfigMixin):
         if self.success is not None:
             check_success_source(self.success)
 
-    @property
-    def camera_keys(self) -> tuple[str, ...]:
-        """The former name of :attr:`video_obs_paths`, read by :mod:`fastvla.eval.rollout`."""
-        return self.video_obs_paths
-
 
 @dataclass
 class EvalPipelineConfig(ConfigMixin):

@@ -25,7 +25,7 @@ import numpy as np
 from fastvla.eval.config import EvalConfig
 from fastvla.eval.metrics import EpisodeRecord, aggregate, wilson_interval
 from fastvla.eval.vector import env_groups, is_vector_env, make_vector_env
-from fastvla.eval.video import VideoWriter, get_path, image_keys_of_space
+from fastvla.eval.video import VideoWriter, get_path, image_paths_of_space
 from fastvla.policies.loading import load_policy
 from fastvla.policies.observation_map import (
     DEFAULT_SUCCESS,
@@ -74,7 +74,7 @@ class _VideoSpec:
     writer: VideoWriter
     root: Path
     max_videos: int
-    camera_keys: list[str] | None
+    video_obs_paths: list[str] | None
     out_dir: Path | None
     fps: int | None = None
     written: dict[str, int] = field(default_factory=dict)
@@ -83,10 +83,12 @@ class _VideoSpec:
 class _Frames:
     """Collects camera images of the rows that get a video (from observations, or ``render()``)."""
 
-    def __init__(self, vec_env: Any, camera_keys: list[str] | None) -> None:
+    def __init__(self, vec_env: Any, video_obs_paths: list[str] | None) -> None:
         self.vec_env = vec_env
         self.keys = (
-            camera_keys if camera_keys is not None else image_keys_of_space(vec_env.single_observation_space)
+            video_obs_paths
+            if video_obs_paths is not None
+            else image_paths_of_space(vec_env.single_observation_space)
         )
         self.use_render = not self.keys
         self.enabled = True
@@ -101,7 +103,7 @@ class _Frames:
         if rendered is None or any(f is None for f in rendered):
             logger.warning(
                 "no RGB images in the observation and env.render() returned None; no videos. "
-                "Pass camera_keys=[...] or create the env with render_mode='rgb_array'."
+                "Pass video_obs_paths=[...] or create the env with render_mode='rgb_array'."
             )
             self.enabled = False
             return {}
@@ -190,7 +192,7 @@ def run_group(
         policy.bind_env(vec_env)
     if hasattr(policy, "check_action_space"):  # FastVLAPolicy: action size check, clipping to Box bounds
         policy.check_action_space(space)
-    frames_src = _Frames(vec_env, video.camera_keys) if video is not None else None
+    frames_src = _Frames(vec_env, video.video_obs_paths) if video is not None else None
     records: list[EpisodeRecord] = []
     for start in range(0, n_episodes, batch):
         n_real = min(batch, n_episodes - start)
@@ -383,7 +385,7 @@ def evaluate(
     cfg = _eval_config(config, options)
     n_episodes, batch_size, seed, max_steps = cfg.n_episodes, cfg.batch_size, cfg.seed, cfg.max_steps
     max_videos, task, fps = cfg.max_videos, cfg.task, cfg.fps
-    env_kwargs, camera_keys, video_dir = cfg.env_kwargs, list(cfg.camera_keys) or None, cfg.video_dir
+    env_kwargs, video_obs_paths, video_dir = cfg.env_kwargs, list(cfg.video_obs_paths) or None, cfg.video_dir
     from fastvla.eval.report import build_eval_info, write_outputs
 
     policy_spec = policy_name or (policy if isinstance(policy, str) else type(policy).__name__)
@@ -392,14 +394,16 @@ def evaluate(
     if isinstance(obs_map, Mapping):
         obs_map = ObservationMap.from_dict(obs_map)
     obs_map = obs_map if obs_map is not None else getattr(policy, "obs_map", None)
-    if camera_keys is None and getattr(obs_map, "cameras", None):
-        camera_keys = list(obs_map.cameras.values())  # videos show what the policy sees
+    if video_obs_paths is None and getattr(obs_map, "cameras", None):
+        video_obs_paths = list(obs_map.cameras.values())  # videos show what the policy sees
     out_path = Path(cfg.out_dir) if cfg.out_dir is not None else None
     if video_dir is None and out_path is not None:
         video_dir = out_path / "videos"
     writer = VideoWriter(fps=fps or 30) if video_dir is not None and max_videos > 0 else None
     video = (
-        _VideoSpec(writer, Path(video_dir), max_videos, list(camera_keys) if camera_keys else None, out_path)
+        _VideoSpec(
+            writer, Path(video_dir), max_videos, list(video_obs_paths) if video_obs_paths else None, out_path
+        )
         if writer is not None
         else None
     )
@@ -451,7 +455,7 @@ def evaluate(
         "seed": seed,
         "max_steps": max_steps,
         "max_videos": max_videos if writer is not None else 0,
-        "camera_keys": list(camera_keys) if camera_keys else None,
+        "video_obs_paths": list(video_obs_paths) if video_obs_paths else None,
         "task": task,
         "success": cfg.success or getattr(obs_map, "success", None) or DEFAULT_SUCCESS,
         "obs_map": obs_map.to_dict() if isinstance(obs_map, ObservationMap) else None,

@@ -48,11 +48,6 @@ def image_paths_of_space(space: Any, prefix: str = "") -> list[str]:
     return []
 
 
-#: The former name of :func:`image_paths_of_space` ("keys" are dataset features; these are observation
-#: paths), kept while :mod:`fastvla.eval.rollout` imports it.
-image_keys_of_space = image_paths_of_space
-
-
 def get_path(obs: Any, path: str) -> Any:
     """Look up a ``/``-separated key path in a nested observation dict (a flat key with ``/`` first)."""
     if isinstance(obs, Mapping) and path in obs:

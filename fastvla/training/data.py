@@ -23,7 +23,7 @@ class DataSpec:
     """What the dataset offers the model: cameras, dims, statistics, episodes per split."""
 
     root: Path
-    camera_names: list[str]
+    cameras: list[str]
     state_dim: int
     action_dim: int
     fps: int

@@ -121,7 +121,7 @@ def check_bitsandbytes(bits: int, device: torch.device) -> None:
 
 def _shape_overrides(cfg: TrainConfig, spec: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "camera_names": list(spec.camera_names),
+        "cameras": list(spec.cameras),
         "state_dim": spec.state_dim,
         "action_dim": spec.action_dim,
         "chunk_size": cfg.data.chunk_size,
@@ -140,8 +140,8 @@ def _check_checkpoint_fits(model_config: Any, spec: Any, cfg: TrainConfig, sourc
         problems.append(f"state_dim {model_config.state_dim} (dataset: {spec.state_dim})")
     if model_config.chunk_size != cfg.data.chunk_size:
         problems.append(f"chunk_size {model_config.chunk_size} (--data.chunk-size {cfg.data.chunk_size})")
-    if list(model_config.camera_names) != list(spec.camera_names):
-        problems.append(f"cameras {list(model_config.camera_names)} (--data.cameras: {spec.camera_names})")
+    if list(model_config.cameras) != list(spec.cameras):
+        problems.append(f"cameras {list(model_config.cameras)} (--data.cameras: {spec.cameras})")
     if bool(model_config.use_depth) != bool(cfg.data.depth):
         problems.append(f"use_depth={model_config.use_depth} (--data.depth {cfg.data.depth})")
     if problems:
@@ -439,7 +439,7 @@ def export_policy(model: nn.Module, processor: Any, spec: Any, cfg: TrainConfig,
             "n_action_steps": None,
             "temporal_ensemble_coeff": None,
             # For people reading the folder.
-            "camera_names": list(spec.camera_names),
+            "cameras": list(spec.cameras),
             "state_dim": spec.state_dim,
             "action_dim": spec.action_dim,
             "chunk_size": cfg.data.chunk_size,

@@ -89,7 +89,7 @@ def test_eval_baseline_with_obs_map_flags(in_example_dir: Path, tmp_path: Path) 
     info = json.loads((tmp_path / "eval_info.json").read_text())
     assert info["meta"]["config"]["success"] == "info:solved"  # the flag beats the map
     assert all(e["task"].startswith("go to the ") and e["length"] == 3 for e in info["per_episode"])
-    assert info["meta"]["config"]["camera_keys"] == ["sensors/rgb_top"]
+    assert info["meta"]["config"]["video_obs_paths"] == ["sensors/rgb_top"]
 
 
 def test_scripted_baseline_with_an_expert_function(in_example_dir: Path, tmp_path: Path) -> None:

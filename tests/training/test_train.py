@@ -91,7 +91,7 @@ def test_run_folder_has_checkpoint_logs_and_policy(trained) -> None:
         POLICY_CONFIG_FILE,
     ):
         assert (policy_dir / name).is_file(), name
-    assert json.loads((policy_dir / POLICY_CONFIG_FILE).read_text())["camera_names"] == ["front", "wrist"]
+    assert json.loads((policy_dir / POLICY_CONFIG_FILE).read_text())["cameras"] == ["front", "wrist"]
 
 
 def test_exported_policy_reloads_with_the_trained_weights(trained) -> None:
