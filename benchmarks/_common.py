@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,22 @@ from typing import Any
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """An argument parser whose ``--help`` shows the script's docstring ``doc`` as written."""
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+#: ``fastvla`` as a command of this interpreter (the scripts' subprocesses run the same install).
+FASTVLA = [sys.executable, "-m", "fastvla"]
+
+
+def run_fastvla(cmd: list[str], record: Callable[[str], Any]) -> None:
+    """Print ``cmd`` as the user would type it (``fastvla ...``), hand that text to ``record``, run it.
+
+    Raises:
+        subprocess.CalledProcessError: the command failed.
+    """
+    text = shlex.join(["fastvla", *cmd[len(FASTVLA) :]] if cmd[: len(FASTVLA)] == FASTVLA else cmd)
+    print(f"$ {text}", flush=True)
+    record(text)
+    subprocess.run(cmd, check=True)
 
 
 def write_json(path: str | os.PathLike, result: Any, indent: int = 2) -> Path:

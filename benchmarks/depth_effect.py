@@ -16,9 +16,6 @@ Prints a table and writes JSON (default ``benchmarks/results/depth_effect.json``
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,16 +25,11 @@ from suite import paired_difference
 
 from fastvla.eval.metrics import wilson_interval
 
-from _common import parser, write_json
-
-FASTVLA = [sys.executable, "-m", "fastvla"]
+from _common import FASTVLA, parser, run_fastvla, write_json
 
 
 def _run(cmd: list[str], log: list[str]) -> None:
-    text = shlex.join(["fastvla", *cmd[len(FASTVLA) :]])
-    print(f"$ {text}", flush=True)
-    log.append(text)
-    subprocess.run(cmd, check=True)
+    run_fastvla(cmd, log.append)
 
 
 def _outcomes(eval_dir: Path) -> tuple[list[int], np.ndarray]:

@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -37,15 +34,17 @@ ENV_IDS = (
     "fastvla/PushCube-v0",
     "fastvla/StackCube-v0",
 )
-FASTVLA = [sys.executable, "-m", "fastvla"]
+FASTVLA = _common.FASTVLA
 
 
 def _run(cmd: list[str], work: Path) -> None:
-    text = shlex.join(["fastvla", *cmd[len(FASTVLA) :]] if cmd[: len(FASTVLA)] == FASTVLA else cmd)
-    print(f"$ {text}", flush=True)
-    with open(work / "commands.txt", "a") as f:
-        f.write(text + "\n")
-    subprocess.run(cmd, check=True)
+    """Run ``cmd`` and append it to ``<work>/commands.txt`` (the model card quotes that file)."""
+
+    def append(text: str) -> None:
+        with open(work / "commands.txt", "a") as f:
+            f.write(text + "\n")
+
+    _common.run_fastvla(cmd, append)
 
 
 def record(args: argparse.Namespace) -> None:

@@ -6,7 +6,8 @@
 #                    background (setsid: it outlives the call while the machine is held) and follow it
 #   finish BUDGET_S  follow it to the end (or BUDGET_S), then put the policy (split tar), metrics.jsonl,
 #                    the calibration metrics and the exact commands in $OUT
-#   once BUDGET_S    both in one call (MINUTES must fit: ~100 s of set-up and calibration come first)
+#   once BUDGET_S    both in one call (~200 s come before the first update on an H100: ~25 s set-up,
+#                    ~170 s start-up; calibration adds its 300 updates unless STEPS is set)
 #
 #   carry: .wheels_train (av, transformers 5.24, regex, gymnasium for CPython 3.12), outputs/cpu_base/data
 #   env:   MINUTES (training budget after a 300-update calibration run), or STEPS (a fixed number of

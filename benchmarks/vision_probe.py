@@ -50,10 +50,9 @@ def probe_task(policy: Any, env_id: str, seeds: list[int], image_size: int) -> d
     """Own-image, swapped-image and expert first actions of ``env_id`` over ``seeds``."""
     env = gym.make(env_id, image_size=image_size, cameras=tuple(policy.obs_map.cameras))
     try:
-        resets = [env.reset(seed=s) for s in seeds]
-        experts = []
-        for s in seeds:  # the expert's first action needs the env in that seed's state
-            env.reset(seed=s)
+        resets, experts = [], []
+        for s in seeds:  # the expert's first action, read while the env is in that seed's first state
+            resets.append(env.reset(seed=s))
             experts.append(np.asarray(env.unwrapped.expert_action(), dtype=np.float64))
     finally:
         env.close()
