@@ -3,8 +3,10 @@
 - :class:`InstructionActionServer` serves ``fastvla_msgs/action/RunInstruction`` on
   ``/<node>/run_instruction``: a goal switches the bridge to its instruction (resetting the policy) and
   lets it publish commands until ``max_steps`` commands went out (SUCCEEDED), ``time_limit`` seconds
-  passed (TIMED_OUT), the client cancelled (CANCELED) or a newer goal replaced it (ABORTED). Feedback
-  each control period: steps, elapsed seconds, the newest action. With ``idle_between_goals`` the bridge
+  passed since its first command (TIMED_OUT), the client cancelled (CANCELED), a newer goal replaced it
+  or no command went out within ``start_timeout`` seconds (ABORTED). The time limit is the robot's
+  moving time: a policy's warm-up or a late first camera frame does not use it up. Feedback each control
+  period: steps, seconds since the goal started, the newest action. With ``idle_between_goals`` the bridge
   publishes nothing while no goal runs.
 - :class:`FollowJointTrajectorySink` sends each predicted chunk as a
   ``control_msgs/action/FollowJointTrajectory`` goal (what ``joint_trajectory_controller`` serves on
@@ -42,16 +44,25 @@ class InstructionActionServer:
         bridge: the running :class:`~fastvla.ros2.bridge.PolicyBridge`.
         name: action name (``~`` expands to the node's name).
         idle_between_goals: publish nothing while no goal runs (the bridge starts idle).
+        start_timeout: seconds a goal may wait for its first command (observations, the policy's first
+            chunk) before it ends as ABORTED.
     """
 
     def __init__(
-        self, node: Any, bridge: PolicyBridge, name: str = "~/run_instruction", idle_between_goals=True
+        self,
+        node: Any,
+        bridge: PolicyBridge,
+        name: str = "~/run_instruction",
+        idle_between_goals: bool = True,
+        start_timeout: float = 10.0,
     ):
+        if start_timeout <= 0:
+            raise ValueError(f"start_timeout={start_timeout} must be > 0 seconds")
         from fastvla_msgs.action import RunInstruction
         from rclpy.action import ActionServer, CancelResponse, GoalResponse
         from rclpy.callback_groups import ReentrantCallbackGroup
 
-        self.bridge, self.idle_between_goals = bridge, idle_between_goals
+        self.bridge, self.idle_between_goals, self.start_timeout = bridge, idle_between_goals, start_timeout
         self._type = RunInstruction
         self._current: object | None = None
         self._lock = threading.Lock()
@@ -96,6 +107,7 @@ class InstructionActionServer:
             self.bridge.command_budget = request.max_steps or None
             self.bridge.active = True
         start, period = time.monotonic(), 1.0 / self.bridge.config.rate
+        first_command: float | None = None  # when this goal's first command was seen
         logger.info(
             "goal: %r (time limit %.1f s, max steps %d)",
             request.instruction,
@@ -104,14 +116,29 @@ class InstructionActionServer:
         )
         while True:
             steps = self.bridge.stats.published - start_steps
-            elapsed = time.monotonic() - start
+            now = time.monotonic()
+            elapsed = now - start
+            if steps and first_command is None:
+                first_command = now
             if self._current is not token:
                 return self._finish(goal_handle, ABORTED, "replaced by a newer goal", steps, elapsed)
             if goal_handle.is_cancel_requested:
                 outcome, message = CANCELED, "cancelled"
             elif request.max_steps and steps >= request.max_steps:
                 outcome, message = SUCCEEDED, f"published {steps} commands"
-            elif request.time_limit > 0 and elapsed >= request.time_limit:
+            elif first_command is None and elapsed >= self.start_timeout:
+                outcome, message = (
+                    ABORTED,
+                    (
+                        f"no command published within {self.start_timeout:.1f} s of the goal: check that the "
+                        "camera and state topics publish and that the policy answers"
+                    ),
+                )
+            elif (
+                first_command is not None
+                and request.time_limit > 0
+                and now - first_command >= request.time_limit
+            ):
                 outcome, message = TIMED_OUT, f"time limit {request.time_limit:.2f} s reached"
             else:
                 self._feedback(goal_handle, steps, elapsed)
