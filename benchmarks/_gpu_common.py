@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastvla.model.presets import llama_config
+
 #: ``cuda``, or ``cpu`` for a dry run (tiny shapes; see the module docstring).
 DEVICE = os.environ.get("FASTVLA_BENCH_DEVICE", "cuda")
 DRY_RUN = DEVICE == "cpu"
@@ -36,18 +38,13 @@ ACTION_TOKENS = 8
 #: FastVLA's instruction length: 256 visual + 15 text + 1 state + 8 action queries = 280, the recipe's
 #: 1-camera length.
 TEXT_TOKENS = 15
-LLAMA = dict(
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    vocab_size=32064,
-    max_position_embeddings=2048,
+#: The recipe's decoder: Llama-2-7B shapes with the recipe's vocabulary; a dry run keeps the vocabulary (labels
+#: and token ids are drawn from it) and shrinks everything else.
+LLAMA = (
+    llama_config(128, 256, 2, 4, vocab_size=32064, max_position_embeddings=2048)
+    if DRY_RUN
+    else llama_config(4096, 11008, 32, 32, vocab_size=32064, max_position_embeddings=2048)
 )
-if DRY_RUN:  # same vocabulary (labels and token ids are drawn from it), tiny everything else
-    LLAMA = dict(LLAMA, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
-    LLAMA["num_key_value_heads"] = 4
 #: ``FASTVLA_BENCH_TF32=0`` runs every row without TF32; on by default, as in the reference recipe.
 TF32_ENV = "FASTVLA_BENCH_TF32"
 
@@ -90,7 +87,7 @@ def fv_preset_overrides() -> dict[str, Any]:
     if not DRY_RUN:
         return {}
     vision = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
-    text = {k: LLAMA[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers")}
+    text = {k: getattr(LLAMA, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers")}
     text.update(num_attention_heads=4, num_key_value_heads=4)
     return {"vision": vision, "text": text, "fusion": {"hidden_size": 128, "num_heads": 4}}
 

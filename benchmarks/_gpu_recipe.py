@@ -174,7 +174,7 @@ def row_recipe_train(spec: str) -> dict[str, Any]:
     recomputed = count_recomputed_layers(layers, step)  # the first warm-up step, measured
     times = timed_steps(step, warm=1, steps=6)
     n_lin = sum(m.in_features * m.out_features for m in linears(model) if hasattr(m, "in_features"))
-    flops = bsz * seq * 4 * n_lin + attn_flops(LLAMA["num_hidden_layers"], LLAMA["hidden_size"], bsz, seq)
+    flops = bsz * seq * 4 * n_lin + attn_flops(LLAMA.num_hidden_layers, LLAMA.hidden_size, bsz, seq)
     row = {
         "row": spec,
         "system": SYSTEM,
@@ -212,7 +212,7 @@ def row_recipe_infer(spec: str) -> list[dict[str, Any]]:
     rows = []
     for quant in (True, False):
         m = LlamaForCausalLM.from_pretrained(os.path.join(CKPT, "llama"), **llama_kwargs(quant)).eval()
-        emb = torch.randn(1, prompt, LLAMA["hidden_size"], device=DEVICE, dtype=torch.bfloat16) * 0.02
+        emb = torch.randn(1, prompt, LLAMA.hidden_size, device=DEVICE, dtype=torch.bfloat16) * 0.02
         with torch.inference_mode():
             fwd = timed_steps(lambda m=m, emb=emb: m(inputs_embeds=emb), warm=3, steps=30)
             gen = timed_steps(

@@ -28,6 +28,7 @@ result. Row ids:
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import json
 import os
@@ -89,11 +90,11 @@ def row_ckpt(kind: str) -> dict[str, Any]:
         return {"row": f"ckpt:{kind}", "cached": True}
     torch.manual_seed(0)
     if kind == "llama":
-        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers import LlamaForCausalLM
 
         with torch.device(DEVICE):
             torch.set_default_dtype(torch.bfloat16)
-            model = LlamaForCausalLM(LlamaConfig(**LLAMA))
+            model = LlamaForCausalLM(copy.deepcopy(LLAMA))
             torch.set_default_dtype(torch.float32)
     else:
         from fastvla.model import FastVLAModel
@@ -138,7 +139,7 @@ def _fv_train_model(fusion: str, opts: set[str], device: Any = DEVICE, lora_seed
     model = _fv_model(fusion, opts, device)
     gc_layers = [int(o[2:]) for o in opts if o.startswith("gc") and o[2:].isdigit()]
     if DRY_RUN:  # the tiny decoder has fewer layers
-        gc_layers = [min(n, LLAMA["num_hidden_layers"] - 1) for n in gc_layers]
+        gc_layers = [min(n, LLAMA.num_hidden_layers - 1) for n in gc_layers]
     if "gc" in opts or gc_layers:
         # No RNG to replay (dropout 0), and saving the RNG state would sync inside a CUDA graph capture.
         kwargs = {"use_reentrant": False, "preserve_rng_state": False}

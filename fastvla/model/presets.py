@@ -53,14 +53,40 @@ _SUITE_IO: dict[str, Any] = {
 }
 
 
-def _llama(hidden: int, intermediate: int, layers: int, heads: int, **kw: Any) -> LlamaConfig:
-    """A Llama decoder with the tiny tokenizer's special ids (pad 0, bos 2, eos 3), untied embeddings."""
+def llama_config(
+    hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int | None = None, **kw: Any
+) -> LlamaConfig:
+    """A Llama decoder config from its shape: the one place presets, benchmarks and tests write one out.
+
+    Args:
+        hidden: ``hidden_size``.
+        intermediate: MLP width (``intermediate_size``).
+        layers: decoder layers (``num_hidden_layers``).
+        heads: attention heads (``num_attention_heads``).
+        kv_heads: key/value heads for grouped-query attention; ``None`` for as many as ``heads``.
+        **kw: any other :class:`~transformers.LlamaConfig` field (``vocab_size``, ``attn_implementation``...).
+
+    Example:
+        >>> llama_config(64, 128, 2, 4, vocab_size=100).num_key_value_heads
+        4
+    """
     return LlamaConfig(
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        num_key_value_heads=heads,
+        num_key_value_heads=heads if kv_heads is None else kv_heads,
+        **kw,
+    )
+
+
+def _llama(hidden: int, intermediate: int, layers: int, heads: int, **kw: Any) -> LlamaConfig:
+    """A Llama decoder with the tiny tokenizer's special ids (pad 0, bos 2, eos 3), untied embeddings."""
+    return llama_config(
+        hidden,
+        intermediate,
+        layers,
+        heads,
         pad_token_id=0,
         bos_token_id=2,
         eos_token_id=3,

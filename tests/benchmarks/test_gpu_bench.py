@@ -24,18 +24,12 @@ def _bench_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A saved random Llama with the recipe's layout, small enough for CPU (widths multiples of 64)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
+
+    from fastvla.model.presets import llama_config
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=256,
-        max_position_embeddings=64,
-    )
+    cfg = llama_config(64, 128, 2, 4, vocab_size=256, max_position_embeddings=64)
     path = tmp_path_factory.mktemp("llama")
     LlamaForCausalLM(cfg).save_pretrained(path)
     return str(path)

@@ -12,6 +12,7 @@ import transformers
 from torch import nn
 
 from fastvla.kernels import KernelConfig, kernels_enabled
+from fastvla.model.presets import llama_config
 
 
 def to_4bit(linear: nn.Linear, compute_dtype: torch.dtype, device: str = "cpu") -> nn.Module:
@@ -53,14 +54,7 @@ def counting_saved(saved: dict[int, int]) -> torch.autograd.graph.saved_tensors_
 def peft_tiny_llama(hidden: int = 64, intermediate: int = 128) -> nn.Module:
     """A frozen 2-layer Llama with rank-4 LoRA adapters on every linear (``lora_B`` randomised)."""
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        vocab_size=100,
-        attn_implementation="sdpa",
-    )
+    cfg = llama_config(hidden, intermediate, 2, 4, vocab_size=100, attn_implementation="sdpa")
     llama = transformers.LlamaForCausalLM(cfg).requires_grad_(False)
     model = peft.get_peft_model(llama, peft.LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
     return randomize_lora_b(model)

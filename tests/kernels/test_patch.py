@@ -6,21 +6,14 @@ import transformers
 from transformers.models.llama import modeling_llama as llama
 
 from fastvla.kernels import KernelConfig, apply_kernels, kernels_enabled
+from fastvla.model.presets import llama_config
 
 from .conftest import rel_err
 
 
 def _tiny_llama(device: torch.device | str = "cpu") -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=100,
-        attn_implementation="sdpa",
-    )
+    cfg = llama_config(64, 128, 2, 4, kv_heads=2, vocab_size=100, attn_implementation="sdpa")
     model = transformers.LlamaForCausalLM(cfg).to(device)
     with torch.no_grad():  # non-trivial norm weights, so a dropped weight would show
         for name, p in model.named_parameters():
