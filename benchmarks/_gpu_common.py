@@ -38,8 +38,8 @@ ACTION_TOKENS = 8
 #: FastVLA's instruction length: 256 visual + 15 text + 1 state + 8 action queries = 280, the recipe's
 #: 1-camera length.
 TEXT_TOKENS = 15
-#: The recipe's decoder: Llama-2-7B shapes with the recipe's vocabulary; a dry run keeps the vocabulary (labels
-#: and token ids are drawn from it) and shrinks everything else.
+#: The recipe's decoder: Llama-2-7B shapes with the recipe's vocabulary; a dry run keeps the vocabulary
+#: (labels and token ids are drawn from it) and shrinks everything else.
 LLAMA = (
     llama_config(128, 256, 2, 4, vocab_size=32064, max_position_embeddings=2048)
     if DRY_RUN

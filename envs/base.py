@@ -267,6 +267,40 @@ class TabletopEnv(gym.Env, EzPickle):
         """The shaped reward ``1 - tanh(k d)`` of a distance in metres (``k = distance_reward_scale``)."""
         return 1.0 - float(np.tanh(self.distance_reward_scale * distance))
 
+    def _score(
+        self,
+        success: bool,
+        reach_distance: float,
+        measures: dict[str, float] | None = None,
+        rewards: dict[str, float] | None = None,
+        grasped: bool | None = None,
+    ) -> tuple[float, bool, dict[str, float]]:
+        """A task's ``_evaluate`` result: the shared reward terms around the task's own, summed.
+
+        Args:
+            success: whether the task is solved now.
+            reach_distance: TCP to where it should be (metres), shaped into ``reward_reach``.
+            measures: the task's distances and heights, reported in ``info`` after ``reach_distance``.
+            rewards: the task's own weighted terms (``{"reward_place": ...}``).
+            grasped: for grasping tasks, whether both fingers hold the cube (``reward_grasp``, weighted by
+                the task's ``reward_grasp_weight``); ``None`` for tasks without the term.
+
+        Returns:
+            ``(reward, success, terms)``: the reward sums ``reward_reach``, ``reward_grasp``, the task's terms
+            and ``reward_success`` in that order; ``terms`` holds every measure and term for ``info``.
+        """
+        terms = {"reach_distance": reach_distance, **(measures or {})}
+        terms["reward_reach"] = self.reward_reach_weight * self.shaped(reach_distance)
+        if grasped is not None:
+            terms["reward_grasp"] = self.reward_grasp_weight * float(grasped)
+        terms.update(rewards or {})
+        terms["reward_success"] = self.reward_success_weight * float(success)
+        return sum(v for k, v in terms.items() if k.startswith("reward_")), success, terms
+
+    def _instruction(self, templates: tuple[str, ...], **names: str) -> str:
+        """One of ``templates`` (drawn from ``self.np_random``) filled with ``names`` (``color="red"``)."""
+        return templates[int(self.np_random.integers(len(templates)))].format(**names)
+
     # --- spaces and observations ---------------------------------------------------------------------
     def _make_observation_space(self) -> spaces.Dict:
         h, w = self.image_size

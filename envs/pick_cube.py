@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,43 @@ class PickAndPlaceExpert:
         if self._phase == 0:
             return cube_pos + np.array([0.0, 0.0, APPROACH]), yaw, True
         return None
+
+    def _release_waypoint(
+        self,
+        goal_xy: np.ndarray,
+        release_z: float,
+        yaw: float,
+        open_yaw: float,
+        carried: Callable[[np.ndarray, np.ndarray], bool],
+        lowered: Callable[[np.ndarray], bool],
+    ) -> tuple[np.ndarray, float, bool]:
+        """Waypoint for phases 4-6 after a grasp: 4 carry at ``CARRY_Z`` above ``goal_xy``, 5 lower the TCP to
+        ``release_z``, 6 open; then hold open at ``CARRY_Z``.
+
+        Args:
+            goal_xy: TCP position (x, y) that puts the held cube where it belongs.
+            release_z: TCP height at which the gripper opens.
+            yaw: gripper yaw while carrying and lowering; ``open_yaw`` once it opens.
+            open_yaw: gripper yaw from the opening on.
+            carried: ``carried(tcp, target)``: phase 4 is done.
+            lowered: ``lowered(tcp)``: phase 5 is done.
+        """
+        tcp = self.physics.tcp_pos
+        if self._phase == 4:  # carry above the goal
+            target = np.array([*goal_xy, CARRY_Z])
+            self._advance(carried(tcp, target))
+            if self._phase == 4:
+                return target, yaw, False
+        if self._phase == 5:  # lower until the cube is just above where it goes
+            target = np.array([*goal_xy, release_z])
+            self._advance(lowered(tcp))
+            if self._phase == 5:
+                return target, yaw, False
+        if self._phase == 6:  # open
+            self._advance(True, min_steps=3)
+            if self._phase == 6:
+                return tcp, open_yaw, True
+        return np.array([tcp[0], tcp[1], CARRY_Z]), open_yaw, True
 
     # Phases in which the gripper closes or opens get no expert noise; precise phases a quarter of it.
     quiet_phases: tuple[int, ...] = (2,)
@@ -155,8 +193,7 @@ class PickCubeEnv(PickAndPlaceExpert, TabletopEnv):
 
     def _setup_episode(self) -> str:
         self.place_cubes(self.sample_cube_positions(self.n_cubes))
-        template = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))]
-        return template.format(color=self.colors[0])
+        return self._instruction(TEMPLATES, color=self.colors[0])
 
     def _evaluate(self) -> tuple[float, bool, dict[str, float]]:
         p = self.physics
@@ -166,18 +203,13 @@ class PickCubeEnv(PickAndPlaceExpert, TabletopEnv):
         grasped = p.finger_contacts(0) == 2
         success = grasped and height > self.lift_height
         lift = float(np.clip(height / self.lift_height, 0.0, 1.0)) * float(grasped)
-        terms = {
-            "reach_distance": dist,
-            "lift_height": height,
-            "reward_reach": self.reward_reach_weight * self.shaped(dist),
-            "reward_grasp": self.reward_grasp_weight * float(grasped),
-            "reward_lift": self.reward_lift_weight * lift,
-            "reward_success": self.reward_success_weight * float(success),
-        }
-        reward = (
-            terms["reward_reach"] + terms["reward_grasp"] + terms["reward_lift"] + terms["reward_success"]
+        return self._score(
+            success,
+            dist,
+            {"lift_height": height},
+            {"reward_lift": self.reward_lift_weight * lift},
+            grasped=grasped,
         )
-        return reward, success, terms
 
     def _expert_waypoint(self) -> tuple[np.ndarray, float, bool]:
         wp = self._grasp_waypoint(0)

@@ -8,7 +8,7 @@ import numpy as np
 
 from fastvla.envs.base import TabletopEnv
 from fastvla.envs.physics import CUBE_HALF, TABLE_Z
-from fastvla.envs.pick_cube import CARRY_Z, PickAndPlaceExpert
+from fastvla.envs.pick_cube import PickAndPlaceExpert
 
 TEMPLATES = (
     "put the {color} cube in the white circle",
@@ -121,8 +121,7 @@ class PlaceCubeEnv(PickAndPlaceExpert, TabletopEnv):
             )
         self.physics.set_zone(np.array([zone[0], zone[1], TABLE_Z]), ZONE_RGBA, self.zone_radius)
         self.place_cubes(cubes)
-        template = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))]
-        return template.format(color=self.colors[0])
+        return self._instruction(TEMPLATES, color=self.colors[0])
 
     def _evaluate(self) -> tuple[float, bool, dict[str, float]]:
         p = self.physics
@@ -132,37 +131,24 @@ class PlaceCubeEnv(PickAndPlaceExpert, TabletopEnv):
         touching = p.finger_contacts(0)
         resting = cube[2] < TABLE_Z + CUBE_HALF + self.rest_tolerance
         success = zone_dist < self.zone_radius and resting and touching == 0
-        terms = {
-            "reach_distance": dist,
-            "zone_distance": zone_dist,
-            "reward_reach": self.reward_reach_weight * self.shaped(dist),
-            "reward_grasp": self.reward_grasp_weight * float(touching == 2),
-            "reward_place": self.reward_place_weight * self.shaped(zone_dist),
-            "reward_success": self.reward_success_weight * float(success),
-        }
-        return sum(v for k, v in terms.items() if k.startswith("reward_")), success, terms
+        place = self.reward_place_weight * self.shaped(zone_dist)
+        return self._score(
+            success, dist, {"zone_distance": zone_dist}, {"reward_place": place}, grasped=touching == 2
+        )
 
     def _expert_waypoint(self) -> tuple[np.ndarray, float, bool]:
         wp = self._grasp_waypoint(0)
         if wp is not None:
             return wp
         p = self.physics
-        tcp, cube, zone = p.tcp_pos, p.cube_pos(0), p.zone_pos
-        offset = cube - tcp  # where the cube sits in the hand
+        offset = p.cube_pos(0) - p.tcp_pos  # where the cube sits in the hand
         yaw = float(np.arctan2(p.tcp_mat[1, 0], p.tcp_mat[0, 0]))
-        if self._phase == 4:  # carry above the zone
-            target = np.array([zone[0] - offset[0], zone[1] - offset[1], CARRY_Z])
-            self._advance(np.linalg.norm(tcp - target) < 0.015)
-            if self._phase == 4:
-                return target, yaw, False
-        if self._phase == 5:  # lower onto the table
-            z = TABLE_Z + CUBE_HALF + RELEASE_HEIGHT - offset[2]
-            target = np.array([zone[0] - offset[0], zone[1] - offset[1], z])
-            self._advance(abs(tcp[2] - z) < 0.006)
-            if self._phase == 5:
-                return target, yaw, False
-        if self._phase == 6:  # open
-            self._advance(True, min_steps=3)
-            if self._phase == 6:
-                return tcp, yaw, True
-        return np.array([tcp[0], tcp[1], CARRY_Z]), yaw, True
+        z = TABLE_Z + CUBE_HALF + RELEASE_HEIGHT - offset[2]  # onto the table
+        return self._release_waypoint(
+            goal_xy=p.zone_pos[:2] - offset[:2],
+            release_z=z,
+            yaw=yaw,
+            open_yaw=yaw,
+            carried=lambda tcp, target: np.linalg.norm(tcp - target) < 0.015,
+            lowered=lambda tcp: abs(tcp[2] - z) < 0.006,
+        )

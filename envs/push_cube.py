@@ -123,8 +123,7 @@ class PushCubeEnv(TabletopEnv):
         others = self.sample_cube_positions(self.n_cubes - 1, extra_points=[*path, 2 * cube - path[1]])
         self.physics.set_zone(np.array([zone[0], zone[1], TABLE_Z]), ZONE_RGBA, self.zone_radius)
         self.place_cubes([np.array([cube[0], cube[1], TABLE_Z + CUBE_HALF]), *others])
-        template = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))]
-        return template.format(color=self.colors[0])
+        return self._instruction(TEMPLATES, color=self.colors[0])
 
     def _push_frame(self) -> tuple[np.ndarray, np.ndarray]:
         cube, zone = self.physics.cube_pos(0), self.physics.zone_pos
@@ -139,14 +138,8 @@ class PushCubeEnv(TabletopEnv):
         dist = float(np.linalg.norm(p.tcp_pos - behind))
         zone_dist = float(np.linalg.norm(cube[:2] - p.zone_pos[:2]))
         success = zone_dist < self.success_radius
-        terms = {
-            "reach_distance": dist,
-            "zone_distance": zone_dist,
-            "reward_reach": self.reward_reach_weight * self.shaped(dist),
-            "reward_push": self.reward_push_weight * self.shaped(zone_dist),
-            "reward_success": self.reward_success_weight * float(success),
-        }
-        return terms["reward_reach"] + terms["reward_push"] + terms["reward_success"], success, terms
+        push = self.reward_push_weight * self.shaped(zone_dist)
+        return self._score(success, dist, {"zone_distance": zone_dist}, {"reward_push": push})
 
     def _expert_waypoint(self) -> tuple[np.ndarray, float, bool]:
         tcp = self.physics.tcp_pos

@@ -86,18 +86,12 @@ class ReachCubeEnv(TabletopEnv):
 
     def _setup_episode(self) -> str:
         self.place_cubes(self.sample_cube_positions(self.n_cubes))
-        template = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))]
-        return template.format(color=self.colors[0])
+        return self._instruction(TEMPLATES, color=self.colors[0])
 
     def _evaluate(self) -> tuple[float, bool, dict[str, float]]:
         dist = float(np.linalg.norm(self.physics.tcp_pos - self.physics.cube_pos(0)))
         success = dist < self.success_radius
-        terms = {
-            "reach_distance": dist,
-            "reward_reach": self.reward_reach_weight * self.shaped(dist),
-            "reward_success": self.reward_success_weight * float(success),
-        }
-        return terms["reward_reach"] + terms["reward_success"], success, terms
+        return self._score(success, dist)
 
     def _expert_waypoint(self) -> tuple[np.ndarray, float, bool]:
         target = self.physics.cube_pos(0) + np.array([0.0, 0.0, HOVER])

@@ -8,7 +8,7 @@ import numpy as np
 
 from fastvla.envs.base import TabletopEnv
 from fastvla.envs.physics import CUBE_HALF, TABLE_Z
-from fastvla.envs.pick_cube import CARRY_Z, PickAndPlaceExpert
+from fastvla.envs.pick_cube import PickAndPlaceExpert
 
 TEMPLATES = (
     "stack the {top} cube on the {base} cube",
@@ -107,8 +107,7 @@ class StackCubeEnv(PickAndPlaceExpert, TabletopEnv):
 
     def _setup_episode(self) -> str:
         self.place_cubes(self.sample_cube_positions(self.n_cubes))
-        template = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))]
-        return template.format(top=self.colors[0], base=self.colors[1])
+        return self._instruction(TEMPLATES, top=self.colors[0], base=self.colors[1])
 
     def _evaluate(self) -> tuple[float, bool, dict[str, float]]:
         p = self.physics
@@ -124,15 +123,10 @@ class StackCubeEnv(PickAndPlaceExpert, TabletopEnv):
             and base[2] < TABLE_Z + CUBE_HALF + self.rest_tolerance
             and touching == 0
         )
-        terms = {
-            "reach_distance": reach,
-            "stack_distance": stack_dist,
-            "reward_reach": self.reward_reach_weight * self.shaped(reach),
-            "reward_grasp": self.reward_grasp_weight * float(touching == 2),
-            "reward_align": self.reward_align_weight * self.shaped(stack_dist),
-            "reward_success": self.reward_success_weight * float(success),
-        }
-        return sum(v for k, v in terms.items() if k.startswith("reward_")), success, terms
+        align = self.reward_align_weight * self.shaped(stack_dist)
+        return self._score(
+            success, reach, {"stack_distance": stack_dist}, {"reward_align": align}, grasped=touching == 2
+        )
 
     def _expert_waypoint(self) -> tuple[np.ndarray, float, bool]:
         wp = self._grasp_waypoint(0)
@@ -146,19 +140,12 @@ class StackCubeEnv(PickAndPlaceExpert, TabletopEnv):
         turn = (p.cube_yaw(1) - p.cube_yaw(0) + np.pi / 4) % (np.pi / 2) - np.pi / 4
         yaw = cur_yaw + turn
         goal_xy = base[:2] - offset[:2]
-        if self._phase == 4:  # carry above the base cube
-            target = np.array([*goal_xy, CARRY_Z])
-            self._advance(np.linalg.norm(tcp - target) < 0.01 and abs(turn) < 0.05)
-            if self._phase == 4:
-                return target, yaw, False
-        if self._phase == 5:  # lower until just above it
-            z = base[2] + 2 * CUBE_HALF + RELEASE_GAP - offset[2]
-            target = np.array([*goal_xy, z])
-            self._advance(abs(tcp[2] - z) < 0.004 and np.linalg.norm(tcp[:2] - goal_xy) < 0.004)
-            if self._phase == 5:
-                return target, yaw, False
-        if self._phase == 6:  # open
-            self._advance(True, min_steps=3)
-            if self._phase == 6:
-                return tcp, cur_yaw, True
-        return np.array([tcp[0], tcp[1], CARRY_Z]), cur_yaw, True
+        z = base[2] + 2 * CUBE_HALF + RELEASE_GAP - offset[2]  # just above the base cube
+        return self._release_waypoint(
+            goal_xy=goal_xy,
+            release_z=z,
+            yaw=yaw,
+            open_yaw=cur_yaw,
+            carried=lambda tcp, target: np.linalg.norm(tcp - target) < 0.01 and abs(turn) < 0.05,
+            lowered=lambda tcp: abs(tcp[2] - z) < 0.004 and np.linalg.norm(tcp[:2] - goal_xy) < 0.004,
+        )
