@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import LlamaConfig, ResNetConfig, SiglipVisionConfig, ViTConfig
 
 from fastvla.model.configuration import FastVLAConfig
@@ -188,6 +189,34 @@ PRESETS: dict[str, Preset] = {
         _openvla_7b_shape, description="SigLIP-so400m + Llama-2-7B shapes, random weights (GPU benchmarks)"
     ),
 }
+
+
+def random_batch(n: int, seed: int = 0, tokens: int = 5, image_size: int = 64) -> dict[str, torch.Tensor]:
+    """A random training batch in the presets' robot interface, for tests and smoke runs of a preset.
+
+    Two cameras, 8-D state and chunks of 8 7-D actions (every preset's default); instruction ids in
+    [4, 40), past the tiny tokenizer's special ids; an all-ones attention mask. Drawn from one generator
+    seeded with ``seed`` (pixels, ids, state, actions, in that order), so a seed gives the same batch.
+
+    Args:
+        n: samples.
+        seed: the generator's seed.
+        tokens: instruction tokens per sample.
+        image_size: pixels per image side (64 for ``tiny``, ``tiny-vit`` and ``sim-base``).
+
+    Example:
+        >>> random_batch(2)["pixel_values"].shape
+        torch.Size([2, 2, 3, 64, 64])
+    """
+    g = torch.Generator().manual_seed(seed)
+    cams, chunk = len(_SUITE_IO["cameras"]), _SUITE_IO["chunk_size"]
+    return {
+        "pixel_values": torch.rand(n, cams, 3, image_size, image_size, generator=g),  # (B, cams, 3, H, W)
+        "input_ids": torch.randint(4, 40, (n, tokens), generator=g),
+        "attention_mask": torch.ones(n, tokens, dtype=torch.long),
+        "state": torch.randn(n, _SUITE_IO["state_dim"], generator=g),
+        "actions": torch.randn(n, chunk, _SUITE_IO["action_dim"], generator=g),  # (B, chunk, action_dim)
+    }
 
 
 def get_preset(name: str) -> Preset:

@@ -17,14 +17,9 @@ def pixels(seed: int, n: int) -> torch.Tensor:
 
 
 def model_batch(seed: int, n: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "pixel_values": torch.rand(n, 2, 3, 64, 64, generator=g),
-        "input_ids": torch.randint(4, 40, (n, 5), generator=g),
-        "attention_mask": torch.ones(n, 5, dtype=torch.long),
-        "state": torch.randn(n, 8, generator=g),
-        "actions": torch.randn(n, 8, 7, generator=g),
-    }
+    from fastvla.model.presets import random_batch
+
+    return random_batch(n, seed)
 
 
 def build() -> torch.nn.Module:

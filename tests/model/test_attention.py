@@ -12,22 +12,14 @@ import torch
 
 from fastvla.model import FastVLAModel
 from fastvla.model.attention import HF_KEY, register_sdpa_flash
-from fastvla.model.presets import preset_config
+from fastvla.model.presets import preset_config, random_batch
 from fastvla.training import ModelConfig
 
 
 def _batch(device: str = "cpu", padded: bool = False) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    mask = torch.ones(2, 5, dtype=torch.long)
+    batch = random_batch(2)
     if padded:
-        mask[0, 3:] = 0
-    batch = {
-        "pixel_values": torch.rand(2, 2, 3, 64, 64, generator=g),
-        "input_ids": torch.randint(4, 40, (2, 5), generator=g),
-        "attention_mask": mask,
-        "state": torch.randn(2, 8, generator=g),
-        "actions": torch.randn(2, 8, 7, generator=g),
-    }
+        batch["attention_mask"][0, 3:] = 0
     return {k: v.to(device) for k, v in batch.items()}
 
 

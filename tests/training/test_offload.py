@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from fastvla.model import FastVLAModel
+from fastvla.model.presets import random_batch
 from fastvla.training import MemoryConfig, OptimConfig, TrainConfig, factory
 from fastvla.training.args import add_config_arguments, config_from_args
 from fastvla.training.offload import CPUOffloadAdamW, activation_offload
@@ -21,15 +22,7 @@ from fastvla.training.optim import build_optimizer, build_scheduler
 
 
 def _batch(seed: int, n: int = 4) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "pixel_values": torch.rand(n, 2, 3, 64, 64, generator=g),
-        "input_ids": torch.randint(4, 40, (n, 6), generator=g),
-        "attention_mask": torch.ones(n, 6, dtype=torch.long),
-        "state": torch.randn(n, 8, generator=g),
-        "actions": torch.randn(n, 8, 7, generator=g),
-        "action_is_pad": torch.zeros(n, 8, dtype=torch.bool),
-    }
+    return {**random_batch(n, seed, tokens=6), "action_is_pad": torch.zeros(n, 8, dtype=torch.bool)}
 
 
 @pytest.fixture(scope="module")
