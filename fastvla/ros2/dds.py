@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastvla.ros2.msgs import Message, OctetArray, Seq
-from fastvla.ros2.transport import DEFAULT_QOS, QoS, dds_topic_name
+from fastvla.ros2.transport import DEFAULT_QOS, QoS, TypedPublisher, dds_topic_name
 
 logger = logging.getLogger("fastvla.ros2")
 
@@ -186,13 +186,12 @@ def deliver_samples(
     return delivered
 
 
-class _DDSPublisher:
+class _DDSPublisher(TypedPublisher):
     def __init__(self, writer: Any, registry: _TypeRegistry, msg_type: type[Message], topic: str) -> None:
-        self._writer, self._registry, self._type, self._topic = writer, registry, msg_type, topic
+        super().__init__(topic, msg_type)
+        self._writer, self._registry = writer, registry
 
-    def publish(self, msg: Message) -> None:
-        if not isinstance(msg, self._type):
-            raise TypeError(f"topic {self._topic} carries {self._type.ROS_TYPE}, got {type(msg).__name__}")
+    def _send(self, msg: Message) -> None:
         self._writer.write(self._registry.wrap(msg))
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastvla.ros2.msgs import Message
-from fastvla.ros2.transport import DEFAULT_QOS, QoS
+from fastvla.ros2.transport import DEFAULT_QOS, QoS, TypedPublisher
 
 RCLPY_HINT = (
     "the rclpy transport needs ROS 2's rclpy: source a ROS 2 install, or pip install ROS 2 from PyPI "
@@ -60,13 +60,12 @@ def qos_profile(qos: QoS) -> Any:
     )
 
 
-class _RclpyPublisher:
+class _RclpyPublisher(TypedPublisher):
     def __init__(self, publisher: Any, msg_type: type[Message], topic: str) -> None:
-        self._publisher, self._type, self._topic = publisher, msg_type, topic
+        super().__init__(topic, msg_type)
+        self._publisher = publisher
 
-    def publish(self, msg: Message) -> None:
-        if not isinstance(msg, self._type):
-            raise TypeError(f"topic {self._topic} carries {self._type.ROS_TYPE}, got {type(msg).__name__}")
+    def _send(self, msg: Message) -> None:
         self._publisher.publish(msg.serialize())
 
 

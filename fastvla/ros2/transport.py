@@ -112,13 +112,36 @@ class Transport(Protocol):
         ...
 
 
-class _InProcessPublisher:
-    def __init__(self, transport: InProcessTransport, topic: str, msg_type: type[Message]) -> None:
-        self._transport, self._topic, self._type = transport, topic, msg_type
+class TypedPublisher:
+    """A :class:`Publisher` that refuses a message of another type than its topic's, then sends it.
+
+    The transports' publishers subclass it and implement :meth:`_send` (the middleware's write), so every
+    transport raises the same ``TypeError`` before anything reaches the wire.
+    """
+
+    def __init__(self, topic: str, msg_type: type[Message]) -> None:
+        self._topic, self._type = topic, msg_type
 
     def publish(self, msg: Message) -> None:
+        """Send one message of the topic's type.
+
+        Raises:
+            TypeError: ``msg`` is not a ``msg_type``.
+        """
         if not isinstance(msg, self._type):
             raise TypeError(f"topic {self._topic} carries {self._type.ROS_TYPE}, got {type(msg).__name__}")
+        self._send(msg)
+
+    def _send(self, msg: Message) -> None:
+        raise NotImplementedError
+
+
+class _InProcessPublisher(TypedPublisher):
+    def __init__(self, transport: InProcessTransport, topic: str, msg_type: type[Message]) -> None:
+        super().__init__(topic, msg_type)
+        self._transport = transport
+
+    def _send(self, msg: Message) -> None:
         self._transport._deliver(self._topic, self._type, msg.serialize())
 
 

@@ -239,3 +239,13 @@ def test_undecodable_dds_samples_are_logged_and_dropped(caplog) -> None:
     assert "dropped undecodable sample(s) on /js (sensor_msgs/msg/JointState): truncated" in caplog.text
     assert deliver_samples(Reader([joints(), object()]), "/js", M.JointState, got.append) == 1
     assert len(got) == 1
+
+
+def test_publisher_refuses_another_message_type_before_sending() -> None:
+    bus, got = InProcessTransport(), []
+    bus.subscribe("/chatter", M.String, got.append)
+    pub = bus.publisher("/chatter", M.String)
+    with pytest.raises(TypeError, match="topic /chatter carries std_msgs/msg/String, got JointState"):
+        pub.publish(M.JointState())
+    pub.publish(M.String("hello"))
+    assert [m.data for m in got] == ["hello"] and bus.sent["/chatter"] == 1
