@@ -72,8 +72,9 @@ def assert_ranks_agree(out: Path) -> dict[str, torch.Tensor]:
 
 
 def ddp_config(dataset_root: Path, frame_cache: Path, out: Path, device: str, **kw: object) -> TrainConfig:
-    """Six updates of 2 micro-batches of 4, saved and validated at step 3 and 6; ``kw`` adds fields."""
-    return TrainConfig(
+    """Six updates of 2 micro-batches of 4, saved and validated at step 3 and 6; ``kw`` adds or replaces
+    fields."""
+    fields: dict[str, object] = dict(
         data=DataConfig(root=str(dataset_root), cache_dir=str(frame_cache), val_episodes=(2,), num_workers=0),
         output_dir=str(out),
         steps=6,
@@ -86,8 +87,8 @@ def ddp_config(dataset_root: Path, frame_cache: Path, out: Path, device: str, **
         progress=False,
         tensorboard=False,
         optim=OptimConfig(warmup_steps=1, lr=1e-3, head_lr=1e-3),
-        **kw,
     )
+    return TrainConfig(**{**fields, **kw})
 
 
 @pytest.mark.slow
@@ -114,20 +115,18 @@ def test_two_process_cpu_training_with_tensor_parallel_vision(
     from fastvla.training import ModelConfig, ParallelConfig
 
     out = tmp_path / "run"
-    config = TrainConfig(
-        data=DataConfig(root=str(dataset_root), cache_dir=str(frame_cache), val_episodes=(2,), num_workers=0),
+    config = ddp_config(
+        dataset_root,
+        frame_cache,
+        out,
+        "cpu",
         model=ModelConfig(preset="tiny-vit", lora="on", lora_vision=False),
         parallel=ParallelConfig(tensor_parallel_vision=2),
-        output_dir=str(out),
         steps=4,
-        batch_size=4,
+        grad_accum_steps=1,
         save_every=2,
         val_every=2,
         log_every=2,
-        device="cpu",
-        progress=False,
-        tensorboard=False,
-        optim=OptimConfig(warmup_steps=1, lr=1e-3, head_lr=1e-3),
     )
     result = launch_two_ranks(tmp_path, config, "no", env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert "val loss" in result.stdout
