@@ -48,6 +48,27 @@ def write_json(path: str | os.PathLike, result: Any, indent: int = 2) -> Path:
     return path
 
 
+def render_section(targets: list[Path], name: str, body: str) -> list[Path]:
+    """Replace the text between ``<!-- NAME:begin ... -->`` and ``<!-- NAME:end -->`` in each target that
+    holds both markers (the begin marker's comment says which command generates the section); returns the
+    files changed. Targets without the markers are left alone."""
+    import re
+
+    pattern = re.compile(
+        rf"(<!-- {re.escape(name)}:begin[^>]*-->\n).*?(\n<!-- {re.escape(name)}:end -->)", re.S
+    )
+    changed = []
+    for target in targets:
+        text = target.read_text()
+        new = pattern.sub(lambda m: m.group(1) + body + m.group(2), text, count=1)
+        if new != text:
+            from fastvla.utils.io import atomic_write_text  # deferred: see the module docstring
+
+            atomic_write_text(target, new)
+            changed.append(target)
+    return changed
+
+
 def save_tiny_policy(path: Path, image_size: int, state_dim: int) -> Path:
     """Save an untrained ``tiny`` FastVLA policy to ``path``: cameras front + wrist at ``image_size``²,
     ``state_dim``-D state, 7-D actions in chunks of 8, identity normalisation; for timing real inference."""

@@ -334,6 +334,33 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge_reports(paths: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
+    """One report from several runs' JSONs (later files fill or replace parts per task), and for each
+    Meta-World task the file its fine-tuned row came from (``format_table`` of the merge renders the
+    README's table; each part stays in the JSON its run wrote)."""
+    merged: dict[str, Any] = {"metaworld": {"tasks": {}}}
+    sources: dict[str, str] = {}
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        for task, row in report.get("metaworld", {}).get("tasks", {}).items():
+            merged["metaworld"]["tasks"].setdefault(task, {}).update(row)
+            if row.get("finetuned"):
+                sources[task] = Path(path).name
+        for key in ("aloha", "fetch"):
+            if report.get(key):
+                merged[key] = report[key]
+    order = {t: i for i, t in enumerate(MW_TASKS)}
+    tasks = merged["metaworld"]["tasks"]
+    merged["metaworld"]["tasks"] = dict(sorted(tasks.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return merged, sources
+
+
+def render_readme(paths: list[Path], targets: list[Path]) -> list[Path]:
+    """Write the merged table of ``paths`` between the ``thirdparty-table`` markers of ``targets``."""
+    merged, _sources = merge_reports(paths)
+    return _common.render_section(targets, "thirdparty-table", format_table(merged))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run (or reuse) every part and assemble the report."""
     import torch
@@ -421,6 +448,13 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _common.parser(__doc__)
+    parser.add_argument(
+        "--render-readme",
+        nargs="+",
+        metavar="JSON",
+        help="only merge these runs' JSONs into the table between README.md's and docs/thirdparty.md's "
+        "thirdparty-table markers (later files fill or replace parts per task), then exit",
+    )
     parser.add_argument("--tasks", nargs="+", default=list(MW_TASKS), help="Meta-World MT1 tasks")
     parser.add_argument("--episodes", type=int, default=30, help="evaluation episodes (seeds) per policy")
     parser.add_argument("--eval-seed", type=int, default=1000, help="first evaluation seed")
@@ -452,6 +486,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fresh", action="store_true", help="recompute parts stored in --work-dir")
     parser.add_argument("--out", default="benchmarks/results/thirdparty.json")
     args = parser.parse_args(argv)
+    if args.render_readme:
+        root = Path(__file__).resolve().parent.parent
+        changed = render_readme(
+            [Path(p) for p in args.render_readme], [root / "README.md", root / "docs" / "thirdparty.md"]
+        )
+        print(f"updated: {', '.join(str(p.relative_to(root)) for p in changed) or 'nothing (up to date)'}")
+        return
     extra = sorted(set(args.finetune_tasks or ()) - set(args.tasks))
     if extra:
         parser.error(f"--finetune-tasks {extra} are not in --tasks {args.tasks}")
