@@ -10,7 +10,10 @@ number near chance; this probe shows its cause in a few forward passes, no rollo
 * ``image effect``: mean |action(own images) - action(swapped images)| over the translation dimensions,
   against the spread of the expert's translation across seeds (what the images *should* change);
 * ``R^2 vs expert``: how much of the expert's translation variance across seeds the policy's first
-  action explains (1 = it follows the scene like the expert, <= 0 = no better than a constant).
+  action explains (1 = it follows the scene like the expert, <= 0 = no better than a constant);
+* for a FastVLA policy, ``scene variation`` of each stage of the image path (vision tower, projector,
+  latent fusion, spatial-softmax keypoint summary): ||x - mean over seeds|| / ||x|| of the stage's output on
+  the own-image passes, which shows where the scene stops mattering.
 
 Example::
 
@@ -46,6 +49,44 @@ def first_action(policy: Any, obs: dict[str, Any], task: str) -> np.ndarray:
     return chunk.reshape(-1, chunk.shape[-1])[0]
 
 
+#: Image-path modules of a FastVLAModel whose outputs ``stage_variation`` follows, in data-flow order.
+STAGES = ("vision", "projector", "fusion", "keypoint_proj")
+
+
+class StageRecorder:
+    """Forward hooks on a FastVLA model's image-path modules, keeping each output while ``active``."""
+
+    def __init__(self, policy: Any) -> None:
+        self.outputs: dict[str, list[torch.Tensor]] = {}
+        self.active = False
+        self._handles = []
+        model = getattr(policy, "model", None)
+        for name in STAGES:
+            module = getattr(model, name, None)
+            if isinstance(module, torch.nn.Module):
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name: str) -> Any:
+        def keep(_module: Any, _inputs: Any, output: torch.Tensor) -> None:
+            if self.active:
+                self.outputs.setdefault(name, []).append(output.detach().float().cpu().flatten())
+
+        return keep
+
+    def variation(self) -> dict[str, float]:
+        """||x - mean|| / ||x|| over the recorded passes, per stage (0 = the same for every scene)."""
+        out = {}
+        for name, values in self.outputs.items():
+            x = torch.stack(values)  # (passes, features)
+            out[name] = float((x - x.mean(0)).norm() / x.norm().clamp(min=1e-12))
+        return out
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+
+
 def probe_task(policy: Any, env_id: str, seeds: list[int], image_size: int) -> dict[str, Any]:
     """Own-image, swapped-image and expert first actions of ``env_id`` over ``seeds``."""
     env = gym.make(env_id, image_size=image_size, cameras=tuple(policy.obs_map.cameras))
@@ -57,11 +98,17 @@ def probe_task(policy: Any, env_id: str, seeds: list[int], image_size: int) -> d
     finally:
         env.close()
     own, swapped = [], []
-    for i, (obs, info) in enumerate(resets):
-        other = copy.copy(obs)
-        other["pixels"] = resets[(i + 1) % len(resets)][0]["pixels"]  # another scene, same state and task
-        own.append(first_action(policy, obs, info["task"]))
-        swapped.append(first_action(policy, other, info["task"]))
+    stages = StageRecorder(policy)
+    try:
+        for i, (obs, info) in enumerate(resets):
+            other = copy.copy(obs)
+            other["pixels"] = resets[(i + 1) % len(resets)][0]["pixels"]  # another scene, same state, task
+            stages.active = True
+            own.append(first_action(policy, obs, info["task"]))
+            stages.active = False
+            swapped.append(first_action(policy, other, info["task"]))
+    finally:
+        stages.close()
     own_t, swap_t = np.stack(own)[:, TRANSLATION], np.stack(swapped)[:, TRANSLATION]
     exp_t = np.stack(experts)[:, TRANSLATION]
     residual = ((own_t - exp_t) ** 2).sum()
@@ -74,6 +121,7 @@ def probe_task(policy: Any, env_id: str, seeds: list[int], image_size: int) -> d
         "r2_vs_expert": float(1 - residual / total) if total > 0 else float("nan"),
         "policy_translation_std": own_t.std(0).round(4).tolist(),
         "expert_translation_std": exp_t.std(0).round(4).tolist(),
+        "stage_variation": {k: round(v, 5) for k, v in stages.variation().items()},
     }
 
 
@@ -89,6 +137,12 @@ def format_table(report: dict[str, Any]) -> str:
             f"| {r['env'].split('/')[-1]} | {r['image_effect']:.4f} | {r['expert_spread']:.4f} | "
             f"{r['r2_vs_expert']:.2f} | {r['policy_translation_std']} | {r['expert_translation_std']} |"
         )
+    if any(r.get("stage_variation") for r in report["tasks"]):
+        lines += ["", "Scene variation of each image-path stage's output (0 = the same for every scene):", ""]
+        lines += ["| task | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 1) + "|"]
+        for r in report["tasks"]:
+            cells = [f"{r['stage_variation'][k]:.4f}" if k in r["stage_variation"] else "-" for k in STAGES]
+            lines.append(f"| {r['env'].split('/')[-1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from fastvla.policies import ObservationMap
 
@@ -50,3 +51,24 @@ def test_looking_policy_has_an_image_effect(probe: Any) -> None:
     row = probe.probe_task(looking, "fastvla/ReachCube-v0", list(range(6)), image_size=32)
     assert row["image_effect"] > 1e-4
     assert "| ReachCube-v0 |" in probe.format_table({"tasks": [row]})
+
+
+def test_stage_recorder_finds_the_stage_where_the_scene_stops_mattering(probe: Any) -> None:
+    """A model whose ``fusion`` ignores its input: the tower varies with the scene, the fusion does not."""
+
+    class Ignore(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ones(3) + 0 * x.sum()
+
+    model = torch.nn.Module()
+    model.vision, model.fusion = torch.nn.Linear(4, 3), Ignore()
+    recorder = probe.StageRecorder(type("P", (), {"model": model})())
+    scenes = torch.randn(5, 4)
+    for i, scene in enumerate(scenes):
+        recorder.active = i < 4  # the fifth pass (a swapped-image pass) is not recorded
+        model.fusion(model.vision(scene))
+    recorder.close()
+    model.vision(scenes[0])  # hooks removed: nothing more is recorded
+    variation = recorder.variation()
+    assert set(variation) == {"vision", "fusion"} and len(recorder.outputs["vision"]) == 4
+    assert variation["vision"] > 0.1 and variation["fusion"] == 0.0
