@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from fastvla.constants import (
     ACTION,
     ACTION_IS_PAD,
+    AUX_GOAL,
     DEPTH_UNITS_PER_METRE,
     OBS_STATE,
     TASK,
@@ -182,6 +183,8 @@ class TrainingDataset(torch.utils.data.Dataset):
         progress: show a progress bar while building the cache.
         depth: also serve ``observation.depth.<cam>`` of each camera as float32 metres ``(1, H, W)``
             (cached as uint16 millimetres, nearest-neighbour resized; not augmented).
+        aux_goal: also serve ``aux_goal`` float32 ``(S,)``, the hindsight goal of the auxiliary loss:
+            ``observation.state`` at the episode's last frame minus the state at this frame (raw units).
 
     Example:
         >>> ds = TrainingDataset(LeRobotDataset("data/pick"), ["front", "wrist"], 128, 8)  # doctest: +SKIP
@@ -198,6 +201,7 @@ class TrainingDataset(torch.utils.data.Dataset):
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
         depth: bool = False,
+        aux_goal: bool = False,
     ):
         if not isinstance(dataset, LeRobotDataset):
             dataset = LeRobotDataset(dataset)
@@ -214,6 +218,7 @@ class TrainingDataset(torch.utils.data.Dataset):
         self.depth_keys = depth_keys(dataset, self.camera_keys) if depth else []
         self.chunk_size = int(chunk_size)
         self.augment = augment
+        self.aux_goal = aux_goal
         self.states = np.ascontiguousarray(dataset.columns[OBS_STATE], dtype=np.float32)
         self.actions = np.ascontiguousarray(dataset.columns[ACTION], dtype=np.float32)
         self.task_index = np.asarray(dataset.columns[TASK_INDEX])
@@ -340,6 +345,8 @@ class TrainingDataset(torch.utils.data.Dataset):
         sample[ACTION] = torch.from_numpy(self.actions[np.minimum(query, stop - 1)])  # (chunk, A)
         sample[ACTION_IS_PAD] = torch.from_numpy(query >= stop)
         sample[TASK] = self.task_names[int(self.task_index[idx])]
+        if self.aux_goal:
+            sample[AUX_GOAL] = torch.from_numpy(self.states[stop - 1] - self.states[idx])  # (S,)
         return sample
 
 
@@ -433,8 +440,10 @@ class LeRobotTrainingData:
         cache_dir: Path,
         image_size: tuple[int, int],
         progress: bool = True,
+        aux_goal: bool = False,
     ) -> TrainingDataset:
-        """A :class:`TrainingDataset` over ``episodes`` at ``image_size`` (H, W), augmented when ``train``."""
+        """A :class:`TrainingDataset` over ``episodes`` at ``image_size`` (H, W), augmented when ``train``;
+        with ``aux_goal`` its samples carry the hindsight goal (see :class:`TrainingDataset`)."""
         return TrainingDataset(
             LeRobotDataset(spec.root, episodes=episodes),
             cameras=spec.cameras,
@@ -444,4 +453,5 @@ class LeRobotTrainingData:
             cache_dir=cache_dir,
             progress=progress,
             depth=cfg.depth,
+            aux_goal=aux_goal,
         )

@@ -14,6 +14,8 @@ OBS_DEPTH = "observation.depth"  # one key per camera: f"{OBS_DEPTH}.{camera}" (
 OBS_STATE = "observation.state"
 ACTION = "action"
 ACTION_IS_PAD = "action_is_pad"
+# Training-only target (FastVLA extension): observation.state at the episode's last frame minus now.
+AUX_GOAL = "aux_goal"
 TASK = "task"
 EPISODE_INDEX = "episode_index"
 FRAME_INDEX = "frame_index"
@@ -43,6 +45,7 @@ FRESH_MODULES = (
     "vision.camera_embedding",
     "vision.depth_embed",
     "keypoint_proj",
+    "aux_goal_head",
 )
 
 # Files saved beside a trained policy.

@@ -114,6 +114,11 @@ class FastVLAConfig(PreTrainedConfig):
         image_size: (H, W) the vision tower sees; the processor resizes to it.
         use_depth: add a zero-initialised depth patch embedding to the RGB stem.
         max_instruction_tokens: instruction length the processor pads/truncates to.
+        aux_goal_weight: weight of the auxiliary hindsight-goal loss (training only). Above 0 the model
+            gets an ``aux_goal_head`` that predicts, from the action queries' mean hidden state, where the
+            episode's state ends up relative to now (``aux_goal``, see :meth:`FastVLAModel.forward`);
+            ``loss = action loss + aux_goal_weight * L1``. 0 (default) builds no head: the model and its
+            loss are exactly those of a config without the field.
 
     Example:
         >>> from transformers import LlamaConfig, ResNetConfig
@@ -142,6 +147,7 @@ class FastVLAConfig(PreTrainedConfig):
     image_size: list[int] | tuple[int, int] = (224, 224)
     use_depth: bool = False
     max_instruction_tokens: int = 32
+    aux_goal_weight: float = 0.0
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -156,6 +162,8 @@ class FastVLAConfig(PreTrainedConfig):
         for name in ("state_dim", "action_dim", "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if not self.aux_goal_weight >= 0:
+            raise ValueError(f"aux_goal_weight must be >= 0 (0 = off); got {self.aux_goal_weight}")
         if self.fusion_dim % self.fusion.num_heads:
             raise ValueError(
                 f"fusion.num_heads={self.fusion.num_heads} must divide the fusion width {self.fusion_dim}"

@@ -6,6 +6,7 @@ Data flow (shapes for B samples, C cameras, T = chunk_size, D = decoder width; s
         --projector--> (B, C, N, D) --fusion (queries conditioned on instruction)--> (B, Q, D)
     decoder input: [fused (B, Q, D) | instruction tokens (B, L, D) | state token (B, 1, D) | T action queries]
     decoder last T hidden states (B, T, D) --action head--> actions (B, T, A), masked L1 loss
+    (aux_goal_weight > 0, training) their mean (B, D) --aux goal head--> (B, S), L1 to the hindsight goal
 """
 
 from __future__ import annotations
@@ -48,16 +49,19 @@ class FastVLAOutput(ModelOutput):
     """Output of :class:`FastVLAModel`.
 
     Attributes:
-        loss: masked action loss (when ``actions`` were given).
+        loss: masked action loss (when ``actions`` were given), plus ``aux_goal_weight * aux_loss`` when
+            ``aux_goal`` was given.
         actions: predicted chunk (B, T, A) in normalised units.
         logits: (B, T, A, bins) for the discrete head, else None.
         hidden_states: decoder hidden states of the action queries (B, T, D).
+        aux_loss: unweighted L1 of the hindsight-goal prediction (when ``aux_goal`` was given), else None.
     """
 
     loss: torch.Tensor | None = None
     actions: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
 
 
 def default_attn_implementation(device: str | torch.device | None = None) -> str:
@@ -160,6 +164,11 @@ class FastVLAModel(FastVLAPreTrainedModel):
         self.keypoint_proj = None
         if config.fusion.keypoints and config.vision_kind == "conv":
             self.keypoint_proj = nn.Linear(config.num_cameras * 2 * vision_feature_dim(config), dim)
+        self.aux_goal_head = None
+        if config.aux_goal_weight > 0:  # training-only head; none at 0, so old checkpoints load unchanged
+            self.aux_goal_head = nn.Sequential(
+                nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, config.state_dim)
+            )
         self.post_init()
 
     # ----------------------------------------------------------------------------------------- forward
@@ -218,6 +227,7 @@ class FastVLAModel(FastVLAPreTrainedModel):
         actions: torch.Tensor | None = None,
         action_is_pad: torch.Tensor | None = None,
         depth: torch.Tensor | None = None,
+        aux_goal: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> FastVLAOutput:
         """Predict a chunk of actions and, given targets, the masked loss.
@@ -230,9 +240,14 @@ class FastVLAModel(FastVLAPreTrainedModel):
             actions: (B, T, A) normalised target actions (optional).
             action_is_pad: (B, T) bool, True for padded target steps.
             depth: (B, n_cams, 1, H, W) depth in metres (models built with ``use_depth``).
+            aux_goal: (B, S) hindsight-goal target for training (models built with ``aux_goal_weight > 0``):
+                the state at the episode's last frame minus the state now, divided by the state's std.
 
         Returns:
             :class:`FastVLAOutput` with ``actions`` (B, T, A) in normalised units.
+
+        Raises:
+            ValueError: target actions of the wrong shape, or ``aux_goal`` for a model without the head.
         """
         batch = pixel_values.shape[0]
         if attention_mask is None:
@@ -268,7 +283,28 @@ class FastVLAModel(FastVLAPreTrainedModel):
                     f"(B, {self.config.chunk_size}, {self.config.action_dim}); check chunk_size/action_dim"
                 )
             loss = self.action_head.loss(pred, logits, actions, action_is_pad)
-        return FastVLAOutput(loss=loss, actions=pred, logits=logits, hidden_states=action_hidden)
+        aux_loss = None
+        if aux_goal is not None:
+            aux_loss = self._aux_goal_loss(action_hidden, aux_goal)
+            weighted = self.config.aux_goal_weight * aux_loss
+            loss = weighted if loss is None else loss + weighted
+        return FastVLAOutput(
+            loss=loss, actions=pred, logits=logits, hidden_states=action_hidden, aux_loss=aux_loss
+        )
+
+    def _aux_goal_loss(self, action_hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean L1 between the head's prediction from the action queries' mean state and ``target`` (B, S)."""
+        if self.aux_goal_head is None:
+            raise ValueError(
+                "aux_goal was given but this model has no aux_goal_head (config.aux_goal_weight=0); build "
+                "it with aux_goal_weight > 0 (fastvla train --model.aux-goal-weight W), or drop aux_goal"
+            )
+        if target.shape[1:] != (self.config.state_dim,):
+            raise ValueError(
+                f"aux_goal has shape {tuple(target.shape)}; the model expects (B, {self.config.state_dim})"
+            )
+        pooled = action_hidden.to(_module_dtype(self.aux_goal_head)).mean(dim=1)  # (B, T, D) -> (B, D)
+        return (self.aux_goal_head(pooled).float() - target.float()).abs().mean()
 
     # ---------------------------------------------------------------------------------------- builders
     @classmethod

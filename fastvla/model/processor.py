@@ -20,7 +20,16 @@ import torch.nn.functional as F
 from huggingface_hub import HfApi
 from transformers import AutoTokenizer
 
-from fastvla.constants import ACTION, ACTION_IS_PAD, DATASET_STATS_FILE, OBS_STATE, TASK, depth_key, image_key
+from fastvla.constants import (
+    ACTION,
+    ACTION_IS_PAD,
+    AUX_GOAL,
+    DATASET_STATS_FILE,
+    OBS_STATE,
+    TASK,
+    depth_key,
+    image_key,
+)
 from fastvla.model.presets import get_preset, preset_config
 from fastvla.normalize import Normalizer
 from fastvla.utils.image import as_hw
@@ -222,6 +231,17 @@ class FastVLAProcessor:
         state = _as_tensor(state).float()
         return self.normalizer.normalize(OBS_STATE, state) if self.normalizer else state
 
+    def normalize_aux_goal(self, goal: Any) -> torch.Tensor:
+        """A state difference (the hindsight goal) divided by the state's std (a difference has no offset).
+
+        Left unchanged without statistics, or with state statistics that have no ``std``.
+        """
+        goal = _as_tensor(goal).float()
+        stats = self.normalizer.stats.get(OBS_STATE, {}) if self.normalizer else {}
+        if "std" not in stats:
+            return goal
+        return goal / torch.as_tensor(stats["std"], dtype=goal.dtype, device=goal.device)
+
     def normalize_actions(self, actions: Any) -> torch.Tensor:
         """Actions in env units -> model units."""
         actions = _as_tensor(actions).float()
@@ -241,13 +261,14 @@ class FastVLAProcessor:
         """Model inputs from a batch (or a single sample) keyed like a LeRobot item.
 
         Reads ``observation.images.<cam>`` (uint8 or float, (B, 3, H, W) or (3, H, W)), ``observation.state``,
-        ``task`` (a string or one per sample; default empty), and when present ``action``/``action_is_pad``
-        and ``observation.depth.<cam>``. Never modifies ``batch``.
+        ``task`` (a string or one per sample; default empty), and when present ``action``/``action_is_pad``,
+        ``aux_goal`` (training) and ``observation.depth.<cam>``. Never modifies ``batch``.
 
         Returns:
             ``pixel_values`` (B, cams, 3, H, W), ``input_ids``/``attention_mask`` (B, L), ``state`` (B, S),
             and
-            ``actions`` (B, T, A), ``action_is_pad`` (B, T), ``depth`` (B, cams, 1, H, W) when available.
+            ``actions`` (B, T, A), ``action_is_pad`` (B, T), ``depth`` (B, cams, 1, H, W), ``aux_goal``
+            (B, S) divided by the state's std (:meth:`normalize_aux_goal`) when available.
         """
         pixels = self.preprocess_images(batch)
         b = pixels.shape[0]
@@ -262,6 +283,8 @@ class FastVLAProcessor:
             out["actions"] = actions if actions.dim() == 3 else actions.reshape(b, -1, actions.shape[-1])
             if ACTION_IS_PAD in batch:
                 out["action_is_pad"] = _as_tensor(batch[ACTION_IS_PAD]).bool().reshape(b, -1)
+        if AUX_GOAL in batch:
+            out["aux_goal"] = self.normalize_aux_goal(batch[AUX_GOAL]).reshape(b, -1)
         if device is not None:
             out = {k: v.to(device) for k, v in out.items()}
         return out

@@ -136,6 +136,13 @@ class ModelConfig:
         "",
         'JSON object of FastVLAConfig fields overriding the preset, e.g. {"fusion": {"num_queries": 16}}.',
     )
+    aux_goal_weight: float = _f(
+        0.0,
+        "Weight of the auxiliary hindsight-goal loss: training samples carry aux_goal (observation.state "
+        "at the episode's last frame minus the state now, divided by the state's std) and a small head on "
+        "the action queries' mean hidden state regresses it (L1), so the images must locate the goal. "
+        "Logged as train/aux_goal_loss; validation stays the action loss. 0 = off (no head).",
+    )
 
     def __post_init__(self) -> None:
         self.lora_extra_targets = tuple(self.lora_extra_targets)
@@ -168,6 +175,10 @@ class ModelConfig:
             "flash_attention_2 or eager",
         )
         _check(
+            self.aux_goal_weight >= 0,
+            f"model.aux_goal_weight must be >= 0 (0 = off), got {self.aux_goal_weight}",
+        )
+        _check(
             self.gradient_checkpointing_layers >= 0,
             "model.gradient_checkpointing_layers must be >= 0 (0 = all), got "
             f"{self.gradient_checkpointing_layers}",
@@ -180,6 +191,11 @@ class ModelConfig:
                     f"model.preset_overrides is not valid JSON ({err}): {self.preset_overrides!r}"
                 ) from None
             _check(isinstance(parsed, dict), f"model.preset_overrides must be a JSON object, got {parsed!r}")
+            _check(
+                "aux_goal_weight" not in parsed,
+                "model.preset_overrides sets aux_goal_weight; use --model.aux-goal-weight instead (it also "
+                "gives the training samples their aux_goal target)",
+            )
 
     @property
     def use_lora(self) -> bool:

@@ -59,11 +59,15 @@ class TrainingData(Protocol):
         cache_dir: Path,
         image_size: tuple[int, int],
         progress: bool = True,
+        aux_goal: bool = False,
     ) -> Dataset:
         """A map-style dataset of training samples over ``episodes`` at ``image_size`` (H, W).
 
         ``train`` selects augmentation (``cfg.augment``); samples are dicts of uint8 images (one per
-        camera of ``spec``), ``observation.state``, the action chunk and its padding mask, and the task.
+        camera of ``spec``), ``observation.state``, the action chunk and its padding mask, and the task;
+        with ``aux_goal``, also ``aux_goal`` float32 (S,): the state at the episode's last frame minus the
+        state at this frame, raw units. The Trainer passes ``aux_goal`` only when it is True
+        (``--model.aux-goal-weight`` above 0), so implementations without the argument work otherwise.
         """
         ...
 

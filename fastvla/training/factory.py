@@ -126,6 +126,7 @@ def _shape_overrides(cfg: TrainConfig, spec: Any) -> dict[str, Any]:
         "action_dim": spec.action_dim,
         "chunk_size": cfg.data.chunk_size,
         "use_depth": bool(cfg.data.depth),
+        "aux_goal_weight": cfg.model.aux_goal_weight,  # a training choice, but the head is the model's
     }
     if cfg.data.image_size:
         fields["image_size"] = as_hw(cfg.data.image_size)
@@ -169,7 +170,11 @@ def build_model(cfg: TrainConfig, spec: Any, device: torch.device) -> tuple[nn.M
     if mc.checkpoint:
         _check_checkpoint_fits(FastVLAConfig.from_pretrained(mc.checkpoint), spec, cfg, mc.checkpoint)
         model = FastVLAModel.from_pretrained(
-            mc.checkpoint, quantization_config=quant, device_map=str(device), attn_implementation=attn
+            mc.checkpoint,
+            quantization_config=quant,
+            device_map=str(device),
+            attn_implementation=attn,
+            aux_goal_weight=mc.aux_goal_weight,  # a new head starts from its initialisation
         )
         processor = FastVLAProcessor.from_pretrained(mc.checkpoint)
     elif mc.vision_backbone:
@@ -407,7 +412,9 @@ def _merge_into_full_precision(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     # deferred: start-up time (importing peft takes ~3 s)
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    base = FastVLAModel.from_pretrained(cfg.model.checkpoint, dtype=torch.float32)
+    base = FastVLAModel.from_pretrained(
+        cfg.model.checkpoint, dtype=torch.float32, aux_goal_weight=cfg.model.aux_goal_weight
+    )
     full = apply_lora(base, cfg.model, cfg.optim.head_modules)
     trained = {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(model).items()}
     result = set_peft_model_state_dict(full, trained)

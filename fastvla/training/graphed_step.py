@@ -148,6 +148,8 @@ class GraphedTrainStep:
         elif self.scaler is not None and self.step_in_graph:
             _make_fused(optimizer)  # found_inf is honoured by the fused kernel only
         self._loss: torch.Tensor | None = None
+        self._aux: torch.Tensor | None = None  # the model output's aux_loss (/ accum), if it has one
+        self._aux_total = torch.zeros((), device=device)
         self._graph_a: torch.cuda.CUDAGraph | None = None
         self._graph_b: torch.cuda.CUDAGraph | None = None
         if capture:
@@ -168,6 +170,7 @@ class GraphedTrainStep:
         if len(micro_batches) != self.accum:
             raise ValueError(f"expected {self.accum} micro-batches per update, got {len(micro_batches)}")
         total = torch.zeros((), device=self.device)
+        self._aux_total.zero_()
         for batch in micro_batches:
             self._load(batch)
             if self.captured:
@@ -175,12 +178,20 @@ class GraphedTrainStep:
             else:
                 self._forward_backward()
             total += self._loss
+            if self._aux is not None:
+                self._aux_total += self._aux
         self._all_reduce()
         if self._graph_b is not None:
             self._graph_b.replay()
         else:
             self._optimizer_step()
         return total, self.grad_norm.clone()
+
+    @property
+    def aux_loss(self) -> torch.Tensor | None:
+        """Mean unweighted auxiliary loss of the last update (a device tensor; None if the model's output
+        has no ``aux_loss``, e.g. ``aux_goal_weight`` 0)."""
+        return self._aux_total.clone() if self._aux is not None else None
 
     @property
     def skipped_updates(self) -> torch.Tensor | None:
@@ -231,7 +242,10 @@ class GraphedTrainStep:
             else contextlib.nullcontext()
         )
         with ctx:
-            loss = self.model(**self.static).loss / self.accum
+            out = self.model(**self.static)
+            loss = out.loss / self.accum
+        aux = getattr(out, "aux_loss", None)
+        self._aux = aux.detach().float() / self.accum if aux is not None else None
         if self.scaler is not None:
             (loss.float() * self.scaler._scale).backward()
         else:

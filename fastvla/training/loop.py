@@ -108,9 +108,13 @@ class Trainer:
         # (H, W): the model's own size unless data.image_size asks for a square one
         image_size = as_hw(cfg.data.image_size) if cfg.data.image_size else as_hw(self.processor.image_size)
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.out / "frame_cache"
+        # Only training samples carry the hindsight goal: val/loss stays the action loss, comparable across
+        # aux weights. The argument is passed only when used, so TrainingData without it keep working.
+        self.aux_goal = cfg.model.aux_goal_weight > 0
+        aux = {"aux_goal": True} if self.aux_goal else {}
         with acc.main_process_first():  # the main process fills the frame cache, the others then read it
             self.train_set = self.data.build(
-                self.spec, cfg.data, self.spec.train_episodes, True, cache, image_size, self.is_main
+                self.spec, cfg.data, self.spec.train_episodes, True, cache, image_size, self.is_main, **aux
             )
             self.val_set = None
             if self.spec.val_episodes and cfg.val_every:
@@ -152,6 +156,8 @@ class Trainer:
         self._check_every_step = not self.graphs and acc.device.type == "cpu" and acc.num_processes == 1
         self._bad_step = torch.full((), -1, dtype=torch.int64, device=acc.device)
         self._bad_loss = torch.zeros((), device=acc.device)
+        #: Sum over the updates of the log window of the unweighted auxiliary loss (aux_goal runs only).
+        self._aux_sum = torch.zeros((), device=acc.device)
         self._maybe_resume()
 
     # ------------------------------------------------------------------------------------------- loop
@@ -183,6 +189,8 @@ class Trainer:
                 with factory.oom_advice(cfg):
                     if self.graphs:
                         loss, grad_norm = self._graphed_update(batches)
+                        if self.graphed.aux_loss is not None:
+                            self._aux_sum += self.graphed.aux_loss
                         self.scheduler.step()
                     else:
                         loss = self._update(batches)
@@ -203,6 +211,7 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     self._log_train(tracker, loss_sum, grad_norm, window_steps, elapsed, global_batch)
                     loss_sum.zero_()
+                    self._aux_sum.zero_()
                     window_start, window_steps = time.perf_counter(), 0
                 paused = time.perf_counter()
                 self._periodic(tracker)
@@ -293,7 +302,11 @@ class Trainer:
             sync = micro == accum - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
                 with self._saved_tensors_place():
-                    loss = self.model(**inputs).loss / accum
+                    out = self.model(**inputs)
+                    loss = out.loss / accum
+                aux = getattr(out, "aux_loss", None)
+                if aux is not None:
+                    self._aux_sum += aux.detach() / accum
                 self.accelerator.backward(loss)
             total += loss.detach()
         return total
@@ -439,6 +452,10 @@ class Trainer:
             "train/epoch": self.epoch + self.batch_in_epoch / max(1, self.sampler.batches_per_epoch),
         }
         show = {"loss": f"{loss:.4f}", "lr": f"{lrs[0]:.2e}", "samples/s": f"{samples_per_s:.1f}"}
+        if self.aux_goal:  # unweighted; train/loss includes aux_goal_weight times it
+            aux = float(acc.reduce(self._aux_sum.detach().clone(), reduction="mean")) / max(1, steps)
+            metrics["train/aux_goal_loss"] = aux
+            show["aux"] = f"{aux:.4f}"
         if acc.device.type == "cuda":
             mem = torch.cuda.max_memory_allocated(acc.device) / 2**30
             metrics["train/peak_mem_gib"] = mem
