@@ -9,7 +9,8 @@
 #   once BUDGET_S    both in one call (~200 s come before the first update on an H100: ~25 s set-up,
 #                    ~170 s start-up; calibration adds its 300 updates unless STEPS is set)
 #
-#   carry: .wheels_train (av, transformers 5.24, regex, gymnasium for CPython 3.12), outputs/cpu_base/data
+#   carry: .wheels_train (av, transformers 5.24, regex, gymnasium for CPython 3.12: benchmarks/device_wheels.sh),
+#          outputs/cpu_base/data
 #   env:   MINUTES (training budget after a 300-update calibration run), or STEPS (a fixed number of
 #          updates, no calibration); BATCH (default 256)
 # Evaluation runs elsewhere (`fastvla bench suite`): this machine's image has no MuJoCo.
