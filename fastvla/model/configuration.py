@@ -38,6 +38,9 @@ class FusionConfig(PreTrainedConfig):
         keypoints: conv towers only: spatial-softmax keypoints (expected x, y of every channel of each
             camera's feature map) are projected and added to every action query, a position-explicit
             readout that needs no learned attention (learns from pixels quickly; Levine et al. 2016).
+        keypoint_readout: where the projected keypoints go: ``"queries"`` (added to every action query) or
+            ``"token"`` (their own decoder token after the state token, so no constant added to the
+            queries can swamp them).
         dropout: dropout on attention outputs and MLPs.
     """
 
@@ -51,12 +54,18 @@ class FusionConfig(PreTrainedConfig):
     mlp_ratio: int = 4
     film: bool = True
     keypoints: bool = False
+    keypoint_readout: Literal["queries", "token"] = "queries"
     dropout: float = 0.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.mode not in ("latent", "prefix"):
             raise ValueError(f"fusion mode {self.mode!r} is not supported; use 'latent' or 'prefix'")
+        if self.keypoint_readout not in ("queries", "token"):
+            raise ValueError(
+                f"fusion keypoint_readout {self.keypoint_readout!r} is not supported; "
+                "use 'queries' or 'token'"
+            )
         if self.num_queries < 1 or self.num_layers < 0 or self.num_heads < 1:
             raise ValueError(
                 f"fusion needs num_queries >= 1, num_layers >= 0, num_heads >= 1; got {self.num_queries}, "

@@ -262,12 +262,18 @@ class FastVLAModel(FastVLAPreTrainedModel):
         )  # (B,1,D)
         steps = torch.arange(self.config.chunk_size, device=input_ids.device)
         queries = self.action_queries(steps)[None].expand(batch, -1, -1).to(embed_dtype)  # (B, T, D)
+        extra = []  # decoder tokens between the state and the action queries
         if self.keypoint_proj is not None:
-            queries = queries + self._keypoint_summary(batch).to(embed_dtype)[:, None]
-        inputs = torch.cat([visual, text, state_tok, queries], dim=1)  # (B, Q + L + 1 + T, D)
+            keypoints = self._keypoint_summary(batch).to(embed_dtype)[:, None]  # (B, 1, D)
+            if self.config.fusion.keypoint_readout == "token":
+                extra.append(keypoints)
+            else:
+                queries = queries + keypoints
+        inputs = torch.cat([visual, text, state_tok, *extra, queries], dim=1)  # (B, Q + L + 1 (+1) + T, D)
         ones = attention_mask.new_ones
         mask = torch.cat(
-            [ones(batch, visual.shape[1]), attention_mask, ones(batch, 1 + queries.shape[1])], dim=1
+            [ones(batch, visual.shape[1]), attention_mask, ones(batch, 1 + len(extra) + queries.shape[1])],
+            dim=1,
         )
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)  # padding does not shift positions
         hidden = self.language_model(

@@ -179,3 +179,31 @@ def test_gradient_checkpointing_and_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**inputs)
     assert torch.isfinite(out.loss) and out.loss.dtype == torch.float32
+
+
+@pytest.mark.parametrize("readout", ["queries", "token"])
+def test_keypoint_readout_carries_the_scene(readout: str) -> None:
+    """Both readouts pass the keypoints to the actions; ``token`` adds exactly one decoder token and keeps
+    the action queries free of them (shifting the keypoint summary then moves only the token)."""
+    torch.manual_seed(0)
+    model = FastVLAModel.from_preset("sim-base", fusion={"keypoint_readout": readout}).eval()
+    assert model.keypoint_proj is not None and model.config.fusion.keypoint_readout == readout
+    seen: list[int] = []
+    hook = model.language_model.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["inputs_embeds"].shape[1]), with_kwargs=True
+    )
+    ids = torch.randint(0, 100, (1, 6))
+    state = torch.zeros(1, model.config.state_dim)
+    with torch.no_grad():
+        base = model(pixel_values=torch.zeros(1, 2, 3, 64, 64), input_ids=ids, state=state).actions
+        torch.nn.init.normal_(model.keypoint_proj.bias, std=1.0)  # a different keypoint summary
+        moved = model(pixel_values=torch.zeros(1, 2, 3, 64, 64), input_ids=ids, state=state).actions
+    hook.remove()
+    queries = model.config.fusion.num_queries
+    assert seen[0] == queries + 6 + 1 + (readout == "token") + model.config.chunk_size
+    assert (base - moved).abs().max() > 1e-4
+
+
+def test_keypoint_readout_is_validated() -> None:
+    with pytest.raises(ValueError, match="keypoint_readout"):
+        preset_config("sim-base", fusion={"keypoint_readout": "prefix"})
