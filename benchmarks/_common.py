@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -49,17 +50,25 @@ def write_json(path: str | os.PathLike, result: Any, indent: int = 2) -> Path:
 
 
 def render_section(targets: list[Path], name: str, body: str) -> list[Path]:
-    """Replace the text between ``<!-- NAME:begin ... -->`` and ``<!-- NAME:end -->`` in each target that
-    holds both markers (the begin marker's comment says which command generates the section); returns the
-    files changed. Targets without the markers are left alone."""
-    import re
+    """Replace the text between ``<!-- NAME:begin ... -->`` and ``<!-- NAME:end -->`` (each on its own line)
+    in each target that holds the begin marker (its comment says which command generates the section);
+    returns the files changed. Targets without the begin marker are left alone.
 
-    pattern = re.compile(
-        rf"(<!-- {re.escape(name)}:begin[^>]*-->\n).*?(\n<!-- {re.escape(name)}:end -->)", re.S
-    )
+    Raises:
+        ValueError: a target has the begin marker but not the end marker after it.
+    """
+    begin = f"<!-- {name}:begin"
+    pattern = re.compile(rf"({re.escape(begin)}[^>]*-->\n).*?(\n<!-- {re.escape(name)}:end -->)", re.S)
     changed = []
     for target in targets:
         text = target.read_text()
+        if begin not in text:
+            continue
+        if not pattern.search(text):
+            raise ValueError(
+                f"{target}: the generated section has no end marker; add the line <!-- {name}:end --> "
+                "where it ends"
+            )
         new = pattern.sub(lambda m: m.group(1) + body + m.group(2), text, count=1)
         if new != text:
             from fastvla.utils.io import atomic_write_text  # deferred: see the module docstring

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
+
+import _common
 
 BEGIN = (
     "<!-- gpu-tables:begin (generated: python benchmarks/gpu.py --render-readme JSON; edit that script) -->"
@@ -370,29 +371,8 @@ def render_markdown(doc: dict[str, Any], source: str) -> str:
     return "\n".join(body)
 
 
-def replace_section(text: str, body: str) -> str:
-    """``text`` with everything between :data:`BEGIN` and :data:`END` replaced by ``body``.
-
-    Raises:
-        ValueError: the markers are missing or out of order.
-    """
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"no generated GPU section: add the lines\n{BEGIN}\n{END}\nwhere the tables go")
-    return pattern.sub(lambda _m: f"{BEGIN}\n{body}\n{END}", text, count=1)
-
-
 def render_into(json_path: Path, targets: list[Path], source: str | None = None) -> list[Path]:
     """Render ``json_path`` into every target file that holds the markers; returns the files changed."""
     doc = json.loads(Path(json_path).read_text())
     body = render_markdown(doc, source or Path(json_path).as_posix())
-    changed = []
-    for target in targets:
-        text = target.read_text()
-        if BEGIN not in text:
-            continue
-        new = replace_section(text, body)
-        if new != text:
-            target.write_text(new)
-            changed.append(target)
-    return changed
+    return _common.render_section(targets, "gpu-tables", body)

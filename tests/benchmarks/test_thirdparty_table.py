@@ -76,3 +76,8 @@ def test_later_runs_fill_and_replace_parts_per_task(thirdparty: Any, tmp_path: P
         + thirdparty.format_table(merged)
         + "\n<!-- thirdparty-table:end -->\nend\n"
     )
+    broken = tmp_path / "broken.md"
+    broken.write_text("<!-- thirdparty-table:begin (generated: x) -->\nold\n")  # no end marker
+    with pytest.raises(ValueError, match="no end marker"):
+        thirdparty.render_readme(paths, [broken])
+    assert broken.read_text() == "<!-- thirdparty-table:begin (generated: x) -->\nold\n"
