@@ -81,6 +81,7 @@ def _train_args(args: argparse.Namespace, steps: int, out: Path) -> list[str]:
         "--optim.warmup-steps", str(min(500, steps // 10)), "--save-every", str(max(steps // 4, 1)),
         "--val-every", str(max(steps // 8, 1)), "--log-every", "100", "--output-dir", str(out),
         "--no-progress", "--overwrite",
+        *(["--model.preset-overrides", args.preset_overrides] if args.preset_overrides else []),
     ]  # fmt: skip
 
 
@@ -192,6 +193,11 @@ def main() -> None:
     parser.add_argument("--calibration-steps", type=int, default=600, help="updates of the speed probe")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--preset-overrides",
+        default="",
+        help='`train`: JSON for --model.preset-overrides, e.g. \'{"fusion": {"keypoint_readout": "token"}}\'',
+    )
     parser.add_argument("--eval-episodes", type=int, default=100)
     parser.add_argument("--eval-batch-size", type=int, default=16)
     args = parser.parse_args()
