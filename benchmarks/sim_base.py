@@ -142,7 +142,7 @@ def card(args: argparse.Namespace) -> None:
     lines = [
         "# sim-base: FastVLA's pretrained base for the built-in tabletop suite",
         "",
-        "The `sim-base` preset (ResNet tower with FiLM + spatial keypoints, latent cross-attention fusion, "
+        f"The `sim-base` preset (ResNet tower with FiLM + spatial keypoints, {_fusion_words(policy)}, "
         "4-layer 256-wide Llama decoder, residual MLP action head; 8-step chunks of 7-D end-effector deltas "
         "+ gripper; `front` and `wrist` cameras at 64x64) trained from random weights on scripted "
         "demonstrations of all five tasks. Load it with "
@@ -175,6 +175,14 @@ def card(args: argparse.Namespace) -> None:
     atomic_write_text(ship / "README.md", "\n".join(lines) + "\n")
     shutil.copy(work / "suite.json", Path(__file__).parent / "results" / "sim_base_suite.json")
     print(f"shipped {ship} ({sum(f.stat().st_size for f in ship.iterdir()) / 2**20:.1f} MiB)")
+
+
+def _fusion_words(policy: Path) -> str:
+    """How the exported model fuses its cameras, in the card's words (from its ``config.json``)."""
+    fusion = json.loads((policy / "config.json").read_text())["fusion"]
+    if fusion["mode"] == "prefix":
+        return "prefix fusion (every projected visual token is a decoder token)"
+    return f"latent cross-attention fusion ({fusion['num_queries']} queries, {fusion['num_layers']} layers)"
 
 
 def main() -> None:
