@@ -12,7 +12,7 @@
 #   carry: .wheels_train (av, transformers 5.24, regex, gymnasium for CPython 3.12: benchmarks/device_wheels.sh),
 #          outputs/cpu_base/data
 #   env:   MINUTES (training budget after a 300-update calibration run), or STEPS (a fixed number of
-#          updates, no calibration); BATCH (default 256); OVERRIDES (JSON for --model.preset-overrides)
+#          updates, no calibration); BATCH (default 256); LR (default 1e-3); OVERRIDES (JSON for --model.preset-overrides)
 # Evaluation runs elsewhere (`fastvla bench suite`): this machine's image has no MuJoCo.
 set -u
 stage=$1
@@ -42,7 +42,7 @@ start | once)
     cp outputs/cpu_base/commands.txt $W/commands.txt 2>/dev/null
     sed -i '2,$d' $W/commands.txt  # keep the record line; the train lines are appended by sim_base.py
     setsid nohup bash -c "python3 benchmarks/sim_base.py train --work $W --data outputs/cpu_base/data \
-        --minutes ${MINUTES:-6.5} --steps ${STEPS:-0} --batch-size ${BATCH:-256} --calibration-steps 300 --preset-overrides '${OVERRIDES:-}'; echo JOB_DONE rc=\$?" \
+        --minutes ${MINUTES:-6.5} --steps ${STEPS:-0} --batch-size ${BATCH:-256} --lr ${LR:-1e-3} --calibration-steps 300 --preset-overrides '${OVERRIDES:-}'; echo JOB_DONE rc=\$?" \
         > "$W/job.log" 2>&1 &
     echo $! > "$W/job.pid"
     follow 15
