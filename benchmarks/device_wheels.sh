@@ -15,7 +15,7 @@
 # the project was tested with on the device (torch there is its own 2.11 build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KEEP="auto|llama|resnet|siglip|vit|clip|dinov2|gemma|gemma2|qwen2|mistral|bert|gpt2|encoder_decoder|deprecated"
+KEEP="auto|bloom|llama|resnet|siglip|vit|clip|dinov2|gemma|gemma2|qwen2|mistral|bert|gpt2|encoder_decoder|deprecated"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fetch() {  # fetch DEST SPEC...: py3.12 manylinux x86-64 wheels, no dependencies
