@@ -10,7 +10,8 @@
 #                   docs GIFs aside for that call)
 #
 # transformers is slimmed to the model families FastVLA builds (llama, resnet, siglip, vit, clip, dinov2,
-# gemma, qwen2, mistral, bert, gpt2) plus `auto` and what `auto` imports (encoder_decoder): 13.5 -> 2.3 MB.
+# gemma, qwen2, mistral, bert, gpt2) plus `auto` and what `auto` imports (encoder_decoder), and `bloom`,
+# which peft imports at start-up (`from transformers import BloomPreTrainedModel`): 13.5 -> 2.4 MB.
 # Run from the repository root with the project's venv active (it needs pip); the versions are the ones
 # the project was tested with on the device (torch there is its own 2.11 build).
 set -euo pipefail

@@ -22,12 +22,17 @@ t0=$(date +%s)
 # folders) on sys.path ahead of /tmp/fv.
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/fv PYTHONSAFEPATH=1
 W=outputs/gpu_base
-if [ ! -d /tmp/fv ]; then
+# Set up once per machine: a `finish` call must not rebuild /tmp/fv under the running job. The marker is
+# this script's own, so a warm machine set up by device_setup.sh (other wheels, no gymnasium) is redone
+# from empty folders (pip --target does not replace what is there).
+if [ ! -e /tmp/fv/.train_setup ]; then
+    rm -rf /tmp/site /tmp/fv
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .wheels_train/*.whl
     mkdir -p /tmp/fv && cp -r fastvla /tmp/fv/
     for d in envs policies datasets eval; do ln -sfn "$PWD/$d" "/tmp/fv/fastvla/$d"; done
     ln -sfn "$PWD/benchmarks" /tmp/fv/benchmarks
     python3 -c "import torch, transformers; print(torch.__version__, torch.cuda.get_device_name(0), transformers.__version__)"
+    touch /tmp/fv/.train_setup
 fi
 . benchmarks/_device_job.sh  # left, follow
 bring_back() {
