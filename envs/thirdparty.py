@@ -544,8 +544,7 @@ def make_fetch(
     env = RenderCameras(
         env, cameras, image_size, _fetch_state, (), shadows, reflections, free_cameras=free, depth=depth
     )
-    base = task.split("-")[0].removesuffix("Dense")
-    env = LanguageInstruction(env, instruction or FETCH_INSTRUCTIONS.get(base, base))
+    env = LanguageInstruction(env, fetch_instruction(task, instruction))
     return _with_render(env, cameras[0], render_mode)
 
 
@@ -597,11 +596,17 @@ def fetch_observation_map(
     instruction: str | None = None,
     depth: bool = False,
 ) -> Any:
-    """``ObservationMap`` for :func:`make_fetch`."""
-    base = task.split("-")[0].removesuffix("Dense")
+    """``ObservationMap`` for :func:`make_fetch` (same instruction text as the env's)."""
     return _observation_map(
-        _camera_paths(cameras, model_cameras), instruction or FETCH_INSTRUCTIONS.get(base), depth
+        _camera_paths(cameras, model_cameras), fetch_instruction(task, instruction), depth
     )
+
+
+def fetch_instruction(task: str, instruction: str | None = None) -> str:
+    """The instruction :func:`make_fetch` gives ``task``: ``instruction``, else the task's sentence from
+    ``FETCH_INSTRUCTIONS``, else the task's base name (``FetchSlideDense-v4`` -> ``FetchSlide``)."""
+    base = task.split("-")[0].removesuffix("Dense")
+    return instruction or FETCH_INSTRUCTIONS.get(base, base)
 
 
 # Gymnasium ids: gym.make("fastvla.envs.thirdparty:fastvla/MetaWorld-v0", task="push-v3").

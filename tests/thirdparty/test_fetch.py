@@ -34,6 +34,10 @@ def test_fetch_observation_map() -> None:
     obs_map = fetch_observation_map("FetchReach-v4")
     assert obs_map.cameras == {"external_camera_0": "pixels/external_camera_0", "behind": "pixels/behind"}
     assert obs_map.state == "agent_pos" and obs_map.instruction == "move the gripper to the red target"
+    # a task without a sentence gets its base name in both the env and the map (the map said None before)
+    assert fetch_observation_map("FetchSlideDense-v4").instruction == "slide the black puck to the red target"
+    assert fetch_observation_map("FetchCustomDense-v1").instruction == "FetchCustom"
+    assert fetch_observation_map("FetchReach-v4", instruction="go").instruction == "go"
 
 
 @pytest.mark.parametrize("task", ["FetchReach-v4", "FetchPickAndPlace-v4"])
