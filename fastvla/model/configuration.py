@@ -41,6 +41,12 @@ class FusionConfig(PreTrainedConfig):
         keypoint_readout: where the projected keypoints go: ``"queries"`` (added to every action query) or
             ``"token"`` (their own decoder token after the state token, so no constant added to the
             queries can swamp them).
+        qk_norm: ``latent`` mode: cosine attention in the fusion blocks. Queries and keys are L2-normalised
+            per head and their dot product is multiplied by a learned per-head scale (initial 10, at most
+            100; Swin Transformer V2's attention), so attention can be sharp from the first update instead
+            of starting uniform (plain dot-product logits of freshly initialised projections are ~0, and
+            uniform attention over the visual tokens is mean pooling). Off by default: older checkpoints
+            have no scale parameters.
         dropout: dropout on attention outputs and MLPs.
     """
 
@@ -55,6 +61,7 @@ class FusionConfig(PreTrainedConfig):
     film: bool = True
     keypoints: bool = False
     keypoint_readout: Literal["queries", "token"] = "queries"
+    qk_norm: bool = False
     dropout: float = 0.0
 
     def __post_init__(self, **kwargs):

@@ -9,17 +9,26 @@ kernels where available).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fastvla.model.configuration import FastVLAConfig
 
+#: Cosine attention's per-head logit scale: initial value and cap (Swin Transformer V2 uses 10 and 100).
+QK_NORM_INIT_SCALE, QK_NORM_MAX_SCALE = 10.0, 100.0
+
 
 class Attention(nn.Module):
-    """Multi-head attention of ``x`` over ``context`` through SDPA (self-attention when context is x)."""
+    """Multi-head attention of ``x`` over ``context`` through SDPA (self-attention when context is x).
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
+    With ``qk_norm`` it is cosine attention: ``softmax(s_h * cos(q, k)) v`` with a learned per-head scale
+    ``s_h`` (stored as its log, clamped at ``QK_NORM_MAX_SCALE``).
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, qk_norm: bool = False):
         super().__init__()
         self.num_heads = num_heads
         self.dropout = dropout
@@ -27,6 +36,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.o_proj = nn.Linear(dim, dim)
+        self.logit_scale = None
+        if qk_norm:
+            self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(QK_NORM_INIT_SCALE)))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """``x`` (B, Q, D) attends to ``context`` (B, N, D); returns (B, Q, D)."""
@@ -37,20 +49,26 @@ class Attention(nn.Module):
             return t.unflatten(-1, (heads, dim // heads)).transpose(1, 2)  # (B, heads, L, D/heads)
 
         q, k, v = split(self.q_proj(x)), split(self.k_proj(context)), split(self.v_proj(context))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        scale = None
+        if self.logit_scale is not None:
+            log_max = math.log(QK_NORM_MAX_SCALE)
+            logit_scale = self.logit_scale.clamp(max=log_max).exp().to(q.dtype)  # (heads, 1, 1)
+            q, k, scale = F.normalize(q, dim=-1) * logit_scale, F.normalize(k, dim=-1), 1.0
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
         return self.o_proj(out.transpose(1, 2).reshape(b, q_len, dim))  # (B, Q, D)
 
 
 class FusionBlock(nn.Module):
     """Pre-norm block: cross-attention to the visual tokens, self-attention among queries, MLP."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, dropout: float):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, dropout: float, qk_norm: bool = False):
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
-        self.cross_attn = Attention(dim, num_heads, dropout)
+        self.cross_attn = Attention(dim, num_heads, dropout, qk_norm)
         self.norm_self = nn.LayerNorm(dim)
-        self.self_attn = Attention(dim, num_heads, dropout)
+        self.self_attn = Attention(dim, num_heads, dropout, qk_norm)
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_ratio * dim, dim)
@@ -79,7 +97,8 @@ class Fusion(nn.Module):
             self.queries = nn.Embedding(cfg.num_queries, dim)
             self.instruction_proj = nn.Linear(out_dim, dim)
             self.blocks = nn.ModuleList(
-                FusionBlock(dim, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.num_layers)
+                FusionBlock(dim, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, cfg.qk_norm)
+                for _ in range(cfg.num_layers)
             )
             self.norm_out = nn.LayerNorm(dim)
             self.out_proj = nn.Linear(dim, out_dim) if dim != out_dim else nn.Identity()
